@@ -1,0 +1,288 @@
+"""The ``cfbench`` command line: one verb per job.
+
+    cfbench demo                                  the whole pipeline on the embedded phantom suite
+    cfbench run --model NAME --split SPLIT        generate, then evaluate
+    cfbench generate --model NAME --split SPLIT   generate only (resumable)
+    cfbench eval --run DIR                        evaluate a run folder
+    cfbench models                                registered models, capabilities, weights
+    cfbench config [set KEY VALUE]                settings in force and where they come from
+    cfbench data phantom --n 600 --out DIR        write a phantom dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from cfbench import config
+from cfbench.dataset import SPLITS, DatasetError
+from cfbench.evaluate import EvaluationError
+from cfbench.interface import DEFAULT_RESOLUTION
+from cfbench.registry import (
+    PluginError,
+    UnknownModelError,
+    WeightsNotFoundError,
+    available_models,
+    expected_weights_path,
+    get_model_class,
+    resolve_model_path,
+)
+from cfbench.runstore import RunConfigMismatch
+
+
+class CliError(RuntimeError):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _option_pairs(values: list[str] | None) -> dict[str, str]:
+    options = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--option expects KEY=VALUE, got {item!r}")
+        options[key] = value
+    return options
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="registered model name (see `cfbench models`) or module:Class")
+    parser.add_argument("--split", required=True, choices=SPLITS,
+                        help="split to run; 'demo' builds and caches a small phantom set when --data is not given")
+    parser.add_argument("--data", metavar="DIR",
+                        help="dataset folder (instructions.csv, past/, current/); default: setting data_dir")
+    parser.add_argument("--model-path", metavar="P",
+                        help="local weights folder/file; default: {weights_dir}/{model's folder}")
+    parser.add_argument("--out", metavar="DIR",
+                        help="run folder; default: {runs_dir}/{model}-{split}-seed{seed}. "
+                             "An existing folder with the same config is resumed.")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N samples of the split")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="B",
+                        help="requests per model call (results do not depend on it; default 1)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="run seed; each sample's seed is derived from it and the sample id (default 0)")
+    parser.add_argument("--device", default="cpu", metavar="D", help="torch device: cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+                        help=f"benchmark resolution in pixels (default {DEFAULT_RESOLUTION})")
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
+                        help="model-specific option, repeatable")
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "quiet", False)
+
+
+def _data_dir(args) -> Path:
+    if args.data:
+        return Path(args.data)
+    if args.split == "demo":
+        from cfbench.phantom_dataset import demo_dataset
+
+        return demo_dataset(config.resolve_path("cache_dir"), size=args.resolution, progress=_progress(args))
+    configured = config.resolve_path("data_dir")
+    if configured is None:
+        raise CliError(
+            "no dataset folder: pass --data DIR, set CFBENCH_DATA_DIR, or run `cfbench config set data_dir DIR` "
+            "(or use --split demo for the embedded phantom set)"
+        )
+    return configured
+
+
+def _settings_from_args(args):
+    from cfbench.runner import RunSettings
+
+    model_class = get_model_class(args.model)
+    model_path = resolve_model_path(model_class, args.model_path)
+    if args.batch_size < 1:
+        raise CliError("--batch-size must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be >= 1")
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
+    out = Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
+    return RunSettings(
+        model=args.model, split=args.split, data_dir=_data_dir(args), out=out, model_path=model_path,
+        resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
+        device=args.device, options=_option_pairs(args.option),
+    )
+
+
+def _generate(args) -> tuple[object, int]:
+    from cfbench.runner import generate
+
+    settings = _settings_from_args(args)
+    report = generate(settings, progress=_progress(args))
+    print(f"run folder: {report.run_folder}")
+    print(f"samples: {report.total} in scope, {report.already_done} already done, "
+          f"{report.generated} generated now, {len(report.failed)} failed ({report.seconds:.1f} s)")
+    for message in report.failed[:20]:
+        print(f"  failed: {message}", file=sys.stderr)
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20} more (see failures.jsonl)", file=sys.stderr)
+    return settings, (1 if report.failed else 0)
+
+
+def _print_metrics(report: dict) -> None:
+    print(f"evaluated {report['n_samples']} of {report['n_in_split']} samples")
+    for name, entry in report["metrics"].items():
+        value = "-" if entry["value"] is None else f"{entry['value']:.4f}"
+        print(f"  {name:<28} {value:>8}  (n={entry['n']})  {entry['description']}")
+
+
+def cmd_generate(args) -> int:
+    return _generate(args)[1]
+
+
+def cmd_run(args) -> int:
+    from cfbench.evaluate import evaluate_run
+
+    settings, status = _generate(args)
+    _print_metrics(evaluate_run(settings.out, progress=_progress(args)))
+    return status
+
+
+def cmd_eval(args) -> int:
+    from cfbench.evaluate import evaluate_run
+
+    report = evaluate_run(args.run, data_dir=args.data, progress=_progress(args))
+    _print_metrics(report)
+    print(f"wrote {Path(args.run) / 'metrics.json'}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    models = available_models()
+    rows = []
+    for name, entry in models.items():
+        cls = entry.model_class
+        caps = cls.capabilities
+        weights = expected_weights_path(cls)
+        rows.append({
+            "name": name,
+            "origin": entry.origin,
+            "input": "edits the input image" if caps.edits_image else "does not edit the input",
+            "guidance_map": caps.guidance_map,
+            "explanation": caps.explanation,
+            "native_resolution": cls.native_resolution,
+            "weights": str(weights) if weights else None,
+            "weights_present": None if weights is None else weights.exists(),
+            "description": cls.description,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        flags = [row["input"]] + [flag for flag in ("guidance_map", "explanation") if row[flag]]
+        if row["weights"] is None:
+            weights = "no weights needed"
+        else:
+            weights = f"weights {'present' if row['weights_present'] else 'MISSING'} at {row['weights']}"
+        print(f"{row['name']:<22} [{', '.join(flags)}] {row['native_resolution']} px, {row['origin']}; {weights}")
+        if row["description"]:
+            print(f"{'':<22} {row['description']}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    if args.action == "set":
+        if not args.key or args.value is None:
+            raise CliError("usage: cfbench config set KEY VALUE")
+        path = config.set_value(args.key, args.value)
+        print(f"wrote {args.key} = {args.value} to {path}")
+        return 0
+    print(f"config file: {config.config_file_path()}")
+    for setting in config.all_settings():
+        print(f"{setting.key:<12} {setting.value or '(unset)':<50} from {setting.source}")
+        print(f"{'':<12} {config.SETTINGS[setting.key]}")
+    return 0
+
+
+def cmd_data_phantom(args) -> int:
+    from cfbench.phantom_dataset import build_phantom_dataset
+
+    out = build_phantom_dataset(args.out, args.n, seed=args.seed, size=args.size, progress=_progress(args))
+    print(f"wrote {args.n} phantom pairs to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from cfbench.demo import format_table, run_demo
+
+    runs_dir = Path(args.out) if args.out else config.resolve_path("runs_dir") / "demo"
+    rows = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
+                    progress=_progress(args))
+    print()
+    print(format_table(rows))
+    print(f"\nrun folders under {runs_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cfbench",
+        description="Benchmark counterfactual chest X-ray generators: "
+                    "split -> model.edit -> run folder -> evaluators -> metrics -> leaderboard.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    demo = verbs.add_parser("demo", help="run the reference models on the embedded phantom demo split")
+    demo.add_argument("--out", metavar="DIR", help="folder for the demo runs (default {runs_dir}/demo)")
+    demo.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    demo.set_defaults(handler=cmd_demo)
+
+    run = verbs.add_parser("run", help="generate counterfactuals for a split, then evaluate them")
+    _add_run_arguments(run)
+    run.set_defaults(handler=cmd_run)
+
+    gen = verbs.add_parser("generate", help="generate counterfactuals for a split (resumable)")
+    _add_run_arguments(gen)
+    gen.set_defaults(handler=cmd_generate)
+
+    evaluate = verbs.add_parser("eval", help="evaluate a run folder and write metrics.json")
+    evaluate.add_argument("--run", required=True, metavar="DIR", help="run folder written by run/generate")
+    evaluate.add_argument("--data", metavar="DIR", help="dataset folder, if it moved since generation")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    models = verbs.add_parser("models", help="list registered models, their capabilities and weights")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(handler=cmd_models)
+
+    conf = verbs.add_parser("config", help="show settings and their sources, or `config set KEY VALUE`")
+    conf.add_argument("action", nargs="?", choices=["show", "set"], default="show")
+    conf.add_argument("key", nargs="?", choices=sorted(config.SETTINGS))
+    conf.add_argument("value", nargs="?")
+    conf.set_defaults(handler=cmd_config)
+
+    data = verbs.add_parser("data", help="build datasets")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="KIND")
+    phantom = data_verbs.add_parser("phantom", help="write a phantom dataset with splits train/holdout/test/val")
+    phantom.add_argument("--n", type=int, default=600, help="number of pairs (default 600)")
+    phantom.add_argument("--out", required=True, metavar="DIR")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    phantom.set_defaults(handler=cmd_data_phantom)
+    return parser
+
+
+USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
+               config.ConfigError, EvaluationError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"cfbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cfbench: interrupted; finished samples are kept, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

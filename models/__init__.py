@@ -1,0 +1,3 @@
+"""Built-in model adapters (importable as ``cfbench.models``). Importing this package registers them."""
+
+from cfbench.models import reference  # noqa: F401  (registers identity, ground-truth, true-counterfactual)
