@@ -1,0 +1,1 @@
+"""Example cfbench plugin: a rule-based editor that paints or removes soft opacities."""

@@ -1,0 +1,99 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cfbench.interface import CounterfactualModel
+from cfbench.registry import (
+    PluginError,
+    UnknownModelError,
+    WeightsNotFoundError,
+    available_models,
+    get_model_class,
+    register,
+    resolve_model_path,
+)
+
+EXAMPLE_PLUGIN = Path(__file__).parent.parent / "examples" / "cfbench-example-plugin"
+
+
+def test_builtins_are_registered():
+    models = available_models()
+    for name in ("identity", "ground-truth", "true-counterfactual"):
+        assert models[name].origin == "built-in"
+        assert models[name].model_class.name == name
+
+
+def test_import_path_and_unknown_names():
+    from fake_models import NoisyEditModel
+
+    assert get_model_class("fake_models:NoisyEditModel") is NoisyEditModel
+    with pytest.raises(UnknownModelError, match="unknown model 'no-such-model'. Available: .*identity"):
+        get_model_class("no-such-model")
+    with pytest.raises(UnknownModelError, match="cannot import model class 'fake_models:Missing'"):
+        get_model_class("fake_models:Missing")
+    with pytest.raises(PluginError, match="not a subclass of cfbench.CounterfactualModel"):
+        get_model_class("pathlib:Path")
+
+
+def test_register_rejects_nameless_and_duplicate_classes():
+    class Nameless(CounterfactualModel):
+        pass
+
+    with pytest.raises(PluginError, match="has no `name`"):
+        register(Nameless)
+
+    class Impostor(CounterfactualModel):
+        name = "identity"
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Impostor)
+
+
+def test_missing_weights_error_names_path_and_how(tmp_path, monkeypatch):
+    class NeedsWeights(CounterfactualModel):
+        name = "needs-weights"
+        weights_subdir = "needs-weights-v1"
+        weights_help = "Download them from the authors' release."
+
+    monkeypatch.setenv("CFBENCH_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError) as raised:
+        resolve_model_path(NeedsWeights, None)
+    message = str(raised.value)
+    assert str(tmp_path / "needs-weights-v1") in message and "authors' release" in message
+    (tmp_path / "needs-weights-v1").mkdir()
+    assert resolve_model_path(NeedsWeights, None) == tmp_path / "needs-weights-v1"
+    assert resolve_model_path(IdentityLike, None) is None
+
+
+class IdentityLike(CounterfactualModel):
+    name = "identity-like"
+
+
+def test_entry_point_plugin_installed_from_a_package(tmp_path):
+    """Build and install the example plugin into a folder, then let a fresh process discover it."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE_PLUGIN)],
+        check=True, capture_output=True, text=True,
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]))
+    listing = subprocess.run([sys.executable, "-m", "cfbench.cli", "models"], env=env,
+                             capture_output=True, text=True, check=True)
+    assert "example-opacity" in listing.stdout
+    assert "plugin cfbench-example-plugin" in listing.stdout
+    assert "guidance_map" in listing.stdout.split("example-opacity", 1)[1].splitlines()[0]
+    # and it runs end to end through the registry in that process
+    code = ("import numpy as np; from cfbench.registry import get_model_class; from cfbench import *;"
+            "cls = get_model_class('example-opacity'); m = cls.load(LoadContext());"
+            "from cfbench.findings import parse_instruction as p;"
+            "r = m.edit([EditRequest('a', np.full((64, 64), .5, np.float32), 'Add the finding of left pleural effusion',"
+            " p('Add the finding of left pleural effusion'))])[0];"
+            "validate_result(r, EditRequest('a', np.zeros((64, 64), np.float32), ''), 'x');"
+            "print(round(float(r.image[50, 48] - .5), 3), round(float(r.image[50, 16] - .5), 3))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    left_side_change, right_side_change = map(float, out.stdout.split())
+    assert left_side_change > 0.1 and right_side_change < 0.01  # patient left = image right
