@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from cfbench.cli import main
+
+
+def test_run_generates_and_evaluates(random_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["--quiet", "run", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
+                   "--resolution", "32", "--out", str(out), "--limit", "4"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "samples: 4 in scope, 0 already done, 4 generated now, 0 failed" in printed
+    assert "mae_to_target" in printed
+    assert json.loads((out / "metrics.json").read_text())["n_samples"] == 4
+
+
+def test_default_run_folder_and_data_dir_from_config(random_dataset, isolated_settings, capsys):
+    assert main(["config", "set", "data_dir", str(random_dataset)]) == 0
+    assert main(["--quiet", "generate", "--model", "identity", "--split", "holdout", "--resolution", "32"]) == 0
+    expected = isolated_settings / "runs" / "identity-holdout-seed0"
+    assert (expected / "manifest.json").is_file()
+    shown = capsys.readouterr().out
+    assert f"run folder: {expected}" in shown
+    main(["config"])
+    table = capsys.readouterr().out
+    assert f"data_dir     {random_dataset}" in table and f"from file {isolated_settings / 'config.toml'}" in table
+    assert "from env CFBENCH_RUNS_DIR" in table
+
+
+def test_user_errors_are_one_line_messages(random_dataset, tmp_path, capsys):
+    assert main(["generate", "--model", "identity", "--split", "holdout"]) == 2
+    assert "no dataset folder: pass --data DIR" in capsys.readouterr().err
+    assert main(["generate", "--model", "nope", "--split", "holdout", "--data", str(random_dataset)]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    out = str(tmp_path / "run")
+    base = ["--quiet", "generate", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
+            "--resolution", "32", "--out", out]
+    assert main(base) == 0
+    assert main(base[:-2] + ["--out", out, "--seed", "3"]) == 2
+    assert "was made with a different config (seed: 0 -> 3)" in capsys.readouterr().err
+    assert main(["eval", "--run", str(tmp_path / "nothing")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", "identity", "--split", "validation"])
+
+
+def test_failures_give_exit_status_1(random_dataset, tmp_path, capsys):
+    status = main(["--quiet", "generate", "--model", "fake_models:NaNModel", "--split", "holdout",
+                   "--data", str(random_dataset), "--resolution", "32", "--out", str(tmp_path / "run")])
+    assert status == 1
+    assert "failed: model 'fake_models:NaNModel', sample 's001'" in capsys.readouterr().err
+
+
+def test_models_json_lists_capabilities(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["identity"]["weights"] is None and rows["identity"]["origin"] == "built-in"
+    assert rows["ground-truth"]["input"] == "does not edit the input"
