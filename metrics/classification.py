@@ -1,0 +1,479 @@
+"""Classification metrics of the evaluation protocols: AUROC (pathology, race, sex) and F1 (ProgEmu).
+
+- Pathology: a classifier's probabilities on the generated images against the CheXpert labels of the
+  target study, one AUROC per finding (``PathologyAUROC``) and their mean; labels are 1.0 positive,
+  0.0 negative, -1.0 uncertain, NaN/None blank, and a declared ``LabelPolicy`` decides what uncertain
+  and blank labels become.
+- Race: softmax over the groups against the true group, one-vs-rest AUROC, macro average
+  (``MulticlassAUROC``; equals scikit-learn ``roc_auc_score(y, p, multi_class="ovr", average="macro")``).
+- Sex: binary AUROC (``BinaryAUROC``).
+- ProgEmu: binary F1 per finding at a declared threshold, plus the macro average (``PathologyF1``).
+
+AUROC needs ranks, so these objects keep one score and one label per sample (O(N) scalars, never
+images); the same per-sample values let ``compute_on(indices)`` evaluate a bootstrap resample
+(see ``cfbench.metrics.bootstrap``). AUROC is a probability in [0, 1] (0.5 = chance); it is undefined
+(NaN, with the reason stated) when only one class is present. F1 is in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from cfbench.findings import EVALUATED_FINDINGS
+
+UNCERTAIN_LABEL = -1.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input checks shared by the metric objects of this module
+# ----------------------------------------------------------------------------------------------------
+
+
+def _float_array(values, name: str, metric: str, ndim: int, allow_nan: bool = False) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != ndim:
+        raise ValueError(f"{metric}: {name} must have {ndim} dimension(s), got shape {array.shape}")
+    if not allow_nan and np.isnan(array).any():
+        raise ValueError(f"{metric}: {name} contains NaN")
+    if np.isinf(array).any():
+        raise ValueError(f"{metric}: {name} contains infinite values")
+    return array
+
+
+def _check_indices(indices, n: int, metric: str) -> np.ndarray:
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"{metric}: indices must be a 1-D integer array, got {indices.dtype} {indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= n):
+        raise ValueError(f"{metric}: indices must lie in [0, {n}), got [{indices.min()}, {indices.max()}]")
+    return indices
+
+
+def _empty_error(metric: str) -> RuntimeError:
+    return RuntimeError(f"{metric}: compute() called before any sample was added with update()")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Functions on full arrays
+# ----------------------------------------------------------------------------------------------------
+
+
+def binary_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (1 positive, 0 negative).
+
+    Computed as the Mann-Whitney statistic with average ranks, so tied scores count one half: the value
+    equals scikit-learn's ``roc_auc_score``. In [0, 1]; NaN when only one class is present.
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = labels == 1
+    n_positive = int(positive.sum())
+    n_negative = labels.size - n_positive
+    if n_positive == 0 or n_negative == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    rank_sum = float(ranks[positive].sum())
+    return (rank_sum - n_positive * (n_positive + 1) / 2.0) / (n_positive * n_negative)
+
+
+def auroc_undefined_reason(labels: np.ndarray) -> str | None:
+    """Why AUROC is undefined for these binary labels (only one class present), or None."""
+    labels = np.asarray(labels)
+    n_positive = int((labels == 1).sum())
+    n_negative = labels.size - n_positive
+    if labels.size == 0:
+        return "no samples"
+    if n_negative == 0:
+        return f"only positive labels (n={n_positive}); AUROC needs both classes"
+    if n_positive == 0:
+        return f"only negative labels (n={n_negative}); AUROC needs both classes"
+    return None
+
+
+def binary_f1(labels: np.ndarray, predicted: np.ndarray, zero_division: float = math.nan) -> float:
+    """F1 = 2 TP / (2 TP + FP + FN) of binary predictions against binary labels, in [0, 1].
+
+    Equals scikit-learn's ``f1_score``. When there is no positive label and no positive prediction the
+    ratio is 0/0: the result is ``zero_division`` (NaN by default; scikit-learn's default gives 0.0).
+    """
+    labels = np.asarray(labels) == 1
+    predicted = np.asarray(predicted) == 1
+    true_positive = int(np.sum(labels & predicted))
+    false_positive = int(np.sum(~labels & predicted))
+    false_negative = int(np.sum(labels & ~predicted))
+    denominator = 2 * true_positive + false_positive + false_negative
+    if denominator == 0:
+        return float(zero_division)
+    return 2.0 * true_positive / denominator
+
+
+# ----------------------------------------------------------------------------------------------------
+# Label policy for CheXpert labels
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """What uncertain (-1.0) and blank (NaN/None) CheXpert labels become before a binary metric.
+
+    ``uncertain``: "exclude" (the sample drops out of that finding's metric only), "positive" (-> 1) or
+    "negative" (-> 0). ``blank``: "exclude" or "negative" (-> 0). Default: both "exclude".
+    """
+
+    uncertain: Literal["exclude", "positive", "negative"] = "exclude"
+    blank: Literal["exclude", "negative"] = "exclude"
+
+    def __post_init__(self) -> None:
+        if self.uncertain not in ("exclude", "positive", "negative"):
+            raise ValueError(f"LabelPolicy.uncertain must be exclude/positive/negative, got {self.uncertain!r}")
+        if self.blank not in ("exclude", "negative"):
+            raise ValueError(f"LabelPolicy.blank must be exclude/negative, got {self.blank!r}")
+
+    @property
+    def name(self) -> str:
+        return f"uncertain-{self.uncertain}/blank-{self.blank}"
+
+    def resolve(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map raw labels (1, 0, -1, NaN) to ``(binary, keep)``: 0/1 labels and the mask of samples kept."""
+        labels = np.asarray(labels, dtype=np.float64)
+        blank = np.isnan(labels)
+        uncertain = labels == UNCERTAIN_LABEL
+        binary = (labels == 1.0).astype(np.int8)
+        keep = np.ones(labels.shape, dtype=bool)
+        if self.uncertain == "exclude":
+            keep &= ~uncertain
+        elif self.uncertain == "positive":
+            binary[uncertain] = 1
+        if self.blank == "exclude":
+            keep &= ~blank
+        return binary, keep
+
+
+def _check_chexpert_labels(labels: np.ndarray, metric: str) -> None:
+    values = labels[~np.isnan(labels)]
+    bad = ~np.isin(values, (1.0, 0.0, UNCERTAIN_LABEL))
+    if bad.any():
+        raise ValueError(
+            f"{metric}: labels must be 1.0, 0.0, -1.0 (uncertain) or NaN/None (blank), got {np.unique(values[bad])[:5]}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Streaming metric objects
+# ----------------------------------------------------------------------------------------------------
+
+
+class BinaryAUROC:
+    """Binary AUROC, e.g. sex: the predicted probability of class 1 against 0/1 labels.
+
+    ``update(scores, labels)``: scores (B,) (any real score, higher = more likely class 1), labels (B,)
+    in {0, 1}. ``compute()`` -> AUROC in [0, 1], NaN when only one class was seen (``undefined_reason()``
+    says so). Keeps one score and one label per sample.
+    """
+
+    def __init__(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        name = type(self).__name__
+        scores = _float_array(scores, "scores", name, ndim=1)
+        labels = _float_array(labels, "labels", name, ndim=1)
+        if scores.shape != labels.shape:
+            raise ValueError(f"{name}: scores shape {scores.shape} differs from labels shape {labels.shape}")
+        if not np.isin(labels, (0.0, 1.0)).all():
+            raise ValueError(f"{name}: labels must be 0 or 1, got {np.unique(labels)[:5]}")
+        self._scores.append(scores)
+        self._labels.append(labels.astype(np.int8))
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(s) for s in self._scores)
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._scores:
+            raise _empty_error(type(self).__name__)
+        return np.concatenate(self._scores), np.concatenate(self._labels)
+
+    def compute(self) -> float:
+        scores, labels = self._arrays()
+        return binary_auroc(labels, scores)
+
+    def compute_on(self, indices: np.ndarray) -> float:
+        """AUROC on the samples at ``indices`` (with repetition, for the bootstrap)."""
+        scores, labels = self._arrays()
+        indices = _check_indices(indices, len(scores), type(self).__name__)
+        return binary_auroc(labels[indices], scores[indices])
+
+    def undefined_reason(self) -> str | None:
+        return auroc_undefined_reason(self._arrays()[1])
+
+
+class MulticlassAUROC:
+    """One-vs-rest AUROC averaged over classes (macro), e.g. race from a softmax over the groups.
+
+    ``update(probabilities, labels)``: probabilities (B, K), labels (B,) integer classes in [0, K).
+    ``compute()`` -> the macro average of the K one-vs-rest AUROCs, in [0, 1]; equals scikit-learn's
+    ``roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")`` (which additionally
+    requires the rows to sum to 1). NaN when some class never occurs as a label (``undefined_reason()``).
+    ``compute_per_class()`` gives each class's AUROC by name.
+    """
+
+    def __init__(self, num_classes: int | None = None, class_names: Sequence[str] | None = None) -> None:
+        if class_names is not None:
+            class_names = tuple(class_names)
+            if num_classes is not None and num_classes != len(class_names):
+                raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names")
+            num_classes = len(class_names)
+        if num_classes is None or num_classes < 2:
+            raise ValueError(f"MulticlassAUROC needs at least 2 classes, got {num_classes}")
+        self.num_classes = num_classes
+        self.class_names = class_names or tuple(str(k) for k in range(num_classes))
+        self._probabilities: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def update(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
+        name = type(self).__name__
+        probabilities = _float_array(probabilities, "probabilities", name, ndim=2)
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or probabilities.shape != (labels.shape[0], self.num_classes):
+            raise ValueError(
+                f"{name}: expected probabilities (B, {self.num_classes}) and labels (B,), "
+                f"got {probabilities.shape} and {labels.shape}"
+            )
+        labels = _float_array(labels, "labels", name, ndim=1)
+        if not (np.isin(labels, np.arange(self.num_classes))).all():
+            raise ValueError(f"{name}: labels must be integers in [0, {self.num_classes}), got {np.unique(labels)[:5]}")
+        self._probabilities.append(probabilities)
+        self._labels.append(labels.astype(np.int64))
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(p) for p in self._probabilities)
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._probabilities:
+            raise _empty_error(type(self).__name__)
+        return np.concatenate(self._probabilities), np.concatenate(self._labels)
+
+    @staticmethod
+    def _per_class(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
+        return [binary_auroc(labels == k, probabilities[:, k]) for k in range(num_classes)]
+
+    def compute(self) -> float:
+        probabilities, labels = self._arrays()
+        return float(np.mean(self._per_class(probabilities, labels, self.num_classes)))
+
+    def compute_per_class(self) -> dict[str, float]:
+        probabilities, labels = self._arrays()
+        return dict(zip(self.class_names, self._per_class(probabilities, labels, self.num_classes)))
+
+    def compute_on(self, indices: np.ndarray) -> float:
+        """Macro AUROC on the samples at ``indices`` (with repetition, for the bootstrap)."""
+        probabilities, labels = self._arrays()
+        indices = _check_indices(indices, len(labels), type(self).__name__)
+        return float(np.mean(self._per_class(probabilities[indices], labels[indices], self.num_classes)))
+
+    def undefined_reason(self) -> str | None:
+        labels = self._arrays()[1]
+        counts = np.bincount(labels, minlength=self.num_classes)
+        missing = [self.class_names[k] for k in range(self.num_classes) if counts[k] == 0]
+        if missing:
+            return f"classes never present as a label: {missing}; one-vs-rest AUROC needs each class"
+        return None
+
+
+class _PathologyMetric:
+    """Shared storage of per-sample probabilities and raw CheXpert labels over a fixed list of findings."""
+
+    def __init__(self, findings: Sequence[str], policy: LabelPolicy) -> None:
+        self.findings = tuple(findings)
+        if not self.findings:
+            raise ValueError(f"{type(self).__name__} needs at least one finding")
+        self.policy = policy
+        self._probabilities: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def update(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
+        """Add a batch: probabilities (B, F) and raw labels (B, F) (1, 0, -1, NaN/None), F = len(findings)."""
+        name = type(self).__name__
+        probabilities = _float_array(probabilities, "probabilities", name, ndim=2)
+        labels = _float_array(labels, "labels", name, ndim=2, allow_nan=True)
+        expected = (probabilities.shape[0], len(self.findings))
+        if probabilities.shape != expected or labels.shape != expected:
+            raise ValueError(
+                f"{name}: expected probabilities and labels of shape (B, {len(self.findings)}) for findings "
+                f"{list(self.findings)}, got {probabilities.shape} and {labels.shape}"
+            )
+        _check_chexpert_labels(labels, name)
+        self._check_probabilities(probabilities)
+        self._probabilities.append(probabilities)
+        self._labels.append(labels)
+
+    def _check_probabilities(self, probabilities: np.ndarray) -> None:
+        pass
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(p) for p in self._probabilities)
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._probabilities:
+            raise _empty_error(type(self).__name__)
+        return np.concatenate(self._probabilities), np.concatenate(self._labels)
+
+    def _finding_index(self, finding: str) -> int:
+        try:
+            return self.findings.index(finding)
+        except ValueError:
+            known = list(self.findings)
+            raise KeyError(f"{type(self).__name__}: unknown finding {finding!r}; known: {known}") from None
+
+
+class PathologyAUROC(_PathologyMetric):
+    """AUROC per finding of a classifier's probabilities against CheXpert labels, and their mean.
+
+    ``update(probabilities, labels)``: (B, F) each, columns in the order of ``findings`` (default the
+    five evaluated findings: Atelectasis, Cardiomegaly, Edema, Pleural Effusion, Pneumothorax); labels
+    1.0/0.0/-1.0/NaN, resolved per finding by ``policy`` (default: uncertain and blank excluded from
+    that finding's AUROC only).
+
+    ``compute()`` -> dict: ``per_finding`` {finding: AUROC in [0, 1] or NaN}, ``mean`` (the mean over
+    findings; NaN if any finding is undefined, unless ``mean_over_defined=True``, which averages the
+    defined ones and lists the others in ``reasons``), ``n`` {finding: {"positive", "negative",
+    "excluded"}}, ``reasons`` {finding: why undefined}, ``policy``.
+    """
+
+    def __init__(
+        self,
+        findings: Sequence[str] = EVALUATED_FINDINGS,
+        policy: LabelPolicy = LabelPolicy(),
+        mean_over_defined: bool = False,
+    ) -> None:
+        super().__init__(findings, policy)
+        self.mean_over_defined = mean_over_defined
+
+    def _per_finding(self, probabilities: np.ndarray, labels: np.ndarray) -> list[float]:
+        binary, keep = self.policy.resolve(labels)
+        return [binary_auroc(binary[keep[:, f], f], probabilities[keep[:, f], f]) for f in range(len(self.findings))]
+
+    def _mean(self, values: list[float]) -> float:
+        defined = [v for v in values if not math.isnan(v)]
+        if not defined or (len(defined) < len(values) and not self.mean_over_defined):
+            return math.nan
+        return float(np.mean(defined))
+
+    def compute(self) -> dict:
+        probabilities, labels = self._arrays()
+        binary, keep = self.policy.resolve(labels)
+        per_finding = self._per_finding(probabilities, labels)
+        counts, reasons = {}, {}
+        for f, finding in enumerate(self.findings):
+            kept = binary[keep[:, f], f]
+            counts[finding] = {
+                "positive": int(kept.sum()),
+                "negative": int(kept.size - kept.sum()),
+                "excluded": int((~keep[:, f]).sum()),
+            }
+            reason = auroc_undefined_reason(kept)
+            if reason is not None:
+                reasons[finding] = reason
+        mean = self._mean(per_finding)
+        if reasons:
+            how = "averaged over the defined findings" if self.mean_over_defined else "mean is NaN"
+            reasons["mean"] = f"undefined for {sorted(k for k in reasons)}; {how}"
+        return {
+            "per_finding": dict(zip(self.findings, per_finding)),
+            "mean": mean,
+            "n": counts,
+            "reasons": reasons,
+            "policy": self.policy.name,
+        }
+
+    def compute_on(self, indices: np.ndarray, finding: str | None = None) -> float:
+        """Mean AUROC (or one ``finding``'s AUROC) on the samples at ``indices``, for the bootstrap."""
+        probabilities, labels = self._arrays()
+        indices = _check_indices(indices, len(labels), type(self).__name__)
+        probabilities, labels = probabilities[indices], labels[indices]
+        if finding is not None:
+            f = self._finding_index(finding)
+            binary, keep = self.policy.resolve(labels[:, f])
+            return binary_auroc(binary[keep], probabilities[keep, f])
+        return self._mean(self._per_finding(probabilities, labels))
+
+
+class PathologyF1(_PathologyMetric):
+    """Binary F1 per finding at a declared threshold (ProgEmu protocol), and the macro average.
+
+    A probability counts as a positive prediction when ``probability >= threshold`` (default 0.5).
+    Labels as in ``PathologyAUROC``, resolved by ``policy``. F1 is in [0, 1] and equals scikit-learn's
+    ``f1_score``; for a finding with no positive label and no positive prediction it is ``zero_division``
+    (NaN by default, with a reason; scikit-learn's default would be 0.0). ``compute()`` -> dict:
+    ``per_finding``, ``macro`` (mean over findings; NaN if any is NaN), ``n``, ``reasons``,
+    ``threshold``, ``policy``. Probabilities must lie in [0, 1].
+    """
+
+    def __init__(
+        self,
+        findings: Sequence[str] = EVALUATED_FINDINGS,
+        threshold: float = 0.5,
+        policy: LabelPolicy = LabelPolicy(),
+        zero_division: float = math.nan,
+    ) -> None:
+        super().__init__(findings, policy)
+        self.threshold = float(threshold)
+        self.zero_division = zero_division
+
+    def _check_probabilities(self, probabilities: np.ndarray) -> None:
+        if probabilities.size and (probabilities.min() < 0.0 or probabilities.max() > 1.0):
+            raise ValueError(
+                f"{type(self).__name__}: probabilities must lie in [0, 1], "
+                f"got [{probabilities.min()}, {probabilities.max()}]"
+            )
+
+    def _per_finding(self, probabilities: np.ndarray, labels: np.ndarray) -> list[float]:
+        binary, keep = self.policy.resolve(labels)
+        predicted = probabilities >= self.threshold
+        return [
+            binary_f1(binary[keep[:, f], f], predicted[keep[:, f], f], self.zero_division)
+            for f in range(len(self.findings))
+        ]
+
+    def compute(self) -> dict:
+        probabilities, labels = self._arrays()
+        binary, keep = self.policy.resolve(labels)
+        per_finding = self._per_finding(probabilities, labels)
+        counts, reasons = {}, {}
+        for f, finding in enumerate(self.findings):
+            kept = binary[keep[:, f], f]
+            counts[finding] = {
+                "positive": int(kept.sum()),
+                "negative": int(kept.size - kept.sum()),
+                "excluded": int((~keep[:, f]).sum()),
+            }
+            if math.isnan(per_finding[f]):
+                reasons[finding] = (
+                    "no samples" if kept.size == 0 else "no positive label and no positive prediction (F1 is 0/0)"
+                )
+        return {
+            "per_finding": dict(zip(self.findings, per_finding)),
+            "macro": float(np.mean(per_finding)),
+            "n": counts,
+            "reasons": reasons,
+            "threshold": self.threshold,
+            "policy": self.policy.name,
+        }
+
+    def compute_on(self, indices: np.ndarray, finding: str | None = None) -> float:
+        """Macro F1 (or one ``finding``'s F1) on the samples at ``indices``, for the bootstrap."""
+        probabilities, labels = self._arrays()
+        indices = _check_indices(indices, len(labels), type(self).__name__)
+        per_finding = self._per_finding(probabilities[indices], labels[indices])
+        if finding is not None:
+            return per_finding[self._finding_index(finding)]
+        return float(np.mean(per_finding))
