@@ -1,0 +1,81 @@
+import threading
+
+import numpy as np
+import pandas as pd
+
+from cfbench.cli import main
+from cfbench.dataset import EditDataset
+from cfbench.evaluate import evaluate_run
+from cfbench.phantom import render_pair, sample_pair
+from cfbench.phantom_dataset import assign_splits, build_phantom_dataset, demo_dataset, pair_seed
+from cfbench.runner import RunSettings, generate
+
+
+def test_cli_writes_phantom_dataset_with_splits(tmp_path, capsys):
+    out = tmp_path / "phantom"
+    assert main(["--quiet", "data", "phantom", "--n", "20", "--out", str(out), "--size", "64", "--seed", "5"]) == 0
+    table = pd.read_csv(out / "instructions.csv")
+    assert table["split"].value_counts().to_dict() == {"train": 14, "holdout": 4, "test": 1, "val": 1}
+    assert table["subject_id"].is_unique  # one pair per patient: splits are patient-wise
+    for split in ("train", "holdout", "test", "val"):
+        dataset = EditDataset(out, split, resolution=64)
+        for sample in dataset:
+            for image in (dataset.past_image(sample), dataset.current_image(sample),
+                          dataset.counterfactual_image(sample)):
+                assert image.shape == (64, 64)
+            assert dataset.lesion_mask(sample).any()
+
+
+def test_rows_match_the_rendered_pairs(tmp_path):
+    build_phantom_dataset(tmp_path, 6, seed=3, size=64, fractions={"holdout": 1.0}, progress=False)
+    dataset = EditDataset(tmp_path, "holdout", resolution=64)
+    for index, sample in enumerate(dataset):
+        pair = sample_pair(pair_seed(3, index))
+        rendered = render_pair(pair, 64)
+        assert sample.instruction == pair.instruction
+        assert sample.operations == list(pair.operations)
+        assert sample.labels == pair.current.labels() and sample.past_labels == pair.past.labels()
+        assert (sample.sex, sample.race) == (pair.patient.sex, pair.patient.group)
+        assert np.abs(dataset.past_image(sample) - rendered.past).max() <= 0.5 / 65535 + 1e-7
+        assert np.array_equal(dataset.lesion_mask(sample), rendered.lesion_change_mask)
+
+
+def test_true_counterfactual_is_local_and_exact(tmp_path):
+    build_phantom_dataset(tmp_path / "data", 8, size=64, fractions={"holdout": 1.0}, progress=False)
+    settings = RunSettings(model="true-counterfactual", split="holdout", data_dir=tmp_path / "data",
+                           out=tmp_path / "run", resolution=64)
+    generate(settings, progress=False)
+    metrics = evaluate_run(tmp_path / "run", progress=False)["metrics"]
+    assert metrics["mae_to_true_counterfactual"]["value"] == 0.0
+    assert metrics["change_outside_lesion"]["value"] == 0.0  # bit-exact outside the lesion mask
+    assert metrics["change_inside_lesion"]["value"] > 0.01
+
+
+def test_split_assignment_is_deterministic_and_complete():
+    first = assign_splits(101, {"train": 0.7, "holdout": 0.2, "test": 0.05, "val": 0.05}, seed=1)
+    assert first == assign_splits(101, {"train": 0.7, "holdout": 0.2, "test": 0.05, "val": 0.05}, seed=1)
+    assert {name: first.count(name) for name in set(first)} == {"train": 71, "holdout": 20, "test": 5, "val": 5}
+
+
+def test_demo_cache_is_built_once_even_concurrently(tmp_path):
+    folders = []
+    threads = [threading.Thread(target=lambda: folders.append(demo_dataset(tmp_path, size=32, progress=False)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(folders)) == 1 and len(folders) == 3
+    assert [p.name for p in tmp_path.iterdir()] == [folders[0].name]  # no leftover temporary folders
+    assert len(EditDataset(folders[0], "demo", 32)) == 48
+
+
+def test_demo_prints_reference_table(tmp_path, capsys):
+    assert main(["--quiet", "demo", "--resolution", "64", "--out", str(tmp_path / "runs")]) == 0
+    lines = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
+    # columns: mae_to_target, mae_to_true_counterfactual, change_inside_lesion, change_outside_lesion
+    assert lines["identity"][2] == "0.0000" and lines["identity"][3] == "0.0000"
+    assert lines["ground-truth"][0] == "0.0000"
+    assert lines["true-counterfactual"][1] == "0.0000" and lines["true-counterfactual"][3] == "0.0000"
+    assert float(lines["true-counterfactual"][2]) > 0.01
