@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -49,3 +51,16 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(ImageReadError, match="cannot read image .*broken.png"):
         load_image(tmp_path / "broken.png")
+
+
+@pytest.mark.skipif(not (Path(__file__).parent.parent.parent / "shared/data/real-cxr").is_dir(),
+                    reason="real X-rays in ../shared/data/real-cxr not available")
+def test_real_nih_xray_loads_as_grayscale_float():
+    from conftest import REAL_CXR_DIR
+
+    image = load_image(REAL_CXR_DIR / "00000001_000.png")
+    assert image.dtype == np.float32 and image.shape == (512, 512)
+    assert 0.0 <= image.min() < 0.1 and 0.9 < image.max() <= 1.0  # full 8-bit range used
+    with Image.open(REAL_CXR_DIR / "00000001_000.png") as opened:
+        assert np.array_equal(np.round(image * 255).astype(np.uint8), np.asarray(opened.convert("L")))
+    assert load_image(REAL_CXR_DIR / "00000001_000.png", size=224).shape == (224, 224)
