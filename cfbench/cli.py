@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cfbench import config
 from cfbench.dataset import SPLITS, DatasetError
-from cfbench.evaluate import EvaluationError
+from cfbench.evaluate import EVALUATORS, EvaluationError
 from cfbench.interface import DEFAULT_RESOLUTION
 from cfbench.registry import (
     PluginError,
@@ -31,6 +31,7 @@ from cfbench.registry import (
     resolve_model_path,
 )
 from cfbench.runstore import RunConfigMismatch
+from cfbench.scoring import Protocol
 
 
 class CliError(RuntimeError):
@@ -124,11 +125,61 @@ def _generate(args) -> tuple[object, int]:
     return settings, (1 if report.failed else 0)
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _print_metrics(report: dict) -> None:
-    print(f"evaluated {report['n_samples']} of {report['n_in_split']} samples")
+    evaluator = (report.get("evaluator") or {}).get("evaluator", "none")
+    print(f"evaluated {report['n_samples']} of {report['n_in_split']} samples (evaluator: {evaluator})")
+    level = int(round(100 * report["protocol"]["confidence_level"]))
+    print(f"  {'metric':<34} {'value':>8}  {level}% CI")
     for name, entry in report["metrics"].items():
-        value = "-" if entry["value"] is None else f"{entry['value']:.4f}"
-        print(f"  {name:<28} {value:>8}  (n={entry['n']})  {entry['description']}")
+        interval = f"[{_number(entry['ci_low'])}, {_number(entry['ci_high'])}]" if entry["n_resamples"] else ""
+        print(f"  {name:<34} {_number(entry['value']):>8}  {interval}")
+    for name, reason in report.get("skipped", {}).items():
+        print(f"  {name:<34} {'-':>8}  not computed: {reason}")
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation protocol")
+    group.add_argument("--evaluator", default="auto", choices=EVALUATORS,
+                       help="auto: the shipped phantom CNN on phantom data, torchxrayvision otherwise; "
+                            "none: pixel measures only")
+    group.add_argument("--eval-batch-size", type=int, default=16, metavar="B")
+    group.add_argument("--bootstrap", type=int, default=Protocol.bootstrap_resamples, metavar="N",
+                       help=f"bootstrap resamples for the intervals (default {Protocol.bootstrap_resamples})")
+    group.add_argument("--fid-bootstrap", type=int, default=Protocol.fid_bootstrap_resamples, metavar="N",
+                       help=f"bootstrap resamples for FID, each costs a matrix square root "
+                            f"(default {Protocol.fid_bootstrap_resamples}; 0: no interval)")
+    group.add_argument("--confidence", type=float, default=Protocol.confidence_level, metavar="LEVEL")
+    group.add_argument("--label-uncertain", default=Protocol.label_uncertain, choices=["exclude", "positive", "negative"],
+                       help="what uncertain (-1) target labels become (default exclude, per finding)")
+    group.add_argument("--label-blank", default=Protocol.label_blank, choices=["exclude", "negative"],
+                       help="what blank target labels become (default exclude, per finding)")
+    group.add_argument("--accuracy-terms", default=",".join(Protocol.accuracy_terms), metavar="NAMES",
+                       help="metrics entering CMIG's accuracy mean (comma-separated)")
+    group.add_argument("--retention-terms", default=",".join(Protocol.retention_terms), metavar="NAMES",
+                       help="metrics entering CMIG's retention mean, e.g. race_auroc,age_pearson or sex_auroc,age_pearson")
+    group.add_argument("--f1-threshold", type=float, default=Protocol.f1_threshold, metavar="P")
+
+
+def _protocol(args) -> Protocol:
+    return Protocol(
+        label_uncertain=args.label_uncertain, label_blank=args.label_blank,
+        accuracy_terms=tuple(t for t in args.accuracy_terms.split(",") if t),
+        retention_terms=tuple(t for t in args.retention_terms.split(",") if t),
+        f1_threshold=args.f1_threshold, confidence_level=args.confidence,
+        bootstrap_resamples=args.bootstrap, fid_bootstrap_resamples=args.fid_bootstrap,
+    )
+
+
+def _evaluate(args, run_folder) -> dict:
+    from cfbench.evaluate import evaluate_run
+
+    return evaluate_run(run_folder, data_dir=getattr(args, "eval_data", None), evaluator=args.evaluator,
+                        protocol=_protocol(args), batch_size=args.eval_batch_size, device=args.device,
+                        progress=_progress(args))
 
 
 def cmd_generate(args) -> int:
@@ -136,19 +187,38 @@ def cmd_generate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from cfbench.evaluate import evaluate_run
-
     settings, status = _generate(args)
-    _print_metrics(evaluate_run(settings.out, progress=_progress(args)))
+    _print_metrics(_evaluate(args, settings.out))
     return status
 
 
 def cmd_eval(args) -> int:
-    from cfbench.evaluate import evaluate_run
-
-    report = evaluate_run(args.run, data_dir=args.data, progress=_progress(args))
+    report = _evaluate(args, args.run)
     _print_metrics(report)
-    print(f"wrote {Path(args.run) / 'metrics.json'}")
+    print(f"wrote {Path(args.run) / 'metrics.json'}, predictions.csv and evaluation.npz")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from cfbench.evaluate import load_table, read_metrics
+    from cfbench.scoring import compare_tables
+    from cfbench.storage import atomic_write_json
+
+    identities = [read_metrics(run).get("evaluator") for run in (args.run_a, args.run_b)]
+    if identities[0] != identities[1]:
+        raise CliError("the two runs were evaluated with different evaluators; re-evaluate them with the same one")
+    result = compare_tables(load_table(args.run_a), load_table(args.run_b), _protocol(args))
+    level = int(round(100 * args.confidence))
+    print(f"paired differences A - B on {result['n_shared']} shared samples (A = {args.run_a}, B = {args.run_b})")
+    print(f"  {'metric':<34} {'A - B':>8}  {level}% CI            ")
+    for name, entry in result["differences"].items():
+        low, high = entry["ci_low"], entry["ci_high"]
+        verdict = "" if low is None or high is None else ("differs" if low > 0 or high < 0 else "")
+        print(f"  {name:<34} {_number(entry['value']):>8}  [{_number(low)}, {_number(high)}]  {verdict}")
+    if args.out:
+        atomic_write_json(args.out, {"run_a": str(args.run_a), "run_b": str(args.run_b),
+                                     "protocol": _protocol(args).as_dict(), **result})
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -235,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="generate counterfactuals for a split, then evaluate them")
     _add_run_arguments(run)
+    _add_eval_arguments(run)
     run.set_defaults(handler=cmd_run)
 
     gen = verbs.add_parser("generate", help="generate counterfactuals for a split (resumable)")
@@ -243,8 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("eval", help="evaluate a run folder and write metrics.json")
     evaluate.add_argument("--run", required=True, metavar="DIR", help="run folder written by run/generate")
-    evaluate.add_argument("--data", metavar="DIR", help="dataset folder, if it moved since generation")
+    evaluate.add_argument("--data", dest="eval_data", metavar="DIR",
+                          help="dataset folder, if it moved since generation")
+    evaluate.add_argument("--device", default="cpu", metavar="D", help="torch device for the evaluators")
+    _add_eval_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
+
+    compare = verbs.add_parser("compare", help="paired differences between two evaluated runs, with intervals")
+    compare.add_argument("run_a", metavar="RUN_A")
+    compare.add_argument("run_b", metavar="RUN_B")
+    compare.add_argument("--out", metavar="FILE", help="also write the differences as JSON")
+    _add_eval_arguments(compare)
+    compare.set_defaults(handler=cmd_compare)
 
     models = verbs.add_parser("models", help="list registered models, their capabilities and weights")
     models.add_argument("--json", action="store_true", help="machine-readable output")

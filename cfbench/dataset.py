@@ -122,13 +122,21 @@ class EditDataset:
     def label_columns(self) -> list[str]:
         return list(self.samples[0].labels)
 
-    def _load(self, folder: str, stem: str, sample: Sample) -> np.ndarray:
+    def image_path(self, folder: str, stem: str, sample: Sample) -> Path:
+        """The file of an image of ``sample`` (``folder/stem.png|.jpg``); ImageReadError naming it if absent."""
         path = find_image(self.root / folder, stem)
         if path is None:
             raise ImageReadError(
                 f"sample {sample.sample_id!r} (row {sample.row} of {self.csv_path}): image not found: "
                 f"{self.root / folder / stem}.png (or .jpg)"
             )
+        return path
+
+    def current_path(self, sample: Sample) -> Path:
+        return self.image_path("current", sample.current_dicom_id, sample)
+
+    def _load(self, folder: str, stem: str, sample: Sample) -> np.ndarray:
+        path = self.image_path(folder, stem, sample)
         try:
             return load_image(path, self.resolution)
         except ImageReadError as error:

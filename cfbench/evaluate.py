@@ -1,36 +1,66 @@
-"""Evaluation: run store -> metrics -> metrics.json.
+"""Evaluation: run store -> evaluators -> metrics -> metrics.json.
 
-Reads a run folder written by :func:`cfbench.runner.generate`, pairs each finished sample with the
-real images of its split, streams them through the metric objects and writes ``metrics.json``.
+Reads a run folder written by :func:`cfbench.runner.generate`, pairs each finished sample with the real
+images of its split, and streams the generated images through an evaluator in batches (memory constant
+in N: only per-sample scalars and feature vectors are kept). Evaluator outputs on the real target images
+come from :class:`~cfbench.output_cache.EvaluatorOutputCache`, so they are computed once per split and
+evaluator. The numbers themselves are computed by :mod:`cfbench.scoring`.
 
-Metrics computed here (all in intensity units of the [0, 1] scale, averaged over samples):
+Writes into the run folder:
 
-- ``mae_to_target``: mean |generated - real target|. The target is a later study, so pose and
-  acquisition differ: this is not zero even for a perfect counterfactual on real data.
-- on phantom datasets (exact counterfactual and lesion mask known):
-  ``mae_to_true_counterfactual``, ``change_inside_lesion`` = mean |generated - input| inside the
-  true lesion-change mask, ``change_outside_lesion`` = the same outside it (0 = perfectly local).
+- ``metrics.json``: every metric with its bootstrap interval and n, the protocol choices, the evaluator's
+  identity (weights SHA-256, versions), components (CMIG terms, KL per finding, label counts) and
+  per-operation breakdowns;
+- ``predictions.csv``: one row per sample, every evaluator output and ground-truth value;
+- ``evaluation.npz``: the same per-sample table as arrays (read by ``cfbench compare``).
+
+Pixel measures (intensity units of the [0, 1] scale, per-sample means averaged over samples):
+
+- ``mae_to_target``: mean |generated - real target|. The target is a later study (other pose, other
+  acquisition): not 0 even for a perfect counterfactual on real data.
+- phantoms only (exact counterfactual and lesion-change mask known): ``mae_to_true_counterfactual``,
+  ``change_inside_lesion`` = mean |generated - input| inside the true lesion-change mask, and
+  ``change_outside_lesion`` = the same outside it (0 = perfectly local edit).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
-from cfbench.dataset import EditDataset
-from cfbench.metrics.pixel import MeanAbsoluteDifference
-from cfbench.runner import file_sha256
+from cfbench import config
+from cfbench.dataset import EditDataset, Sample
+from cfbench.evaluator import Evaluator, check_outputs
+from cfbench.findings import EVALUATED_FINDINGS
+from cfbench.output_cache import EvaluatorOutputCache
+from cfbench.runner import file_sha256, package_versions
 from cfbench.runstore import FAILURES, METRICS, RESULTS, load_generated, read_manifest
-from cfbench.storage import atomic_write_json, read_jsonl
+from cfbench.scoring import Protocol, SampleTable, score
+from cfbench.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+
+PREDICTIONS = "predictions.csv"
+EVALUATION_ARRAYS = "evaluation.npz"
+EVALUATORS = ("auto", "phantom-cnn", "xrv", "none")
 
 METRIC_DESCRIPTIONS = {
+    "pathology_mean_auroc": "mean AUROC over the 5 findings: evaluator probabilities on generated images vs target labels",
+    "race_auroc": "one-vs-rest macro AUROC of the race/group evaluator on generated images vs the patient's group",
+    "sex_auroc": "AUROC of P(male) on generated images vs the patient's sex",
+    "age_pearson": "Pearson r of predicted age on generated images vs the patient's age",
+    "cmig": "sqrt(a_bar * f_bar), geometric means of accuracy and retention terms, 0-100 scale",
+    "kl_divergence": "sum over findings of Bernoulli KL(P_real || Q_generated) of mean probabilities, nats",
+    "fid": "Frechet distance of evaluator features, real target vs generated images",
+    "f1_macro": "mean F1 over the 5 findings at the protocol's threshold",
     "mae_to_target": "mean |generated - real target image| (pose differs; not 0 for a perfect edit)",
     "mae_to_true_counterfactual": "mean |generated - exact counterfactual| (phantoms only; 0 is perfect)",
     "change_inside_lesion": "mean |generated - input| inside the true lesion-change mask (phantoms only)",
-    "change_outside_lesion": "mean |generated - input| outside the true lesion-change mask (phantoms only; 0 is perfectly local)",
+    "change_outside_lesion": "mean |generated - input| outside the true lesion-change mask (phantoms only; 0 = local)",
 }
 
 
@@ -41,10 +71,10 @@ class EvaluationError(RuntimeError):
 def open_run_dataset(run_folder: Path, data_dir: Path | None = None) -> tuple[dict, EditDataset]:
     """The manifest of a run and the split it was generated on (checked to be the same CSV)."""
     manifest = read_manifest(run_folder)
-    config = manifest["config"]
+    run_config = manifest["config"]
     data_dir = Path(data_dir or manifest["runtime"]["data_dir"])
-    dataset = EditDataset(data_dir, config["split"], config["resolution"])
-    if file_sha256(dataset.csv_path) != config["dataset_csv_sha256"]:
+    dataset = EditDataset(data_dir, run_config["split"], run_config["resolution"])
+    if file_sha256(dataset.csv_path) != run_config["dataset_csv_sha256"]:
         raise EvaluationError(
             f"{dataset.csv_path} changed since run {run_folder} was generated (SHA-256 differs); "
             "evaluate against the dataset the run was made from"
@@ -52,47 +82,185 @@ def open_run_dataset(run_folder: Path, data_dir: Path | None = None) -> tuple[di
     return manifest, dataset
 
 
-def evaluate_run(run_folder: str | Path, data_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Compute the metrics of one run folder and write ``metrics.json`` there; returns its content."""
+def is_phantom(dataset: EditDataset) -> bool:
+    return dataset.info.get("kind") == "phantom"
+
+
+def make_evaluator(name: str, dataset: EditDataset, device: str = "cpu") -> Evaluator | None:
+    """The evaluator for a dataset: the shipped phantom CNN on phantom data, torchxrayvision otherwise."""
+    if name not in EVALUATORS:
+        raise EvaluationError(f"unknown evaluator {name!r}; choose one of {', '.join(EVALUATORS)}")
+    if name == "none":
+        return None
+    if name == "phantom-cnn" or (name == "auto" and is_phantom(dataset)):
+        from cfbench.phantom_evaluators import PhantomEvaluator
+
+        return PhantomEvaluator.from_file(device=device)
+    from cfbench.xrv_evaluators import XRVEvaluatorSuite
+
+    has_race = any(sample.race for sample in dataset)
+    return XRVEvaluatorSuite.for_dataset(has_race=has_race, device=device)
+
+
+def _ground_truth(samples: list[Sample], race_classes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def label(value: float | None) -> float:
+        return math.nan if value is None else value
+
+    race_index = {name: index for index, name in enumerate(race_classes)}
+    return {
+        "labels": np.array([[label(s.labels.get(f)) for f in EVALUATED_FINDINGS] for s in samples], np.float64),
+        "race": np.array([race_index.get(s.race, -1) for s in samples], np.int64),
+        "sex_male": np.array([{"M": 1.0, "F": 0.0}.get((s.sex or "").upper()[:1], math.nan) for s in samples]),
+        "age": np.array([math.nan if s.age is None else s.age for s in samples], np.float64),
+    }
+
+
+def _pixel_measures(generated: np.ndarray, sample: Sample, dataset: EditDataset, phantom: bool) -> dict[str, float]:
+    target = dataset.current_image(sample)
+    values = {"mae_to_target": float(np.abs(generated - target).mean())}
+    if phantom:
+        past = dataset.past_image(sample)
+        lesion = dataset.lesion_mask(sample)
+        change = np.abs(generated.astype(np.float64) - past)
+        values["mae_to_true_counterfactual"] = float(np.abs(generated - dataset.counterfactual_image(sample)).mean())
+        values["change_inside_lesion"] = float(change[lesion].mean()) if lesion.any() else math.nan
+        values["change_outside_lesion"] = float(change[~lesion].mean()) if (~lesion).any() else math.nan
+    return values
+
+
+def collect(
+    run_folder: Path,
+    dataset: EditDataset,
+    samples: list[Sample],
+    evaluator: Evaluator | None,
+    cache_dir: Path,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> SampleTable:
+    """Stream generated images through the evaluator and pixel measures; real outputs from the cache."""
+    resolution = dataset.resolution
+    phantom = dataset.has_folder("counterfactual") and dataset.has_folder("lesion_mask")
+    race_classes = tuple(evaluator.race_classes) if evaluator is not None else ()
+    truth = _ground_truth(samples, race_classes)
+    generated: dict[str, list[np.ndarray]] = {}
+    pixel: dict[str, list[float]] = {}
+    for start in tqdm(range(0, len(samples), batch_size), desc="evaluating", unit="batch", disable=not progress):
+        batch = samples[start : start + batch_size]
+        images = np.stack([load_generated(run_folder, sample.sample_id, resolution) for sample in batch])
+        for image, sample in zip(images, batch):
+            for name, value in _pixel_measures(image, sample, dataset, phantom).items():
+                pixel.setdefault(name, []).append(value)
+        if evaluator is not None:
+            outputs = check_outputs(evaluator.predict(images), evaluator, len(batch))
+            for key, value in outputs.items():
+                generated.setdefault(key, []).append(value)
+    real: dict[str, np.ndarray] = {}
+    if evaluator is not None:
+        cache = EvaluatorOutputCache(cache_dir, evaluator, resolution)
+        real = cache.outputs_for([dataset.current_path(s) for s in samples],
+                                 lambda i: dataset.current_image(samples[i]), batch_size, progress)
+    return SampleTable(
+        sample_ids=[s.sample_id for s in samples],
+        operations=[tuple(sorted({op.op for op in s.operations})) for s in samples],
+        labels=truth["labels"], race=truth["race"], sex_male=truth["sex_male"], age=truth["age"],
+        race_classes=race_classes,
+        generated={key: np.concatenate(parts) for key, parts in generated.items()},
+        real=real,
+        pixel={name: np.asarray(values, np.float64) for name, values in pixel.items()},
+    )
+
+
+def evaluate_run(
+    run_folder: str | Path,
+    data_dir: str | Path | None = None,
+    evaluator: Evaluator | str = "auto",
+    protocol: Protocol = Protocol(),
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz."""
     run_folder = Path(run_folder)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
     finished = {record["sample_id"] for record in read_jsonl(run_folder / RESULTS)}
     samples = [sample for sample in dataset if sample.sample_id in finished]
     if not samples:
         raise EvaluationError(f"run {run_folder} has no finished samples to evaluate")
-    phantom = dataset.has_folder("counterfactual") and dataset.has_folder("lesion_mask")
-    metrics = {"mae_to_target": MeanAbsoluteDifference()}
-    if phantom:
-        for name in ("mae_to_true_counterfactual", "change_inside_lesion", "change_outside_lesion"):
-            metrics[name] = MeanAbsoluteDifference()
-    resolution = manifest["config"]["resolution"]
-    for sample in tqdm(samples, desc="evaluating", unit="sample", disable=not progress):
-        generated = load_generated(run_folder, sample.sample_id, resolution)
-        metrics["mae_to_target"].update(generated, dataset.current_image(sample))
-        if phantom:
-            past = dataset.past_image(sample)
-            lesion = dataset.lesion_mask(sample)
-            metrics["mae_to_true_counterfactual"].update(generated, dataset.counterfactual_image(sample))
-            metrics["change_inside_lesion"].update(generated, past, lesion)
-            metrics["change_outside_lesion"].update(generated, past, ~lesion)
+    if isinstance(evaluator, str):
+        evaluator = make_evaluator(evaluator, dataset, device)
+    cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
+    table = collect(run_folder, dataset, samples, evaluator, cache_dir, batch_size, progress)
+    scores = score(table, protocol)
     failures = {record["sample_id"] for record in read_jsonl(run_folder / FAILURES)} - finished
     report = {
         "run": manifest["config"],
+        "dataset": {"path": str(dataset.root), "split": dataset.split, "kind": dataset.info.get("kind", "unknown"),
+                    "csv_sha256": manifest["config"]["dataset_csv_sha256"]},
         "n_samples": len(samples),
         "n_in_split": len(dataset),
         "n_failed": len(failures),
-        "metrics": {
-            name: {"value": _finite_or_none(metric.compute()), "n": metric.count,
-                   "description": METRIC_DESCRIPTIONS[name]}
-            for name, metric in metrics.items()
-        },
+        "evaluator": evaluator.identity() if evaluator is not None else None,
+        "protocol": protocol.as_dict(),
+        "versions": package_versions(),
+        "descriptions": {name: text for name, text in METRIC_DESCRIPTIONS.items() if name in scores["metrics"]},
+        **scores,
     }
+    save_table(run_folder, table)
     atomic_write_json(run_folder / METRICS, report)
     return report
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def save_table(run_folder: Path, table: SampleTable) -> None:
+    """predictions.csv (one row per sample) and evaluation.npz (the same as arrays, no pickle)."""
+    columns: dict[str, object] = {"sample_id": table.sample_ids,
+                                  "operations": [",".join(ops) for ops in table.operations]}
+    for f, finding in enumerate(EVALUATED_FINDINGS):
+        columns[f"label/{finding}"] = table.labels[:, f]
+    columns.update({"race_true": [table.race_classes[r] if r >= 0 else "" for r in table.race],
+                    "sex_male_true": table.sex_male, "age_true": table.age})
+    for side, outputs in (("generated", table.generated), ("real", table.real)):
+        if "pathology" in outputs:
+            for f, finding in enumerate(EVALUATED_FINDINGS):
+                columns[f"{side}/p({finding})"] = outputs["pathology"][:, f]
+        if "race" in outputs:
+            for k, name in enumerate(table.race_classes):
+                columns[f"{side}/p({name})"] = outputs["race"][:, k]
+        if "sex" in outputs:
+            columns[f"{side}/p(male)"] = outputs["sex"]
+        if "age" in outputs:
+            columns[f"{side}/age"] = outputs["age"]
+    columns.update(table.pixel)
+    atomic_write_text(run_folder / PREDICTIONS, pd.DataFrame(columns).to_csv(index=False))
+
+    arrays = {"sample_ids": np.array(table.sample_ids), "operations": np.array([",".join(o) for o in table.operations]),
+              "labels": table.labels, "race": table.race, "sex_male": table.sex_male, "age": table.age,
+              "race_classes": np.array(table.race_classes, dtype=str)}
+    arrays.update({f"generated/{k}": v for k, v in table.generated.items()})
+    arrays.update({f"real/{k}": v for k, v in table.real.items()})
+    arrays.update({f"pixel/{k}": v for k, v in table.pixel.items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(run_folder / EVALUATION_ARRAYS, buffer.getvalue())
+
+
+def load_table(run_folder: str | Path) -> SampleTable:
+    path = Path(run_folder) / EVALUATION_ARRAYS
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found: run `cfbench eval --run {run_folder}` first")
+    with np.load(path, allow_pickle=False) as archive:
+        data = {key: archive[key] for key in archive.files}
+
+    def group(prefix: str) -> dict[str, np.ndarray]:
+        return {key[len(prefix):]: value for key, value in data.items() if key.startswith(prefix)}
+
+    return SampleTable(
+        sample_ids=data["sample_ids"].tolist(),
+        operations=[tuple(o.split(",")) if o else () for o in data["operations"].tolist()],
+        labels=data["labels"], race=data["race"], sex_male=data["sex_male"], age=data["age"],
+        race_classes=tuple(data["race_classes"].tolist()),
+        generated=group("generated/"), real=group("real/"), pixel=group("pixel/"),
+    )
 
 
 def read_metrics(run_folder: str | Path) -> dict:

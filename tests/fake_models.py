@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cfbench.evaluator import Evaluator, check_images
 from cfbench.interface import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
 
 
@@ -61,3 +62,40 @@ class NaNModel(CounterfactualModel):
                 image[0, 0] = np.nan
             results.append(EditResult(image=image))
         return results
+
+
+class RegionStatisticsEvaluator(Evaluator):
+    """A deterministic, weight-free evaluator: outputs are fixed functions of regional image means.
+
+    pathology: sigmoid of 8 * (mean of five image regions - 0.5); race: softmax over three global
+    statistics; sex: sigmoid of the left-right difference; age: 100 * overall mean; features: the image
+    averaged down to 8x8 (64-d). Equal images give equal outputs, which is what the pipeline tests need.
+    """
+
+    name = "region-statistics"
+    outputs = ("pathology", "features", "race", "sex", "age")
+    race_classes = ("group_a", "group_b", "group_c")
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = check_images(images, self.name)
+        self.calls += len(images)
+        batch, size, _ = images.shape
+        half, quarter = size // 2, size // 4
+        regions = [images[:, half:, :half], images[:, half:, half:], images[:, quarter:3 * quarter, quarter:3 * quarter],
+                   images[:, :half, :], images[:, :quarter, :]]
+        means = np.stack([r.mean(axis=(1, 2)) for r in regions], axis=1)
+        pathology = 1.0 / (1.0 + np.exp(-8.0 * (means - 0.5)))
+        stats = np.stack([images.mean(axis=(1, 2)), images.std(axis=(1, 2)), images[:, :, :half].mean(axis=(1, 2))], 1)
+        race = np.exp(4 * stats) / np.exp(4 * stats).sum(axis=1, keepdims=True)
+        sex = 1.0 / (1.0 + np.exp(-8.0 * (images[:, :, :half].mean(axis=(1, 2)) - images[:, :, half:].mean(axis=(1, 2)))))
+        block = size // 8
+        features = images[:, : block * 8, : block * 8].reshape(batch, 8, block, 8, block).mean(axis=(2, 4)).reshape(batch, 64)
+        return {"pathology": pathology.astype(np.float32), "features": features.astype(np.float32),
+                "race": race.astype(np.float32), "sex": sex.astype(np.float32),
+                "age": (100.0 * images.mean(axis=(1, 2))).astype(np.float32)}
+
+    def identity(self) -> dict:
+        return {"evaluator": self.name, "version": 1}

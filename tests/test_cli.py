@@ -8,7 +8,7 @@ from cfbench.cli import main
 def test_run_generates_and_evaluates(random_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     status = main(["--quiet", "run", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
-                   "--resolution", "32", "--out", str(out), "--limit", "4"])
+                   "--resolution", "32", "--out", str(out), "--limit", "4", "--evaluator", "none"])
     printed = capsys.readouterr().out
     assert status == 0
     assert "samples: 4 in scope, 0 already done, 4 generated now, 0 failed" in printed

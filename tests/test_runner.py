@@ -123,7 +123,7 @@ def test_torn_ledger_line_is_ignored_and_repaired(random_dataset, tmp_path):
 
 def test_eval_of_identity_measures_no_change(random_dataset, tmp_path):
     generate(settings(random_dataset, tmp_path / "run", model="identity"), progress=False)
-    report = evaluate_run(tmp_path / "run", progress=False)
+    report = evaluate_run(tmp_path / "run", evaluator="none", progress=False)
     dataset = EditDataset(random_dataset, "holdout", 32)
     expected = np.mean([np.abs(dataset.past_image(s).astype(np.float64) - dataset.current_image(s)).mean()
                         for s in dataset])
