@@ -39,6 +39,7 @@ from cfbench.dataset import EditDataset, Sample
 from cfbench.evaluator import Evaluator, check_outputs
 from cfbench.findings import EVALUATED_FINDINGS
 from cfbench.output_cache import EvaluatorOutputCache
+from cfbench.prefetch import prefetched
 from cfbench.runner import file_sha256, package_versions
 from cfbench.runstore import FAILURES, METRICS, RESULTS, load_generated, read_manifest
 from cfbench.scoring import Protocol, SampleTable, score
@@ -144,11 +145,17 @@ def collect(
     truth = _ground_truth(samples, race_classes)
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}
-    for start in tqdm(range(0, len(samples), batch_size), desc="evaluating", unit="batch", disable=not progress):
-        batch = samples[start : start + batch_size]
+
+    def load(batch: list[Sample]) -> tuple[np.ndarray, list[dict[str, float]]]:
         images = np.stack([load_generated(run_folder, sample.sample_id, resolution) for sample in batch])
-        for image, sample in zip(images, batch):
-            for name, value in _pixel_measures(image, sample, dataset, phantom).items():
+        return images, [_pixel_measures(image, sample, dataset, phantom) for image, sample in zip(images, batch)]
+
+    batches = [samples[start : start + batch_size] for start in range(0, len(samples), batch_size)]
+    loaded = prefetched(batches, load)
+    for batch, (images, measures) in tqdm(zip(batches, loaded), total=len(batches), desc="evaluating",
+                                          unit="batch", disable=not progress):
+        for values in measures:
+            for name, value in values.items():
                 pixel.setdefault(name, []).append(value)
         if evaluator is not None:
             outputs = check_outputs(evaluator.predict(images), evaluator, len(batch))

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cfbench.evaluator import Evaluator, check_outputs
+from cfbench.prefetch import prefetched
 from cfbench.storage import atomic_write_bytes, atomic_write_json
 
 CACHE_FORMAT = 1
@@ -105,9 +106,9 @@ class EvaluatorOutputCache:
                 missing = [index for index in range(len(paths)) if index not in rows]
                 bar = tqdm(total=len(missing), desc=f"{self.evaluator.name} on real images", unit="image",
                            disable=not progress or not missing)
-                for start in range(0, len(missing), batch_size):
-                    batch = missing[start : start + batch_size]
-                    images = np.stack([load(index) for index in batch])
+                batches = [missing[start : start + batch_size] for start in range(0, len(missing), batch_size)]
+                loaded = prefetched(batches, lambda batch: np.stack([load(index) for index in batch]))
+                for batch, images in zip(batches, loaded):
                     outputs = check_outputs(self.evaluator.predict(images), self.evaluator, len(batch))
                     for position, index in enumerate(batch):
                         row = {key: np.asarray(value[position]) for key, value in outputs.items()}

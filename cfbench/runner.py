@@ -8,6 +8,7 @@ a message naming model and sample; the other samples go on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import sys
@@ -29,6 +30,7 @@ from cfbench.interface import (
     ResultValidationError,
     validate_result,
 )
+from cfbench.prefetch import prefetched
 from cfbench.registry import get_model_class
 from cfbench.runstore import RunStore
 
@@ -140,9 +142,10 @@ def generate(
         todo = [sample for sample in samples if sample.sample_id not in done]
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,
                    desc=f"{settings.model} on {settings.split}", unit="sample", file=sys.stderr)
-        for start in range(0, len(todo), settings.batch_size):
-            batch = todo[start : start + settings.batch_size]
-            failed += _run_batch(batch, dataset, model, settings, store)
+        batches = [todo[start : start + settings.batch_size] for start in range(0, len(todo), settings.batch_size)]
+        load = functools.partial(_load_requests, dataset=dataset, settings=settings)
+        for batch, (requests, unreadable) in zip(batches, prefetched(batches, load)):
+            failed += _run_batch(requests, unreadable, model, settings, store)
             bar.update(len(batch))
         bar.close()
     return GenerateReport(
@@ -168,8 +171,25 @@ def make_request(sample: Sample, dataset: EditDataset, run_seed: int) -> EditReq
     )
 
 
+def _load_requests(
+    batch: Sequence[Sample], dataset: EditDataset, settings: RunSettings
+) -> tuple[list[EditRequest], list[tuple[str, str]]]:
+    """The requests of a batch, and (sample id, message) for samples whose input cannot be read."""
+    requests, unreadable = [], []
+    for sample in batch:
+        try:
+            requests.append(make_request(sample, dataset, settings.seed))
+        except ImageReadError as error:
+            unreadable.append((sample.sample_id, f"model {settings.model!r}, sample {sample.sample_id!r}: {error}"))
+    return requests, unreadable
+
+
 def _run_batch(
-    batch: Sequence[Sample], dataset: EditDataset, model: CounterfactualModel, settings: RunSettings, store: RunStore
+    requests: list[EditRequest],
+    unreadable: list[tuple[str, str]],
+    model: CounterfactualModel,
+    settings: RunSettings,
+    store: RunStore,
 ) -> list[str]:
     failed: list[str] = []
 
@@ -177,12 +197,8 @@ def _run_batch(
         store.fail(sample_id, message)
         failed.append(message)
 
-    requests = []
-    for sample in batch:
-        try:
-            requests.append(make_request(sample, dataset, settings.seed))
-        except ImageReadError as error:
-            fail(sample.sample_id, f"model {settings.model!r}, sample {sample.sample_id!r}: {error}")
+    for sample_id, message in unreadable:
+        fail(sample_id, message)
     if not requests:
         return failed
     tick = time.perf_counter()
