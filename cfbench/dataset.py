@@ -14,6 +14,7 @@ Columns of ``instructions.csv``:
 - official (required): ``instruction, past_dicom_id, current_dicom_id, split``
 - ours: ``sample_id`` (default ``{past_dicom_id}_{current_dicom_id}``), ``subject_id``, ``past_study_id``,
   ``current_study_id``, ``operations`` (JSON list of operations; parsed from ``instruction`` when absent),
+  ``reference_explanation`` (the reference interpretation of the change, ICG-CXR style, for text metrics),
   the CheXpert label columns of the target study (``Cardiomegaly``, ``Pleural Effusion``, ...; values
   1.0 positive, 0.0 negative, -1.0 uncertain, blank not mentioned), the same for the prior study prefixed
   ``past_``, ``age`` (years at the target study), ``sex`` (M/F), ``race`` (three-group rule, or a phantom
@@ -67,6 +68,7 @@ class Sample:
     race: str | None = None
     target_report: str | None = None
     progression: str | None = None
+    reference_explanation: str | None = None
 
 
 def _text(value) -> str | None:
@@ -246,6 +248,7 @@ def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
         race=get("race"),
         target_report=get("target_report"),
         progression=get("progression"),
+        reference_explanation=get("reference_explanation"),
     )
 
 
@@ -297,6 +300,7 @@ def sample_to_row(sample: Sample) -> dict:
         "race": sample.race,
         "target_report": sample.target_report,
         "progression": sample.progression,
+        "reference_explanation": sample.reference_explanation,
     }
     row.update(sample.labels)
     row.update({f"past_{column}": value for column, value in sample.past_labels.items()})

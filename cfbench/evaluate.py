@@ -58,6 +58,9 @@ METRIC_DESCRIPTIONS = {
     "kl_divergence": "sum over findings of Bernoulli KL(P_real || Q_generated) of mean probabilities, nats",
     "fid": "Frechet distance of evaluator features, real target vs generated images",
     "f1_macro": "mean F1 over the 5 findings at the protocol's threshold",
+    "bleu3": "corpus BLEU (1- to 3-grams) of generated explanations vs reference explanations",
+    "meteor": "mean sentence METEOR of generated vs reference explanations",
+    "rouge_l": "mean ROUGE-L F-measure of generated vs reference explanations",
     "mae_to_target": "mean |generated - real target image| (pose differs; not 0 for a perfect edit)",
     "mae_to_true_counterfactual": "mean |generated - exact counterfactual| (phantoms only; 0 is perfect)",
     "change_inside_lesion": "mean |generated - input| inside the true lesion-change mask (phantoms only)",
@@ -166,6 +169,7 @@ def collect(
         cache = EvaluatorOutputCache(cache_dir, evaluator, resolution)
         real = cache.outputs_for([dataset.current_path(s) for s in samples],
                                  lambda i: dataset.current_image(samples[i]), batch_size, progress)
+    explanations = {r["sample_id"]: r.get("explanation") for r in read_jsonl(run_folder / RESULTS)}
     return SampleTable(
         sample_ids=[s.sample_id for s in samples],
         operations=[tuple(sorted({op.op for op in s.operations})) for s in samples],
@@ -174,6 +178,8 @@ def collect(
         generated={key: np.concatenate(parts) for key, parts in generated.items()},
         real=real,
         pixel={name: np.asarray(values, np.float64) for name, values in pixel.items()},
+        explanations=[explanations.get(s.sample_id) for s in samples],
+        reference_explanations=[s.reference_explanation for s in samples],
     )
 
 
@@ -238,11 +244,16 @@ def save_table(run_folder: Path, table: SampleTable) -> None:
         if "age" in outputs:
             columns[f"{side}/age"] = outputs["age"]
     columns.update(table.pixel)
+    if any(table.explanations) or any(table.reference_explanations):
+        columns["explanation"] = table.explanations
+        columns["reference_explanation"] = table.reference_explanations
     atomic_write_text(run_folder / PREDICTIONS, pd.DataFrame(columns).to_csv(index=False))
 
     arrays = {"sample_ids": np.array(table.sample_ids), "operations": np.array([",".join(o) for o in table.operations]),
               "labels": table.labels, "race": table.race, "sex_male": table.sex_male, "age": table.age,
-              "race_classes": np.array(table.race_classes, dtype=str)}
+              "race_classes": np.array(table.race_classes, dtype=str),
+              "explanations": np.array([t or "" for t in table.explanations], dtype=str),
+              "reference_explanations": np.array([t or "" for t in table.reference_explanations], dtype=str)}
     arrays.update({f"generated/{k}": v for k, v in table.generated.items()})
     arrays.update({f"real/{k}": v for k, v in table.real.items()})
     arrays.update({f"pixel/{k}": v for k, v in table.pixel.items()})
@@ -267,6 +278,8 @@ def load_table(run_folder: str | Path) -> SampleTable:
         labels=data["labels"], race=data["race"], sex_male=data["sex_male"], age=data["age"],
         race_classes=tuple(data["race_classes"].tolist()),
         generated=group("generated/"), real=group("real/"), pixel=group("pixel/"),
+        explanations=[t or None for t in data["explanations"].tolist()],
+        reference_explanations=[t or None for t in data["reference_explanations"].tolist()],
     )
 
 

@@ -69,6 +69,8 @@ class SampleTable:
     sex_male: (N,) 1.0 male, 0.0 female, NaN unknown. age: (N,) years, NaN unknown.
     generated / real: evaluator outputs on generated / real target images (keys of cfbench.evaluator).
     pixel: per-sample pixel measures, NaN where undefined for that sample.
+    explanations / reference_explanations: the model's explanation and the dataset's reference text
+    (None where absent), for the ProgEmu text metrics.
     """
 
     sample_ids: list[str]
@@ -81,6 +83,8 @@ class SampleTable:
     generated: dict[str, np.ndarray] = field(default_factory=dict)
     real: dict[str, np.ndarray] = field(default_factory=dict)
     pixel: dict[str, np.ndarray] = field(default_factory=dict)
+    explanations: list[str | None] = field(default_factory=list)
+    reference_explanations: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -94,6 +98,8 @@ class SampleTable:
             generated={k: v[rows] for k, v in self.generated.items()},
             real={k: v[rows] for k, v in self.real.items()},
             pixel={k: v[rows] for k, v in self.pixel.items()},
+            explanations=[self.explanations[i] for i in rows] if self.explanations else [],
+            reference_explanations=[self.reference_explanations[i] for i in rows] if self.reference_explanations else [],
         )
 
 
@@ -150,7 +156,24 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
     for name, values in table.pixel.items():
         if np.isfinite(values).any():
             statistics[name] = lambda i, v=values: _nanmean(v[i])
+    statistics.update(_text_statistics(table, skipped))
     return statistics, skipped
+
+
+def _text_statistics(table: SampleTable, skipped: dict[str, str]) -> dict[str, Statistic]:
+    """BLEU-3 / METEOR / ROUGE-L where both a generated and a reference explanation exist."""
+    pairs = [i for i, (h, r) in enumerate(zip(table.explanations, table.reference_explanations)) if h and r]
+    if not pairs:
+        if any(table.explanations) or any(table.reference_explanations):
+            skipped["text"] = "no sample has both a generated explanation and a reference explanation"
+        return {}
+    from cfbench.metrics.text import TextSimilarity
+
+    text = TextSimilarity()
+    text.update([table.explanations[i] for i in pairs], [table.reference_explanations[i] for i in pairs])
+    local = np.full(len(table), -1, np.int64)
+    local[pairs] = np.arange(len(pairs))
+    return {metric: (lambda i, m=metric: text.compute_on(local[i][local[i] >= 0], m)) for metric in text.METRICS}
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -161,3 +161,31 @@ def test_datasets_without_labels_skip_with_reasons(tmp_path, random_dataset):
     assert "no CheXpert label columns" in report["skipped"]["pathology_mean_auroc"]
     assert "race_auroc" in report["skipped"] and "cmig" in report["skipped"]
     assert report["metrics"]["kl_divergence"]["value"] is not None
+
+
+def test_text_metrics_of_explanations(tmp_path):
+    pytest.importorskip("rouge_score")
+    from cfbench.dataset import DatasetWriter
+    from cfbench.metrics.text import TextSimilarity
+    from conftest import make_samples
+
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(tmp_path / "data")
+    samples = make_samples(6)
+    for index, sample in enumerate(samples):
+        sample.reference_explanation = None if index == 5 else f"edited: {sample.instruction.lower()} compared with before"
+        writer.add(sample, rng.random((32, 32), dtype=np.float32), rng.random((32, 32), dtype=np.float32))
+    writer.close()
+    settings = RunSettings(model="fake_models:NoisyEditModel", split="holdout", data_dir=tmp_path / "data",
+                           out=tmp_path / "run", resolution=32)
+    generate(settings, progress=False)
+    report = evaluate(settings.out, tmp_path)
+    expected = TextSimilarity()
+    expected.update([f"edited: {s.instruction}" for s in samples[:5]], [s.reference_explanation for s in samples[:5]])
+    values = expected.compute()
+    for metric in ("bleu3", "meteor", "rouge_l"):
+        assert report["metrics"][metric]["value"] == pytest.approx(values[metric])
+        assert report["metrics"][metric]["ci_low"] <= values[metric] <= report["metrics"][metric]["ci_high"]
+    assert 0.3 < values["rouge_l"] < 1.0
+    predictions = pd.read_csv(settings.out / "predictions.csv")
+    assert predictions["explanation"][0].startswith("edited: Add the finding")
