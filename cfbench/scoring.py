@@ -128,27 +128,21 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
             statistics[f"f1/{finding}"] = lambda i, f=finding: f1.compute_on(i, finding=f)
     elif "pathology" in generated:
         skipped["pathology_mean_auroc"] = "the dataset has no CheXpert label columns for the target study"
-    if "race" in generated:
-        valid = table.race >= 0
-        if valid.sum() >= 2:
-            probabilities, races, k = generated["race"], table.race, len(table.race_classes)
-            statistics["race_auroc"] = lambda i: _macro_ovr_auroc(probabilities[i[valid[i]]], races[i[valid[i]]], k)
-        else:
-            skipped["race_auroc"] = f"fewer than 2 samples with a race in {list(table.race_classes)}"
-    if "sex" in generated:
-        valid = ~np.isnan(table.sex_male)
-        if valid.sum() >= 2:
-            scores, sexes = generated["sex"], table.sex_male
-            statistics["sex_auroc"] = lambda i: binary_auroc(sexes[i[valid[i]]], scores[i[valid[i]]])
-        else:
-            skipped["sex_auroc"] = "fewer than 2 samples with a known sex"
-    if "age" in generated:
-        valid = ~np.isnan(table.age)
-        if valid.sum() >= 2:
-            predicted, ages = generated["age"], table.age
-            statistics["age_pearson"] = lambda i: pearson_r(predicted[i[valid[i]]], ages[i[valid[i]]])
-        else:
-            skipped["age_pearson"] = "fewer than 2 samples with a known age"
+    k = len(table.race_classes)
+    retention = (  # name, evaluator output, truth, which samples have a truth, metric(predicted, truth)
+        ("race_auroc", "race", table.race, table.race >= 0, lambda p, t: _macro_ovr_auroc(p, t, k),
+         f"a race in {list(table.race_classes)}"),
+        ("sex_auroc", "sex", table.sex_male, ~np.isnan(table.sex_male), lambda p, t: binary_auroc(t, p), "a known sex"),
+        ("age_pearson", "age", table.age, ~np.isnan(table.age), pearson_r, "a known age"),
+    )
+    for name, output, truth, valid, metric, what in retention:
+        if output not in generated:
+            continue
+        if valid.sum() < 2:
+            skipped[name] = f"fewer than 2 samples with {what}"
+            continue
+        predicted = generated[output]
+        statistics[name] = lambda i, p=predicted, t=truth, v=valid, m=metric: m(p[i[v[i]]], t[i[v[i]]])
     if "pathology" in generated and "pathology" in table.real:
         p_real, q_generated = table.real["pathology"], generated["pathology"]
         statistics["kl_divergence"] = lambda i: float(
