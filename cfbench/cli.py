@@ -269,6 +269,27 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    from cfbench import weights
+
+    if args.action == "fetch":
+        keys = list(weights.CATALOGUE) if args.all else (args.keys or None)
+        try:
+            rows = weights.fetch(keys, progress=_progress(args), force=args.force, cache_dir=args.cache_dir)
+        except (weights.FetchError, KeyError) as error:
+            raise CliError(error.args[0] if error.args else str(error)) from error
+        print(weights.weights_table(rows))
+        return 0
+    if args.keys:
+        raise CliError("keys are only taken by `cfbench weights fetch KEY ...`")
+    rows = weights.weights_status(include_optional=args.all, cache_dir=args.cache_dir)
+    if args.json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+    else:
+        print(weights.weights_table(rows))
+    return 0
+
+
 def cmd_data_phantom(args) -> int:
     from cfbench.phantom_dataset import build_phantom_dataset
 
@@ -330,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     models = verbs.add_parser("models", help="list registered models, their capabilities and weights")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(handler=cmd_models)
+
+    weights_parser = verbs.add_parser(
+        "weights", help="list every weights file the evaluators need (path, size, SHA-256, present), or fetch them")
+    weights_parser.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
+    weights_parser.add_argument("keys", nargs="*", metavar="KEY", help="catalogue keys to fetch (default: the defaults)")
+    weights_parser.add_argument("--all", action="store_true", help="include optional files")
+    weights_parser.add_argument("--force", action="store_true", help="fetch again even if present")
+    weights_parser.add_argument("--json", action="store_true", help="machine-readable listing")
+    weights_parser.add_argument("--cache-dir", metavar="DIR", help="DenseNet cache folder (default torchxrayvision's)")
+    weights_parser.set_defaults(handler=cmd_weights)
 
     conf = verbs.add_parser("config", help="show settings and their sources, or `config set KEY VALUE`")
     conf.add_argument("action", nargs="?", choices=["show", "set"], default="show")

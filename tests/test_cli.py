@@ -58,3 +58,21 @@ def test_models_json_lists_capabilities(capsys):
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["identity"]["weights"] is None and rows["identity"]["origin"] == "built-in"
     assert rows["ground-truth"]["input"] == "does not edit the input"
+
+
+def test_weights_listing_and_missing_weights_at_evaluation(random_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert main(["weights", "--json"]) == 0
+    rows = {row["key"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"xrv-densenet121-all", "xrv-race", "xrv-age"}
+    assert not rows["xrv-race"]["present"]
+    assert rows["xrv-race"]["path"].startswith(str(tmp_path / "home" / ".torchxrayvision" / "models_data"))
+    assert main(["weights", "fetch", "nope"]) == 2
+    assert "unknown weights 'nope'" in capsys.readouterr().err
+    # evaluating a real-data run without the torchxrayvision weights: one clear error, generation kept
+    status = main(["--quiet", "run", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
+                   "--resolution", "32", "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert status == 2 and "resnet_race_detection_val-loss_0.157_mimic_public.pt" in error
+    assert "cfbench weights fetch" in error
+    assert (tmp_path / "run" / "images" / "s000.png").is_file()
