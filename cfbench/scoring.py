@@ -183,7 +183,7 @@ def _cmig_terms(protocol: Protocol, available: set[str]) -> tuple[tuple[str, ...
     return accuracy, retention, missing
 
 
-def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool = True) -> dict:
+def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool = True, fid: bool = True) -> dict:
     """Every metric with its interval, the CMIG/KL/pathology components, and per-operation breakdowns."""
     if len(table) == 0:
         raise ValueError("no samples to score")
@@ -196,7 +196,7 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
         skipped["cmig"] = f"CMIG terms unavailable: {missing_terms}"
     intervals = bootstrap_many(statistics, len(table), protocol.bootstrap_resamples, protocol.confidence_level,
                                protocol.bootstrap_seed, derived=derived)
-    if "features" in table.generated and "features" in table.real and len(table) >= 2:
+    if fid and "features" in table.generated and "features" in table.real and len(table) >= 2:
         try:
             intervals["fid"] = _fid_interval(table, protocol)
         except ValueError as error:  # e.g. ill-conditioned covariances at N << feature dimension
@@ -266,7 +266,8 @@ def _components(table: SampleTable, protocol: Protocol, intervals: dict, accurac
 
 
 def _by_operation(table: SampleTable, protocol: Protocol) -> dict:
-    """Point estimates on the samples whose instruction contains each operation kind (no intervals)."""
+    """Point estimates on the samples whose instruction contains each operation kind (no intervals, no FID:
+    FID on a few hundred samples of 1024-d features says little and costs a d x d eigen-decomposition)."""
     quick = replace(protocol, bootstrap_resamples=1, fid_bootstrap_resamples=0)
     breakdown = {}
     for kind in OPERATION_KINDS:
@@ -274,7 +275,7 @@ def _by_operation(table: SampleTable, protocol: Protocol) -> dict:
         if len(rows) < 2:
             breakdown[kind] = {"n": int(len(rows))}
             continue
-        sub = score(table.subset(rows), quick, breakdown=False)
+        sub = score(table.subset(rows), quick, breakdown=False, fid=False)
         breakdown[kind] = {"n": int(len(rows)),
                            **{name: entry["value"] for name, entry in sub["metrics"].items()}}
     return breakdown
