@@ -1,7 +1,9 @@
 """`cfbench demo`: the whole pipeline on the embedded phantom suite, offline, in about a minute.
 
-Builds (or reuses) the demo split, runs the reference models through generate + eval, and returns one
-summary row per model.
+Builds (or reuses) the demo split, runs the reference models through generate + eval with the shipped
+phantom evaluator (pathology, group and age CNNs), and returns one summary row per model:
+``identity`` (no edit: preserves the patient, misses the pathology change), ``ground-truth`` (the real
+later study: the papers' "Real Images (GT)" row) and ``true-counterfactual`` (the exact answer).
 """
 
 from __future__ import annotations
@@ -14,11 +16,27 @@ from cfbench.runner import RunSettings, generate
 
 DEMO_MODELS: tuple[str, ...] = ("identity", "ground-truth", "true-counterfactual")
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "mae_to_target",
+    "pathology_mean_auroc",
+    "race_auroc",
+    "age_pearson",
+    "cmig",
+    "kl_divergence",
+    "fid",
     "mae_to_true_counterfactual",
     "change_inside_lesion",
     "change_outside_lesion",
 )
+COLUMN_TITLES = {
+    "pathology_mean_auroc": "Patho AUROC",
+    "race_auroc": "Group AUROC",
+    "age_pearson": "Age r",
+    "cmig": "CMIG",
+    "kl_divergence": "KL",
+    "fid": "FID",
+    "mae_to_true_counterfactual": "MAE to true CF",
+    "change_inside_lesion": "change in lesion",
+    "change_outside_lesion": "change outside",
+}
 
 
 def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = 512, batch_size: int = 8,
@@ -39,10 +57,10 @@ def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = 512, batch_size:
 
 def format_table(rows: list[dict], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
     """A Markdown table: one row per model, values with 4 decimals ('-' for missing)."""
-    header = "| model | " + " | ".join(columns) + " |"
+    header = "| model | " + " | ".join(COLUMN_TITLES.get(c, c) for c in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     lines = [header, rule]
     for row in rows:
-        cells = ["-" if row.get(c) is None else f"{row[c]:.4f}" for c in columns]
+        cells = ["-" if row.get(c) is None else f"{row[c]:.2f}" if c == "cmig" else f"{row[c]:.4f}" for c in columns]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -57,7 +57,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         if not np.allclose(sigma, sigma.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(sigma).max()))):
             raise ValueError(f"frechet_distance: {name} is not symmetric; expected a covariance matrix")
     mean_term = float(np.sum((mu1 - mu2) ** 2))
-    return mean_term + float(np.trace(sigma1)) + float(np.trace(sigma2)) - 2.0 * trace_sqrt_product(sigma1, sigma2)
+    value = mean_term + float(np.trace(sigma1)) + float(np.trace(sigma2)) - 2.0 * trace_sqrt_product(sigma1, sigma2)
+    return max(value, 0.0)  # FID >= 0; a tiny negative value is round-off of identical statistics
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
