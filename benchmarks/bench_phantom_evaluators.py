@@ -1,0 +1,46 @@
+"""Speed of the shipped phantom evaluator on CPU: load time and predict() images/s at 128, 256 and 512 px.
+
+Run: ``python benchmarks/bench_phantom_evaluators.py [--batch 32] [--repeats 5]``. Prints, per input size,
+the median seconds per batch and images/s (resize to 128 + forward), measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cfbench.phantom_evaluators import PhantomEvaluator  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    evaluator = PhantomEvaluator.from_file()
+    print(f"load: {time.perf_counter() - started:.3f} s  (torch threads: {torch.get_num_threads()})")
+    rng = np.random.default_rng(0)
+    for size in (128, 256, 512):
+        images = rng.uniform(0.0, 1.0, size=(args.batch, size, size)).astype(np.float32)
+        evaluator.predict(images[:2])  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            evaluator.predict(images)
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        print(f"{size:>4} px: {median:.3f} s per batch of {args.batch}, {args.batch / median:.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
