@@ -57,6 +57,7 @@ METRIC_DESCRIPTIONS = {
     "cmig": "sqrt(a_bar * f_bar), geometric means of accuracy and retention terms, 0-100 scale",
     "kl_divergence": "sum over findings of Bernoulli KL(P_real || Q_generated) of mean probabilities, nats",
     "fid": "Frechet distance of evaluator features, real target vs generated images",
+    "clip_i": "mean cosine similarity of BiomedCLIP image embeddings, generated vs real target (ProgEmu CLIP-I)",
     "f1_macro": "mean F1 over the 5 findings at the protocol's threshold",
     "bleu3": "corpus BLEU (1- to 3-grams) of generated explanations vs reference explanations",
     "meteor": "mean sentence METEOR of generated vs reference explanations",
@@ -136,15 +137,15 @@ def collect(
     run_folder: Path,
     dataset: EditDataset,
     samples: list[Sample],
-    evaluator: Evaluator | None,
+    evaluators: list[Evaluator],
     cache_dir: Path,
     batch_size: int = 16,
     progress: bool = True,
 ) -> SampleTable:
-    """Stream generated images through the evaluator and pixel measures; real outputs from the cache."""
+    """Stream generated images through the evaluators and pixel measures; real outputs from the cache."""
     resolution = dataset.resolution
     phantom = dataset.has_folder("counterfactual") and dataset.has_folder("lesion_mask")
-    race_classes = tuple(evaluator.race_classes) if evaluator is not None else ()
+    race_classes = next((tuple(e.race_classes) for e in evaluators if "race" in e.outputs), ())
     truth = _ground_truth(samples, race_classes)
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}
@@ -160,15 +161,15 @@ def collect(
         for values in measures:
             for name, value in values.items():
                 pixel.setdefault(name, []).append(value)
-        if evaluator is not None:
+        for evaluator in evaluators:
             outputs = check_outputs(evaluator.predict(images), evaluator, len(batch))
             for key, value in outputs.items():
                 generated.setdefault(key, []).append(value)
     real: dict[str, np.ndarray] = {}
-    if evaluator is not None:
+    for evaluator in evaluators:
         cache = EvaluatorOutputCache(cache_dir, evaluator, resolution)
-        real = cache.outputs_for([dataset.current_path(s) for s in samples],
-                                 lambda i: dataset.current_image(samples[i]), batch_size, progress)
+        real.update(cache.outputs_for([dataset.current_path(s) for s in samples],
+                                      lambda i: dataset.current_image(samples[i]), batch_size, progress))
     explanations = {r["sample_id"]: r.get("explanation") for r in read_jsonl(run_folder / RESULTS)}
     return SampleTable(
         sample_ids=[s.sample_id for s in samples],
@@ -188,6 +189,7 @@ def evaluate_run(
     data_dir: str | Path | None = None,
     evaluator: Evaluator | str = "auto",
     protocol: Protocol = Protocol(),
+    extra_evaluators: tuple[Evaluator, ...] = (),
     cache_dir: str | Path | None = None,
     batch_size: int = 16,
     device: str = "cpu",
@@ -202,8 +204,12 @@ def evaluate_run(
         raise EvaluationError(f"run {run_folder} has no finished samples to evaluate")
     if isinstance(evaluator, str):
         evaluator = make_evaluator(evaluator, dataset, device)
+    evaluators = ([evaluator] if evaluator is not None else []) + list(extra_evaluators)
+    overlap = _overlapping_outputs(evaluators)
+    if overlap:
+        raise EvaluationError(f"several evaluators give the same outputs {overlap}; use one per output")
     cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
-    table = collect(run_folder, dataset, samples, evaluator, cache_dir, batch_size, progress)
+    table = collect(run_folder, dataset, samples, evaluators, cache_dir, batch_size, progress)
     scores = score(table, protocol)
     failures = {record["sample_id"] for record in read_jsonl(run_folder / FAILURES)} - finished
     report = {
@@ -214,6 +220,7 @@ def evaluate_run(
         "n_in_split": len(dataset),
         "n_failed": len(failures),
         "evaluator": evaluator.identity() if evaluator is not None else None,
+        "extra_evaluators": [extra.identity() for extra in extra_evaluators],
         "protocol": protocol.as_dict(),
         "versions": package_versions(),
         "descriptions": {name: text for name, text in METRIC_DESCRIPTIONS.items() if name in scores["metrics"]},
@@ -222,6 +229,15 @@ def evaluate_run(
     save_table(run_folder, table)
     atomic_write_json(run_folder / METRICS, report)
     return report
+
+
+def _overlapping_outputs(evaluators: list[Evaluator]) -> list[str]:
+    seen: set[str] = set()
+    overlap = []
+    for evaluator in evaluators:
+        overlap += [key for key in evaluator.outputs if key in seen]
+        seen.update(evaluator.outputs)
+    return overlap
 
 
 def save_table(run_folder: Path, table: SampleTable) -> None:

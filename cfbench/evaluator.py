@@ -9,6 +9,7 @@ to its own input size) and returns a dict of per-image outputs, numpy float32, k
 - ``race``: (B, K) class probabilities (softmax), columns in ``race_classes`` order.
 - ``sex``: (B,) probability that the patient is male.
 - ``age``: (B,) predicted age in years.
+- ``embedding``: (B, D) L2-normalised image embeddings (BiomedCLIP, for ProgEmu's CLIP-I).
 
 An evaluator suite (several networks answering together, e.g. DenseNet + race + age models) is itself an
 Evaluator. ``identity()`` names everything that changes its outputs (weights SHA-256, library versions,
@@ -24,7 +25,7 @@ import numpy as np
 
 from cfbench.findings import EVALUATED_FINDINGS
 
-OUTPUT_KEYS: tuple[str, ...] = ("pathology", "features", "race", "sex", "age")
+OUTPUT_KEYS: tuple[str, ...] = ("pathology", "features", "race", "sex", "age", "embedding")
 
 
 class Evaluator(abc.ABC):

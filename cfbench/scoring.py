@@ -15,6 +15,9 @@ Metric names (all point estimates come with a paired percentile bootstrap interv
   target images / on the generated images (nats, no scaling).
 - ``fid``: Frechet distance between evaluator features of real target and generated images.
 - ``f1_macro`` and ``f1/<Finding>``: ProgEmu's F1 at ``Protocol.f1_threshold``.
+- ``clip_i``: mean cosine of BiomedCLIP image embeddings, generated vs real target (ProgEmu's CLIP-I; the
+  pair compared is not published, this is our explicit choice).
+- ``bleu3``, ``meteor``, ``rouge_l``: generated explanations vs reference explanations (ProgEmu).
 - pixel measures (``mae_to_target``, ``change_inside_lesion``, ...): sample means, see cfbench.evaluate.
 """
 
@@ -147,6 +150,9 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
         p_real, q_generated = table.real["pathology"], generated["pathology"]
         statistics["kl_divergence"] = lambda i: float(
             bernoulli_kl(p_real[i].mean(axis=0), q_generated[i].mean(axis=0)).sum())
+    if "embedding" in generated and "embedding" in table.real:
+        cosines = _cosine(generated["embedding"], table.real["embedding"])
+        statistics["clip_i"] = lambda i: float(cosines[i].mean())
     for name, values in table.pixel.items():
         if np.isfinite(values).any():
             statistics[name] = lambda i, v=values: _nanmean(v[i])
@@ -168,6 +174,12 @@ def _text_statistics(table: SampleTable, skipped: dict[str, str]) -> dict[str, S
     local = np.full(len(table), -1, np.int64)
     local[pairs] = np.arange(len(pairs))
     return {metric: (lambda i, m=metric: text.compute_on(local[i][local[i] >= 0], m)) for metric in text.METRICS}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, D) arrays, in [-1, 1]."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def _nanmean(values: np.ndarray) -> float:

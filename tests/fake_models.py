@@ -99,3 +99,21 @@ class RegionStatisticsEvaluator(Evaluator):
 
     def identity(self) -> dict:
         return {"evaluator": self.name, "version": 1}
+
+
+class DownsampleEmbedder(Evaluator):
+    """A weight-free embedder: the image averaged down to 4x4, centred and L2-normalised (16-d)."""
+
+    name = "downsample-embedder"
+    outputs = ("embedding",)
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = check_images(images, self.name)
+        batch, size, _ = images.shape
+        block = size // 4
+        small = images[:, : block * 4, : block * 4].reshape(batch, 4, block, 4, block).mean(axis=(2, 4)).reshape(batch, 16)
+        small = small - small.mean(axis=1, keepdims=True)
+        return {"embedding": (small / np.linalg.norm(small, axis=1, keepdims=True)).astype(np.float32)}
+
+    def identity(self) -> dict:
+        return {"evaluator": self.name}

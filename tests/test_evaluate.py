@@ -189,3 +189,21 @@ def test_text_metrics_of_explanations(tmp_path):
     assert 0.3 < values["rouge_l"] < 1.0
     predictions = pd.read_csv(settings.out / "predictions.csv")
     assert predictions["explanation"][0].startswith("edited: Add the finding")
+
+
+def test_clip_i_from_an_extra_embedder(phantom_runs, tmp_path):
+    from fake_models import DownsampleEmbedder
+
+    _, runs = phantom_runs
+    report = evaluate_run(runs["fake_models:NoisyEditModel"], evaluator=RegionStatisticsEvaluator(),
+                          extra_evaluators=(DownsampleEmbedder(),), protocol=FAST, cache_dir=tmp_path / "cache",
+                          progress=False)
+    table = load_table(runs["fake_models:NoisyEditModel"])
+    g, r = table.generated["embedding"], table.real["embedding"]
+    expected = np.mean([np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(g, r)])
+    assert report["metrics"]["clip_i"]["value"] == pytest.approx(expected, abs=1e-6)
+    assert 0.5 < expected < 1.0
+    assert report["extra_evaluators"] == [{"evaluator": "downsample-embedder"}]
+    truth = evaluate_run(runs["ground-truth"], evaluator="none", extra_evaluators=(DownsampleEmbedder(),),
+                         protocol=FAST, cache_dir=tmp_path / "cache", progress=False)
+    assert truth["metrics"]["clip_i"]["value"] == pytest.approx(1.0, abs=1e-6)
