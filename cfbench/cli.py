@@ -162,6 +162,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retention-terms", default=",".join(Protocol.retention_terms), metavar="NAMES",
                        help="metrics entering CMIG's retention mean, e.g. race_auroc,age_pearson or sex_auroc,age_pearson")
     group.add_argument("--f1-threshold", type=float, default=Protocol.f1_threshold, metavar="P")
+    group.add_argument("--clip-model", metavar="DIR",
+                       help="BiomedCLIP folder (open_clip_config.json + open_clip_pytorch_model.bin) for CLIP-I")
 
 
 def _protocol(args) -> Protocol:
@@ -177,9 +179,14 @@ def _protocol(args) -> Protocol:
 def _evaluate(args, run_folder) -> dict:
     from cfbench.evaluate import evaluate_run
 
+    extra = ()
+    if args.clip_model:
+        from cfbench.biomedclip import BiomedCLIPEmbedder
+
+        extra = (BiomedCLIPEmbedder.from_folder(args.clip_model, device=args.device),)
     return evaluate_run(run_folder, data_dir=getattr(args, "eval_data", None), evaluator=args.evaluator,
-                        protocol=_protocol(args), batch_size=args.eval_batch_size, device=args.device,
-                        progress=_progress(args))
+                        protocol=_protocol(args), extra_evaluators=extra, batch_size=args.eval_batch_size,
+                        device=args.device, progress=_progress(args))
 
 
 def cmd_generate(args) -> int:
