@@ -21,6 +21,8 @@ Pixel measures (intensity units of the [0, 1] scale, per-sample means averaged o
 - phantoms only (exact counterfactual and lesion-change mask known): ``mae_to_true_counterfactual``,
   ``change_inside_lesion`` = mean |generated - input| inside the true lesion-change mask, and
   ``change_outside_lesion`` = the same outside it (0 = perfectly local edit).
+- other data: ``change_inside_pseudo_mask`` / ``change_outside_pseudo_mask``, the same around the pseudo
+  mask of the instruction's findings (:mod:`cfbench.pseudo_masks`; NIH box unions by default).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from cfbench.evaluator import Evaluator, check_outputs
 from cfbench.findings import EVALUATED_FINDINGS
 from cfbench.output_cache import EvaluatorOutputCache
 from cfbench.prefetch import prefetched
+from cfbench.pseudo_masks import PseudoMasks, nih_pseudo_masks
 from cfbench.runner import file_sha256, package_versions
 from cfbench.runstore import FAILURES, METRICS, RESULTS, load_generated, read_manifest
 from cfbench.scoring import Protocol, SampleTable, score
@@ -66,6 +69,9 @@ METRIC_DESCRIPTIONS = {
     "mae_to_true_counterfactual": "mean |generated - exact counterfactual| (phantoms only; 0 is perfect)",
     "change_inside_lesion": "mean |generated - input| inside the true lesion-change mask (phantoms only)",
     "change_outside_lesion": "mean |generated - input| outside the true lesion-change mask (phantoms only; 0 = local)",
+    "change_inside_pseudo_mask": "mean |generated - input| inside the pseudo mask of the instruction's findings",
+    "change_outside_pseudo_mask": "mean |generated - input| outside the pseudo mask of the instruction's findings "
+                                  "(samples whose findings have no mask are skipped)",
 }
 
 
@@ -89,6 +95,11 @@ def open_run_dataset(run_folder: Path, data_dir: Path | None = None) -> tuple[di
 
 def is_phantom(dataset: EditDataset) -> bool:
     return dataset.info.get("kind") == "phantom"
+
+
+def has_true_lesions(dataset: EditDataset) -> bool:
+    """Phantom datasets carry the exact counterfactual and the true lesion-change mask of every sample."""
+    return dataset.has_folder("counterfactual") and dataset.has_folder("lesion_mask")
 
 
 def make_evaluator(name: str, dataset: EditDataset, device: str = "cpu") -> Evaluator | None:
@@ -120,16 +131,20 @@ def _ground_truth(samples: list[Sample], race_classes: tuple[str, ...]) -> dict[
     }
 
 
-def _pixel_measures(generated: np.ndarray, sample: Sample, dataset: EditDataset, phantom: bool) -> dict[str, float]:
+def _pixel_measures(generated: np.ndarray, sample: Sample, dataset: EditDataset, phantom: bool,
+                    masks: PseudoMasks | None) -> dict[str, float]:
     target = dataset.current_image(sample)
     values = {"mae_to_target": float(np.abs(generated - target).mean())}
     if phantom:
-        past = dataset.past_image(sample)
-        lesion = dataset.lesion_mask(sample)
-        change = np.abs(generated.astype(np.float64) - past)
+        region = dataset.lesion_mask(sample)
         values["mae_to_true_counterfactual"] = float(np.abs(generated - dataset.counterfactual_image(sample)).mean())
-        values["change_inside_lesion"] = float(change[lesion].mean()) if lesion.any() else math.nan
-        values["change_outside_lesion"] = float(change[~lesion].mean()) if (~lesion).any() else math.nan
+        names = ("change_inside_lesion", "change_outside_lesion")
+    else:
+        region = masks.mask_for(sample.operations, dataset.resolution)
+        names = ("change_inside_pseudo_mask", "change_outside_pseudo_mask")
+    change = np.abs(generated.astype(np.float64) - dataset.past_image(sample))
+    values[names[0]] = float(change[region].mean()) if region.any() else math.nan
+    values[names[1]] = float(change[~region].mean()) if (~region).any() else math.nan
     return values
 
 
@@ -139,12 +154,17 @@ def collect(
     samples: list[Sample],
     evaluators: list[Evaluator],
     cache_dir: Path,
+    masks: PseudoMasks | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> SampleTable:
-    """Stream generated images through the evaluators and pixel measures; real outputs from the cache."""
+    """Stream generated images through the evaluators and pixel measures; real outputs from the cache.
+
+    Locality is measured around the true lesion masks on phantom data, else around ``masks``."""
     resolution = dataset.resolution
-    phantom = dataset.has_folder("counterfactual") and dataset.has_folder("lesion_mask")
+    phantom = has_true_lesions(dataset)
+    if not phantom and masks is None:
+        raise EvaluationError("pseudo masks are needed to measure locality on data without true lesion masks")
     race_classes = next((tuple(e.race_classes) for e in evaluators if "race" in e.outputs), ())
     truth = _ground_truth(samples, race_classes)
     generated: dict[str, list[np.ndarray]] = {}
@@ -152,7 +172,7 @@ def collect(
 
     def load(batch: list[Sample]) -> tuple[np.ndarray, list[dict[str, float]]]:
         images = np.stack([load_generated(run_folder, sample.sample_id, resolution) for sample in batch])
-        return images, [_pixel_measures(image, sample, dataset, phantom) for image, sample in zip(images, batch)]
+        return images, [_pixel_measures(image, sample, dataset, phantom, masks) for image, sample in zip(images, batch)]
 
     batches = [samples[start : start + batch_size] for start in range(0, len(samples), batch_size)]
     loaded = prefetched(batches, load)
@@ -209,7 +229,8 @@ def evaluate_run(
     if overlap:
         raise EvaluationError(f"several evaluators give the same outputs {overlap}; use one per output")
     cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
-    table = collect(run_folder, dataset, samples, evaluators, cache_dir, batch_size, progress)
+    masks = None if has_true_lesions(dataset) else nih_pseudo_masks(dataset.resolution)
+    table = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
     scores = score(table, protocol)
     failures = {record["sample_id"] for record in read_jsonl(run_folder / FAILURES)} - finished
     report = {
@@ -222,6 +243,7 @@ def evaluate_run(
         "evaluator": evaluator.identity() if evaluator is not None else None,
         "extra_evaluators": [extra.identity() for extra in extra_evaluators],
         "protocol": protocol.as_dict(),
+        "locality_region": "true lesion-change masks" if masks is None else f"pseudo masks: {masks.source}",
         "versions": package_versions(),
         "descriptions": {name: text for name, text in METRIC_DESCRIPTIONS.items() if name in scores["metrics"]},
         **scores,

@@ -1,0 +1,113 @@
+"""Pseudo masks: where a finding usually appears, from expert bounding boxes.
+
+InstructX2X's Region-Specific Editing builds, per finding, the union of all expert boxes of that finding
+on PA images (MS-CXR in the paper), rescaled to the image size; an instruction selects the masks of the
+findings it names (merged with max) and uses the whole image when it names no known finding. cfbench uses
+the same masks to measure edit locality on real data: how much a model changed the image inside vs
+outside the region of the instruction's findings.
+
+The public default is built from NIH ChestX-ray14's ``BBox_List_2017.csv.gz`` (984 boxes in 1024-px
+space), which ships inside the torchxrayvision wheel; PA images only (``View Position`` of
+``Data_Entry_2017_v2020.csv.gz``). NIH has no Edema boxes: Edema selects no mask (whole image).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from cfbench.findings import Operation
+from cfbench.storage import atomic_write_bytes
+
+NIH_IMAGE_SIZE = 1024
+# NIH box label -> finding as instructions spell it
+NIH_BOX_FINDINGS: dict[str, str] = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Effusion": "pleural effusion",
+    "Pneumothorax": "pneumothorax",
+    "Pneumonia": "pneumonia",
+    "Infiltrate": "infiltration",
+    "Mass": "mass",
+    "Nodule": "nodule",
+}
+
+
+def torchxrayvision_data_file(name: str) -> Path:
+    import torchxrayvision
+
+    path = Path(torchxrayvision.__file__).parent / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: this torchxrayvision install does not ship {name}")
+    return path
+
+
+@dataclass
+class PseudoMasks:
+    """One bool HxW mask per finding (instruction spelling), all at ``size`` x ``size``."""
+
+    masks: dict[str, np.ndarray]
+    size: int
+    source: str
+
+    def mask_for(self, operations: Iterable[Operation], size: int | None = None) -> np.ndarray:
+        """Union of the masks of the operations' findings; the whole image when none has a mask."""
+        size = size or self.size
+        selected = [self.masks[op.finding] for op in operations if op.finding in self.masks]
+        if not selected:
+            return np.ones((size, size), dtype=bool)
+        union = np.logical_or.reduce(selected)
+        return union if size == self.size else _resize_mask(union, size)
+
+    def save(self, path: str | Path) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, size=np.array(self.size), source=np.array(self.source),
+                            **{f"mask/{name}": mask for name, mask in self.masks.items()})
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PseudoMasks":
+        with np.load(path, allow_pickle=False) as archive:
+            masks = {key[len("mask/"):]: archive[key].astype(bool) for key in archive.files if key.startswith("mask/")}
+            return cls(masks=masks, size=int(archive["size"]), source=str(archive["source"]))
+
+
+def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a square bool mask."""
+    index = (np.arange(size) * mask.shape[0] / size).astype(int)
+    return mask[np.ix_(index, index)]
+
+
+def boxes_to_masks(boxes: pd.DataFrame, source_size: int, size: int, source: str) -> PseudoMasks:
+    """Union of boxes per finding. ``boxes`` columns: finding, x, y, w, h in ``source_size``-px space."""
+    scale = size / source_size
+    masks: dict[str, np.ndarray] = {}
+    for finding, group in boxes.groupby("finding"):
+        mask = np.zeros((size, size), dtype=bool)
+        for x, y, w, h in group[["x", "y", "w", "h"]].itertuples(index=False):
+            top, left = int(np.floor(y * scale)), int(np.floor(x * scale))
+            bottom, right = int(np.ceil((y + h) * scale)), int(np.ceil((x + w) * scale))
+            mask[max(top, 0) : min(bottom, size), max(left, 0) : min(right, size)] = True
+        masks[str(finding)] = mask
+    return PseudoMasks(masks=masks, size=size, source=source)
+
+
+def nih_pseudo_masks(size: int = 512, bbox_csv: str | Path | None = None,
+                     data_entry_csv: str | Path | None = None) -> PseudoMasks:
+    """Pseudo masks from NIH ChestX-ray14's boxes on PA images (the files torchxrayvision ships by default)."""
+    bbox_csv = Path(bbox_csv) if bbox_csv else torchxrayvision_data_file("BBox_List_2017.csv.gz")
+    data_entry_csv = Path(data_entry_csv) if data_entry_csv else torchxrayvision_data_file("Data_Entry_2017_v2020.csv.gz")
+    boxes = pd.read_csv(bbox_csv)
+    # header: Image Index, Finding Label, Bbox [x, y, w, h], plus empty columns
+    boxes = boxes.iloc[:, :6]
+    boxes.columns = ["image", "label", "x", "y", "w", "h"]
+    views = pd.read_csv(data_entry_csv, usecols=["Image Index", "View Position"])
+    boxes = boxes.merge(views.rename(columns={"Image Index": "image", "View Position": "view"}), on="image")
+    boxes = boxes[(boxes["view"] == "PA") & boxes["label"].isin(NIH_BOX_FINDINGS)]
+    boxes = boxes.assign(finding=boxes["label"].map(NIH_BOX_FINDINGS))
+    return boxes_to_masks(boxes, NIH_IMAGE_SIZE, size, source=f"NIH ChestX-ray14 BBox_List_2017, PA, {len(boxes)} boxes")
