@@ -30,11 +30,8 @@ from tqdm.auto import tqdm
 
 from cfbench.findings import EVALUATED_FINDINGS
 from cfbench.phantom import (
-    EFFUSION_LEVELS,
     GROUPS,
     PHANTOM_VERSION,
-    PNEUMOTHORAX_LEVELS,
-    SEVERITY_LEVELS,
     FindingState,
     Patient,
     render,

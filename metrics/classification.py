@@ -168,7 +168,32 @@ def _check_chexpert_labels(labels: np.ndarray, metric: str) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-class BinaryAUROC:
+class PerSampleStore:
+    """Storage shared by the metrics that need every sample: (prediction, truth) rows, appended per batch
+    and concatenated once on first read, so a bootstrap's thousand ``compute_on`` calls do not re-copy."""
+
+    def __init__(self) -> None:
+        self._predictions: list[np.ndarray] = []
+        self._truths: list[np.ndarray] = []
+
+    def _append(self, predictions: np.ndarray, truths: np.ndarray) -> None:
+        self._predictions.append(predictions)
+        self._truths.append(truths)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(p) for p in self._predictions)
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._predictions:
+            raise _empty_error(type(self).__name__)
+        if len(self._predictions) > 1:
+            self._predictions = [np.concatenate(self._predictions)]
+            self._truths = [np.concatenate(self._truths)]
+        return self._predictions[0], self._truths[0]
+
+
+class BinaryAUROC(PerSampleStore):
     """Binary AUROC, e.g. sex: the predicted probability of class 1 against 0/1 labels.
 
     ``update(scores, labels)``: scores (B,) (any real score, higher = more likely class 1), labels (B,)
@@ -177,8 +202,7 @@ class BinaryAUROC:
     """
 
     def __init__(self) -> None:
-        self._scores: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
+        super().__init__()
 
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
         name = type(self).__name__
@@ -188,17 +212,7 @@ class BinaryAUROC:
             raise ValueError(f"{name}: scores shape {scores.shape} differs from labels shape {labels.shape}")
         if not np.isin(labels, (0.0, 1.0)).all():
             raise ValueError(f"{name}: labels must be 0 or 1, got {np.unique(labels)[:5]}")
-        self._scores.append(scores)
-        self._labels.append(labels.astype(np.int8))
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(s) for s in self._scores)
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._scores:
-            raise _empty_error(type(self).__name__)
-        return np.concatenate(self._scores), np.concatenate(self._labels)
+        self._append(scores, labels.astype(np.int8))
 
     def compute(self) -> float:
         scores, labels = self._arrays()
@@ -214,7 +228,7 @@ class BinaryAUROC:
         return auroc_undefined_reason(self._arrays()[1])
 
 
-class MulticlassAUROC:
+class MulticlassAUROC(PerSampleStore):
     """One-vs-rest AUROC averaged over classes (macro), e.g. race from a softmax over the groups.
 
     ``update(probabilities, labels)``: probabilities (B, K), labels (B,) integer classes in [0, K).
@@ -234,8 +248,7 @@ class MulticlassAUROC:
             raise ValueError(f"MulticlassAUROC needs at least 2 classes, got {num_classes}")
         self.num_classes = num_classes
         self.class_names = class_names or tuple(str(k) for k in range(num_classes))
-        self._probabilities: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
+        super().__init__()
 
     def update(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
         name = type(self).__name__
@@ -249,17 +262,7 @@ class MulticlassAUROC:
         labels = _float_array(labels, "labels", name, ndim=1)
         if not (np.isin(labels, np.arange(self.num_classes))).all():
             raise ValueError(f"{name}: labels must be integers in [0, {self.num_classes}), got {np.unique(labels)[:5]}")
-        self._probabilities.append(probabilities)
-        self._labels.append(labels.astype(np.int64))
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(p) for p in self._probabilities)
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._probabilities:
-            raise _empty_error(type(self).__name__)
-        return np.concatenate(self._probabilities), np.concatenate(self._labels)
+        self._append(probabilities, labels.astype(np.int64))
 
     @staticmethod
     def _per_class(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
@@ -288,7 +291,7 @@ class MulticlassAUROC:
         return None
 
 
-class _PathologyMetric:
+class _PathologyMetric(PerSampleStore):
     """Shared storage of per-sample probabilities and raw CheXpert labels over a fixed list of findings."""
 
     def __init__(self, findings: Sequence[str], policy: LabelPolicy) -> None:
@@ -296,8 +299,7 @@ class _PathologyMetric:
         if not self.findings:
             raise ValueError(f"{type(self).__name__} needs at least one finding")
         self.policy = policy
-        self._probabilities: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
+        super().__init__()
 
     def update(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
         """Add a batch: probabilities (B, F) and raw labels (B, F) (1, 0, -1, NaN/None), F = len(findings)."""
@@ -312,20 +314,10 @@ class _PathologyMetric:
             )
         _check_chexpert_labels(labels, name)
         self._check_probabilities(probabilities)
-        self._probabilities.append(probabilities)
-        self._labels.append(labels)
+        self._append(probabilities, labels)
 
     def _check_probabilities(self, probabilities: np.ndarray) -> None:
         pass
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(p) for p in self._probabilities)
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._probabilities:
-            raise _empty_error(type(self).__name__)
-        return np.concatenate(self._probabilities), np.concatenate(self._labels)
 
     def _finding_index(self, finding: str) -> int:
         try:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from cfbench.metrics.classification import _check_indices, _empty_error, _float_array
+from cfbench.metrics.classification import PerSampleStore, _check_indices, _float_array
 
 
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
@@ -29,7 +29,7 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     return max(-1.0, min(1.0, r))
 
 
-class PearsonCorrelation:
+class PearsonCorrelation(PerSampleStore):
     """Pearson r between predicted and true values (e.g. age in years), streamed over batches.
 
     ``update(predicted, target)``: two arrays of shape (B,). ``compute()`` -> r in [-1, 1]; NaN with a
@@ -38,8 +38,7 @@ class PearsonCorrelation:
     """
 
     def __init__(self) -> None:
-        self._predicted: list[np.ndarray] = []
-        self._target: list[np.ndarray] = []
+        super().__init__()
 
     def update(self, predicted: np.ndarray, target: np.ndarray) -> None:
         name = type(self).__name__
@@ -47,17 +46,7 @@ class PearsonCorrelation:
         target = _float_array(target, "target", name, ndim=1)
         if predicted.shape != target.shape:
             raise ValueError(f"{name}: predicted shape {predicted.shape} differs from target shape {target.shape}")
-        self._predicted.append(predicted)
-        self._target.append(target)
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(p) for p in self._predicted)
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._predicted:
-            raise _empty_error(type(self).__name__)
-        return np.concatenate(self._predicted), np.concatenate(self._target)
+        self._append(predicted, target)
 
     def compute(self) -> float:
         return pearson_r(*self._arrays())

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 open_clip = pytest.importorskip("open_clip")
 
-import cfbench.evaluator as evaluator_module  # noqa: E402
 from cfbench.biomedclip import (  # noqa: E402
     CONFIG_NAME,
     HUB_REPO,

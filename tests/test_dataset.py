@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from cfbench.dataset import DatasetError, DatasetWriter, EditDataset
-from cfbench.images import ImageReadError, load_image
+from cfbench.images import ImageReadError
 from conftest import make_samples, write_random_dataset
 
 
