@@ -32,6 +32,7 @@ from cfbench.registry import (
 )
 from cfbench.runstore import RunConfigMismatch
 from cfbench.scoring import Protocol
+from cfbench.storage import atomic_write_text
 
 
 class CliError(RuntimeError):
@@ -329,9 +330,11 @@ def cmd_demo(args) -> int:
     runs_dir = Path(args.out) if args.out else config.resolve_path("runs_dir") / "demo"
     rows = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
                     progress=_progress(args))
+    table = format_table(rows)
     print()
-    print(format_table(rows))
-    print(f"\nrun folders under {runs_dir}")
+    print(table)
+    atomic_write_text(runs_dir / "summary.md", table + "\n")
+    print(f"\nrun folders and summary.md under {runs_dir}")
     return 0
 
 
