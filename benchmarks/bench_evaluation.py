@@ -159,12 +159,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--layout", choices=["real", "phantom", "both"], default="both")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    for layout in ("real", "phantom"):
+    for layout in (("real", "phantom") if args.layout == "both" else (args.layout,)):
         overhead_and_cache(args.n, args.size, layout)
     if not args.skip_memory:
         memory_ratio()

@@ -200,8 +200,15 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
     if len(table) == 0:
         raise ValueError("no samples to score")
     statistics, skipped = _statistics(table, protocol)
-    accuracy, retention, missing_terms = _cmig_terms(protocol, set(statistics))
     derived = {}
+    # the means over findings are functions of the per-finding values of the same replicate: derive them
+    # instead of computing every finding's AUROC and F1 twice per replicate
+    for mean_name, prefix in (("pathology_mean_auroc", "pathology_auroc/"), ("f1_macro", "f1/")):
+        if mean_name in statistics:
+            del statistics[mean_name]
+            parts = [f"{prefix}{finding}" for finding in EVALUATED_FINDINGS]
+            derived[mean_name] = lambda values, parts=parts: float(np.mean([values[p] for p in parts]))
+    accuracy, retention, missing_terms = _cmig_terms(protocol, set(statistics) | set(derived))
     if accuracy and retention:
         derived["cmig"] = lambda values: cmig_from_metrics(values, accuracy, retention).value
     else:
