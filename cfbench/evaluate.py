@@ -40,7 +40,7 @@ from cfbench import config
 from cfbench.dataset import EditDataset, Sample
 from cfbench.evaluator import Evaluator, check_outputs
 from cfbench.findings import EVALUATED_FINDINGS
-from cfbench.output_cache import EvaluatorOutputCache
+from cfbench.output_cache import EvaluatorOutputCache, content_sha256
 from cfbench.prefetch import prefetched
 from cfbench.pseudo_masks import PseudoMasks, nih_pseudo_masks
 from cfbench.runner import file_sha256, package_versions
@@ -131,9 +131,8 @@ def _ground_truth(samples: list[Sample], race_classes: tuple[str, ...]) -> dict[
     }
 
 
-def _pixel_measures(generated: np.ndarray, sample: Sample, dataset: EditDataset, phantom: bool,
-                    masks: PseudoMasks | None) -> dict[str, float]:
-    target = dataset.current_image(sample)
+def _pixel_measures(generated: np.ndarray, target: np.ndarray, sample: Sample, dataset: EditDataset,
+                    phantom: bool, masks: PseudoMasks | None) -> dict[str, float]:
     values = {"mae_to_target": float(np.abs(generated - target).mean())}
     if phantom:
         region = dataset.lesion_mask(sample)
@@ -167,29 +166,39 @@ def collect(
         raise EvaluationError("pseudo masks are needed to measure locality on data without true lesion masks")
     race_classes = next((tuple(e.race_classes) for e in evaluators if "race" in e.outputs), ())
     truth = _ground_truth(samples, race_classes)
+    caches = [EvaluatorOutputCache(cache_dir, evaluator, resolution) for evaluator in evaluators]
+    digests = [content_sha256(dataset.current_path(sample)) for sample in samples]
+    real_rows = [cache.lookup(digests) for cache in caches]  # per evaluator: sample position -> outputs
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}
 
-    def load(batch: list[Sample]) -> tuple[np.ndarray, list[dict[str, float]]]:
+    def load(positions: list[int]) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+        batch = [samples[p] for p in positions]
         images = np.stack([load_generated(run_folder, sample.sample_id, resolution) for sample in batch])
-        return images, [_pixel_measures(image, sample, dataset, phantom, masks) for image, sample in zip(images, batch)]
+        targets = np.stack([dataset.current_image(sample) for sample in batch])
+        measures = [_pixel_measures(image, target, sample, dataset, phantom, masks)
+                    for image, target, sample in zip(images, targets, batch)]
+        return images, targets, measures
 
-    batches = [samples[start : start + batch_size] for start in range(0, len(samples), batch_size)]
+    batches = [list(range(start, min(start + batch_size, len(samples)))) for start in range(0, len(samples), batch_size)]
     loaded = prefetched(batches, load)
-    for batch, (images, measures) in tqdm(zip(batches, loaded), total=len(batches), desc="evaluating",
-                                          unit="batch", disable=not progress):
+    for positions, (images, targets, measures) in tqdm(zip(batches, loaded), total=len(batches), desc="evaluating",
+                                                       unit="batch", disable=not progress):
         for values in measures:
             for name, value in values.items():
                 pixel.setdefault(name, []).append(value)
-        for evaluator in evaluators:
-            outputs = check_outputs(evaluator.predict(images), evaluator, len(batch))
+        for evaluator, cache, rows in zip(evaluators, caches, real_rows):
+            outputs = check_outputs(evaluator.predict(images), evaluator, len(positions))
             for key, value in outputs.items():
                 generated.setdefault(key, []).append(value)
+            missing = [offset for offset, p in enumerate(positions) if p not in rows]
+            if missing:  # the real target images are decoded already: score them in the same pass
+                filled = cache.fill([digests[positions[o]] for o in missing], targets[missing])
+                rows.update({positions[o]: row for o, row in zip(missing, filled)})
     real: dict[str, np.ndarray] = {}
-    for evaluator in evaluators:
-        cache = EvaluatorOutputCache(cache_dir, evaluator, resolution)
-        real.update(cache.outputs_for([dataset.current_path(s) for s in samples],
-                                      lambda i: dataset.current_image(samples[i]), batch_size, progress))
+    for rows in real_rows:
+        for key in (rows[0].keys() if rows else ()):
+            real[key] = np.stack([rows[p][key] for p in range(len(samples))])
     explanations = {r["sample_id"]: r.get("explanation") for r in read_jsonl(run_folder / RESULTS)}
     return SampleTable(
         sample_ids=[s.sample_id for s in samples],

@@ -19,13 +19,11 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cfbench.evaluator import Evaluator, check_outputs
-from cfbench.prefetch import prefetched
 from cfbench.storage import atomic_write_bytes, atomic_write_json
 
 CACHE_FORMAT = 1
@@ -82,40 +80,25 @@ class EvaluatorOutputCache:
         np.savez(buffer, **outputs)
         atomic_write_bytes(self._entry_path(digest), buffer.getvalue())
 
-    def outputs_for(
-        self,
-        paths: Sequence[Path],
-        load: Callable[[int], np.ndarray],
-        batch_size: int = 16,
-        progress: bool = True,
-    ) -> dict[str, np.ndarray]:
-        """Stacked outputs for the images at ``paths`` (in order); ``load(i)`` reads image i as float32 HxW
-        in [0, 1] at the cache's resolution, and is called only for images not in the cache."""
-        digests = [content_sha256(path) for path in paths]
-        rows: dict[int, dict[str, np.ndarray]] = {}
-        for index, digest in enumerate(digests):
-            if (entry := self._read(digest)) is not None:
-                rows[index] = entry
+    def lookup(self, digests: Sequence[str]) -> dict[int, dict[str, np.ndarray]]:
+        """The cached rows among ``digests`` (content SHA-256 of image files), by position."""
+        rows = {index: entry for index, digest in enumerate(digests) if (entry := self._read(digest)) is not None}
         self.hits += len(rows)
-        if len(rows) < len(paths):
-            with file_lock(self.folder / ".lock"):
-                for index, digest in enumerate(digests):  # another process may have filled some meanwhile
-                    if index not in rows and (entry := self._read(digest)) is not None:
-                        rows[index] = entry
-                        self.hits += 1
-                missing = [index for index in range(len(paths)) if index not in rows]
-                bar = tqdm(total=len(missing), desc=f"{self.evaluator.name} on real images", unit="image",
-                           disable=not progress or not missing)
-                batches = [missing[start : start + batch_size] for start in range(0, len(missing), batch_size)]
-                loaded = prefetched(batches, lambda batch: np.stack([load(index) for index in batch]))
-                for batch, images in zip(batches, loaded):
-                    outputs = check_outputs(self.evaluator.predict(images), self.evaluator, len(batch))
-                    for position, index in enumerate(batch):
-                        row = {key: np.asarray(value[position]) for key, value in outputs.items()}
-                        self._write(digests[index], row)
-                        rows[index] = row
-                    self.computed += len(batch)
-                    bar.update(len(batch))
-                bar.close()
-        keys = rows[0].keys() if rows else ()
-        return {key: np.stack([rows[i][key] for i in range(len(paths))]) for key in keys}
+        return rows
+
+    def fill(self, digests: Sequence[str], images: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Rows for images not found by :meth:`lookup`: computed under the cache's lock (after looking
+        again, in case another process computed some meanwhile) and stored. ``images``: float32 (B, H, W)
+        in [0, 1] at the cache's resolution, ``digests`` their files' content SHA-256."""
+        with file_lock(self.folder / ".lock"):
+            rows: list[dict[str, np.ndarray] | None] = [self._read(digest) for digest in digests]
+            missing = [position for position, row in enumerate(rows) if row is None]
+            self.hits += len(digests) - len(missing)
+            if missing:
+                outputs = check_outputs(self.evaluator.predict(images[missing]), self.evaluator, len(missing))
+                for offset, position in enumerate(missing):
+                    row = {key: np.asarray(value[offset]) for key, value in outputs.items()}
+                    self._write(digests[position], row)
+                    rows[position] = row
+                self.computed += len(missing)
+        return rows
