@@ -141,9 +141,12 @@ def _pixel_measures(generated: np.ndarray, target: np.ndarray, sample: Sample, d
     else:
         region = masks.mask_for(sample.operations, dataset.resolution)
         names = ("change_inside_pseudo_mask", "change_outside_pseudo_mask")
-    change = np.abs(generated.astype(np.float64) - dataset.past_image(sample))
-    values[names[0]] = float(change[region].mean()) if region.any() else math.nan
-    values[names[1]] = float(change[~region].mean()) if (~region).any() else math.nan
+    change = np.abs(generated - dataset.past_image(sample))
+    total, inside = float(change.sum(dtype=np.float64)), float(change.sum(where=region, dtype=np.float64))
+    n_inside = int(np.count_nonzero(region))
+    n_outside = region.size - n_inside
+    values[names[0]] = inside / n_inside if n_inside else math.nan
+    values[names[1]] = (total - inside) / n_outside if n_outside else math.nan
     return values
 
 

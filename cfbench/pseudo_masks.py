@@ -13,6 +13,7 @@ space), which ships inside the torchxrayvision wheel; PA images only (``View Pos
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def torchxrayvision_data_file(name: str) -> Path:
     return path
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity, for the union cache
 class PseudoMasks:
     """One bool HxW mask per finding (instruction spelling), all at ``size`` x ``size``."""
 
@@ -56,13 +57,21 @@ class PseudoMasks:
     source: str
 
     def mask_for(self, operations: Iterable[Operation], size: int | None = None) -> np.ndarray:
-        """Union of the masks of the operations' findings; the whole image when none has a mask."""
+        """Union of the masks of the operations' findings; the whole image when none has a mask.
+        The result is shared between calls with the same findings: do not modify it."""
         size = size or self.size
-        selected = [self.masks[op.finding] for op in operations if op.finding in self.masks]
-        if not selected:
-            return np.ones((size, size), dtype=bool)
-        union = np.logical_or.reduce(selected)
-        return union if size == self.size else _resize_mask(union, size)
+        findings = tuple(sorted({op.finding for op in operations if op.finding in self.masks}))
+        return self._union(findings, size)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 -- a handful of finding sets per dataset
+    def _union(self, findings: tuple[str, ...], size: int) -> np.ndarray:
+        if not findings:
+            union = np.ones((size, size), dtype=bool)
+        else:
+            union = np.logical_or.reduce([self.masks[finding] for finding in findings])
+            union = union if size == self.size else _resize_mask(union, size)
+        union.flags.writeable = False
+        return union
 
     def save(self, path: str | Path) -> None:
         buffer = io.BytesIO()
