@@ -135,7 +135,12 @@ def _print_metrics(report: dict) -> None:
     print(f"evaluated {report['n_samples']} of {report['n_in_split']} samples (evaluator: {evaluator})")
     level = int(round(100 * report["protocol"]["confidence_level"]))
     print(f"  {'metric':<34} {'value':>8}  {level}% CI")
-    for name, entry in report["metrics"].items():
+    from cfbench.evaluate import METRIC_DESCRIPTIONS
+
+    headline = list(METRIC_DESCRIPTIONS)  # headline metrics first, in protocol order; per-finding ones after
+    ordered = sorted(report["metrics"].items(),
+                     key=lambda item: (0, headline.index(item[0])) if item[0] in headline else (1, item[0]))
+    for name, entry in ordered:
         interval = f"[{_number(entry['ci_low'])}, {_number(entry['ci_high'])}]" if entry["n_resamples"] else ""
         print(f"  {name:<34} {_number(entry['value']):>8}  {interval}")
     for name, reason in report.get("skipped", {}).items():
