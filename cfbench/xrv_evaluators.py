@@ -25,6 +25,8 @@ before the torchxrayvision class is constructed, and a missing file raises ``Mis
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import warnings
 from pathlib import Path
@@ -120,12 +122,13 @@ class XRVModelEvaluator(Evaluator):
             parameter.requires_grad_(False)
 
     # -- subclass hooks
+    @abc.abstractmethod
     def _build(self, xrv) -> torch.nn.Module:
-        raise NotImplementedError
+        """Construct the torchxrayvision network (its constructor reads ``self.weights_path``)."""
 
+    @abc.abstractmethod
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 1, resolution, resolution) in [-1024, 1024] on self.device -> outputs as tensors."""
-        raise NotImplementedError
 
     def _identity_extra(self) -> dict[str, Any]:
         return {}

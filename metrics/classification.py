@@ -319,6 +319,15 @@ class _PathologyMetric(PerSampleStore):
     def _check_probabilities(self, probabilities: np.ndarray) -> None:
         pass
 
+    def _label_counts(self, binary: np.ndarray, keep: np.ndarray) -> dict[str, dict[str, int]]:
+        """Per finding: positive and negative labels kept by the policy, and samples excluded."""
+        counts = {}
+        for f, finding in enumerate(self.findings):
+            kept = binary[keep[:, f], f]
+            counts[finding] = {"positive": int(kept.sum()), "negative": int(kept.size - kept.sum()),
+                               "excluded": int((~keep[:, f]).sum())}
+        return counts
+
     def _finding_index(self, finding: str) -> int:
         try:
             return self.findings.index(finding)
@@ -364,14 +373,9 @@ class PathologyAUROC(_PathologyMetric):
         probabilities, labels = self._arrays()
         binary, keep = self.policy.resolve(labels)
         per_finding = self._per_finding(probabilities, labels)
-        counts, reasons = {}, {}
+        counts, reasons = self._label_counts(binary, keep), {}
         for f, finding in enumerate(self.findings):
             kept = binary[keep[:, f], f]
-            counts[finding] = {
-                "positive": int(kept.sum()),
-                "negative": int(kept.size - kept.sum()),
-                "excluded": int((~keep[:, f]).sum()),
-            }
             reason = auroc_undefined_reason(kept)
             if reason is not None:
                 reasons[finding] = reason
@@ -440,14 +444,9 @@ class PathologyF1(_PathologyMetric):
         probabilities, labels = self._arrays()
         binary, keep = self.policy.resolve(labels)
         per_finding = self._per_finding(probabilities, labels)
-        counts, reasons = {}, {}
+        counts, reasons = self._label_counts(binary, keep), {}
         for f, finding in enumerate(self.findings):
             kept = binary[keep[:, f], f]
-            counts[finding] = {
-                "positive": int(kept.sum()),
-                "negative": int(kept.size - kept.sum()),
-                "excluded": int((~keep[:, f]).sum()),
-            }
             if math.isnan(per_finding[f]):
                 reasons[finding] = (
                     "no samples" if kept.size == 0 else "no positive label and no positive prediction (F1 is 0/0)"
