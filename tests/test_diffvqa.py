@@ -1,0 +1,68 @@
+"""Every difference-answer form listed in REFERENCE.md §1 (Medical-Diff-VQA), parsed into operations."""
+
+import pytest
+
+from cfbench.diffvqa import area_location, parse_difference_answer, split_items
+from cfbench.findings import Operation
+
+
+def test_single_addition_with_trailing_space():
+    parsed = parse_difference_answer("the main image has an additional finding of pleural effusion than the reference image. ")
+    assert parsed.operations == [Operation("add", "pleural effusion")]
+    assert parsed.unknown == [] and parsed.unparsed == [] and not parsed.nothing_changed
+
+
+def test_multiple_additions_with_oxford_and_two_items():
+    three = parse_difference_answer(
+        "the main image has additional findings of edema, atelectasis, and pneumonia than the reference image. ")
+    assert [op.finding for op in three.operations] == ["edema", "atelectasis", "pneumonia"]
+    two = parse_difference_answer(
+        "the main image has additional findings of consolidation, and pneumonia than the reference image. ")
+    assert two.operations == [Operation("add", "consolidation"), Operation("add", "pneumonia")]
+
+
+def test_missing_findings_singular_and_plural():
+    one = parse_difference_answer("the main image is missing the finding of edema than the reference image. ")
+    assert one.operations == [Operation("remove", "edema")]
+    many = parse_difference_answer(
+        "the main image is missing the findings of cardiomegaly, and vascular congestion than the reference image. ")
+    assert many.operations == [Operation("remove", "cardiomegaly"), Operation("remove", "vascular congestion")]
+
+
+@pytest.mark.parametrize("levels, expected", [
+    ("mild to moderate", ("mild", "moderate")),
+    ("small to moderate to large", ("small", "moderate to large")),
+    ("moderate to large to small", ("moderate to large", "small")),
+])
+def test_level_changes_including_several_level_words(levels, expected):
+    parsed = parse_difference_answer(f"the level of pleural effusion has changed from {levels}. ")
+    assert parsed.operations == [Operation("change", "pleural effusion", None, *expected)]
+    assert parsed.unknown == []
+
+
+def test_all_clauses_in_order_and_area_question():
+    answer = ("the level of edema has changed from mild to moderate. "
+              "the main image has an additional finding of pneumothorax than the reference image. "
+              "the main image is missing the finding of atelectasis than the reference image. ")
+    parsed = parse_difference_answer(answer, "what has changed in the left lung area?")
+    assert parsed.operations == [Operation("change", "edema", "left", "mild", "moderate"),
+                                 Operation("add", "pneumothorax", "left"),
+                                 Operation("remove", "atelectasis", "left")]
+    assert area_location("what has changed compared to the reference image?") is None
+    assert area_location("what has changed in the bibasilar area?") == "bibasilar"
+
+
+def test_nothing_changed_and_unknown_phrases_are_reported():
+    nothing = parse_difference_answer("nothing has changed.")
+    assert nothing.nothing_changed and nothing.operations == []
+    odd = parse_difference_answer("the main image has an additional finding of flux capacitor than the reference image. "
+                                  "the patient looks happier. the level of edema has changed from sort of to mild. ")
+    assert odd.operations[0] == Operation("add", "flux capacitor")  # kept, and reported
+    assert "flux capacitor" in odd.unknown and "sort of" in odd.unknown
+    assert odd.unparsed == ["the patient looks happier"]
+
+
+def test_split_items():
+    assert split_items("a, b, and c") == ["a", "b", "c"]
+    assert split_items("a and b") == ["a", "b"]
+    assert split_items("lung opacity") == ["lung opacity"]
