@@ -18,7 +18,11 @@ location of the operations. Phrases outside the known vocabulary are kept (lower
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
 
 from cfbench.findings import FINDING_TO_CHEXPERT, LEVEL_WORDS, Operation
 
@@ -30,6 +34,14 @@ OTHER_FINDINGS: tuple[str, ...] = (
     "hydropneumothorax", "cyst", "infiltration", "lung opacity", "pleural thickening",
 )
 KNOWN_FINDINGS: frozenset[str] = frozenset(FINDING_TO_CHEXPERT) | frozenset(OTHER_FINDINGS)
+# Spelling variants -> the one vocabulary (applied before the vocabulary check).
+FINDING_SYNONYMS: dict[str, str] = {
+    "pulmonary edema": "edema",
+    "effusion": "pleural effusion",
+    "pleural effusions": "pleural effusion",
+    "enlarged cardiac silhouette": "cardiomegaly",
+}
+QUESTION_COLUMNS: tuple[str, ...] = ("study_id", "subject_id", "ref_id", "question_type", "question", "answer", "split")
 
 # Area of an area question -> location of the operations.
 AREA_LOCATIONS: dict[str, str] = {
@@ -120,6 +132,70 @@ def parse_difference_answer(answer: str, question: str = "") -> ParsedAnswer:
 
 
 def _note(parsed: ParsedAnswer, finding: str) -> str:
+    finding = FINDING_SYNONYMS.get(finding, finding)
     if finding not in KNOWN_FINDINGS:
         parsed.unknown.append(finding)
     return finding
+
+
+@dataclass
+class PairEdits:
+    """The edit operations of one (reference study -> main study) pair of Medical-Diff-VQA."""
+
+    subject_id: str
+    study_id: str      # the main (later) study as given; order is checked against dates when building
+    ref_id: str        # the reference (earlier) study as given
+    split: str
+    operations: list[Operation]
+    nothing_changed: bool
+
+
+@dataclass
+class DifferenceReport:
+    pairs: list[PairEdits]
+    unknown: Counter          # phrase -> count, over all answers
+    unparsed: Counter         # sentence -> count
+    rows_read: int
+
+
+def merge_locations(whole: list[Operation], by_area: list[Operation]) -> list[Operation]:
+    """Give each operation of the whole-image answer the side(s) the area answers name for the same
+    (op, finding): one side -> that side, both sides -> "bilateral"; none -> unchanged."""
+    merged = []
+    for operation in whole:
+        sides = {o.location for o in by_area if (o.op, o.finding) == (operation.op, operation.finding) and o.location}
+        if not sides or operation.location:
+            merged.append(operation)
+            continue
+        location = sides.pop() if len(sides) == 1 else "bilateral"
+        merged.append(Operation(operation.op, operation.finding, location, operation.level_from, operation.level_to))
+    return merged
+
+
+def read_difference_pairs(csv_path: str | Path) -> DifferenceReport:
+    """Every pair's operations from ``mimic_pair_questions.csv`` (difference questions only).
+
+    Raises ValueError naming the missing columns. Pairs whose answer is "nothing has changed" are kept
+    with ``nothing_changed=True`` (the builder drops them, and counts them)."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = [column for column in QUESTION_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{csv_path} is missing column(s) {missing}; expected {list(QUESTION_COLUMNS)}")
+    table = table[table["question_type"] == "difference"]
+    unknown: Counter = Counter()
+    unparsed: Counter = Counter()
+    pairs = []
+    for (subject, study, ref), group in table.groupby(["subject_id", "study_id", "ref_id"], sort=True):
+        whole, by_area, nothing = [], [], False
+        for question, answer in zip(group["question"], group["answer"]):
+            parsed = parse_difference_answer(answer, question)
+            unknown.update(parsed.unknown)
+            unparsed.update(parsed.unparsed)
+            if area_location(question) is None:
+                whole += parsed.operations
+                nothing |= parsed.nothing_changed
+            else:
+                by_area += parsed.operations
+        pairs.append(PairEdits(subject, study, ref, group["split"].iloc[0], merge_locations(whole, by_area),
+                               nothing and not whole))
+    return DifferenceReport(pairs, unknown, unparsed, len(table))

@@ -66,3 +66,36 @@ def test_split_items():
     assert split_items("a, b, and c") == ["a", "b", "c"]
     assert split_items("a and b") == ["a", "b"]
     assert split_items("lung opacity") == ["lung opacity"]
+
+
+def test_read_pairs_from_the_real_schema(tmp_path):
+    import pandas as pd
+
+    from cfbench.diffvqa import read_difference_pairs
+
+    rows = [
+        # study_id, subject_id, ref_id, question_type, question, answer, split
+        ("50000002", "10000001", "50000001", "difference", "what has changed compared to the reference image?",
+         "the main image has additional findings of pleural effusion, and edema than the reference image. ", "train"),
+        ("50000002", "10000001", "50000001", "difference", "what has changed in the left lung area?",
+         "the main image has an additional finding of pleural effusion than the reference image. ", "train"),
+        ("50000002", "10000001", "50000001", "presence", "is there evidence of edema in this image?", "yes", "train"),
+        ("50000004", "10000003", "50000003", "difference", "what has changed compared to the reference image?",
+         "nothing has changed.", "test"),
+        ("50000006", "10000005", "50000005", "difference", "what has changed compared to the reference image?",
+         "the main image is missing the finding of pulmonary edema than the reference image. "
+         "the main image has an additional finding of unobtainium than the reference image. ", "train"),
+    ]
+    path = tmp_path / "mimic_pair_questions.csv"
+    pd.DataFrame(rows, columns=["study_id", "subject_id", "ref_id", "question_type", "question", "answer", "split"]).to_csv(
+        path, index=False)
+    report = read_difference_pairs(path)
+    assert report.rows_read == 4  # difference questions only
+    by_study = {pair.study_id: pair for pair in report.pairs}
+    assert by_study["50000002"].operations == [Operation("add", "pleural effusion", "left"), Operation("add", "edema")]
+    assert by_study["50000004"].nothing_changed and by_study["50000004"].split == "test"
+    assert by_study["50000006"].operations == [Operation("remove", "edema"), Operation("add", "unobtainium")]
+    assert report.unknown == {"unobtainium": 1}
+    pd.DataFrame({"study_id": ["1"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="missing column"):
+        read_difference_pairs(tmp_path / "bad.csv")
