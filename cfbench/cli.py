@@ -329,6 +329,17 @@ def cmd_phantom_train(args) -> int:
     return 0 if held_out["targets_met"] else 1
 
 
+def cmd_data_build_nih(args) -> int:
+    from cfbench.nih import build_nih_dataset
+
+    counts = build_nih_dataset(args.images, args.out, data_entry=args.data_entry, size=args.size,
+                               register=not args.no_register, limit=args.limit, progress=_progress(args))
+    print(f"wrote {counts['written']} of {counts['pairs']} NIH pairs to {args.out}")
+    for message in counts["skipped"][:20]:
+        print(f"  skipped: {message}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cfbench.demo import format_table, run_demo
 
@@ -422,6 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
     phantom.set_defaults(handler=cmd_data_phantom)
+    build = data_verbs.add_parser("build", help="build an edit dataset from a public or credentialed release")
+    sources = build.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    nih = sources.add_parser("nih", help="NIH ChestX-ray14: consecutive PA pairs with different labels (public)")
+    nih.add_argument("--images", required=True, metavar="DIR", help="folder with the NIH images (*.png)")
+    nih.add_argument("--out", required=True, metavar="DIR")
+    nih.add_argument("--data-entry", metavar="CSV",
+                     help="Data_Entry_2017_v2020.csv(.gz); default: the copy inside torchxrayvision")
+    nih.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    nih.add_argument("--no-register", action="store_true", help="skip the rigid registration of each pair")
+    nih.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
+    nih.set_defaults(handler=cmd_data_build_nih)
     return parser
 
 
