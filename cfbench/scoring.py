@@ -188,10 +188,14 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def _cmig_terms(protocol: Protocol, available: set[str]) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
-    """The configured CMIG terms that this run can provide; missing retention terms are reported."""
+    """The configured CMIG terms that this run can provide; missing terms are reported. With the default
+    retention terms on data without race (NIH), sex AUROC stands in for race AUROC."""
+    retention_terms = protocol.retention_terms
+    if (retention_terms == DEFAULT_RETENTION_TERMS and "race_auroc" not in available and "sex_auroc" in available):
+        retention_terms = tuple("sex_auroc" if t == "race_auroc" else t for t in retention_terms)
     accuracy = tuple(t for t in protocol.accuracy_terms if t in available)
-    retention = tuple(t for t in protocol.retention_terms if t in available)
-    missing = [t for t in (*protocol.accuracy_terms, *protocol.retention_terms) if t not in available]
+    retention = tuple(t for t in retention_terms if t in available)
+    missing = [t for t in (*protocol.accuracy_terms, *retention_terms) if t not in available]
     return accuracy, retention, missing
 
 

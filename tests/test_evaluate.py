@@ -207,3 +207,18 @@ def test_clip_i_from_an_extra_embedder(phantom_runs, tmp_path):
     truth = evaluate_run(runs["ground-truth"], evaluator="none", extra_evaluators=(DownsampleEmbedder(),),
                          protocol=FAST, cache_dir=tmp_path / "cache", progress=False)
     assert truth["metrics"]["clip_i"]["value"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cmig_uses_sex_when_the_data_has_no_race(phantom_runs, tmp_path):
+    class NoRace(RegionStatisticsEvaluator):
+        outputs = ("pathology", "features", "sex", "age")
+
+        def predict(self, images):
+            outputs = super().predict(images)
+            del outputs["race"]
+            return outputs
+
+    _, runs = phantom_runs
+    report = evaluate(runs["identity"], tmp_path, NoRace())
+    assert set(report["components"]["cmig"]["retention_terms"]) == {"sex_auroc", "age_pearson"}
+    assert report["components"]["cmig"]["terms_missing"] == []
