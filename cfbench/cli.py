@@ -340,6 +340,16 @@ def cmd_data_build_nih(args) -> int:
     return 0
 
 
+def cmd_data_build_icg(args) -> int:
+    from cfbench.icg import build_icg_dataset
+
+    counts = build_icg_dataset(args.root, args.out, size=args.size, progress=_progress(args))
+    print(f"wrote {counts['written']} of {counts['pairs']} ICG-CXR pairs to {args.out}")
+    for message in counts["skipped"][:20]:
+        print(f"  skipped: {message}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cfbench.demo import format_table, run_demo
 
@@ -444,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     nih.add_argument("--no-register", action="store_true", help="skip the rigid registration of each pair")
     nih.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
     nih.set_defaults(handler=cmd_data_build_nih)
+    icg = sources.add_parser("icg", help="ICG-CXR (ProgEmu): pair folders with JSON, prior and follow-up images")
+    icg.add_argument("--root", required=True, metavar="DIR", help="folder holding one sub-folder per pair")
+    icg.add_argument("--out", required=True, metavar="DIR")
+    icg.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    icg.set_defaults(handler=cmd_data_build_icg)
     return parser
 
 
