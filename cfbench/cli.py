@@ -168,6 +168,9 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retention-terms", default=",".join(Protocol.retention_terms), metavar="NAMES",
                        help="metrics entering CMIG's retention mean, e.g. race_auroc,age_pearson or sex_auroc,age_pearson")
     group.add_argument("--f1-threshold", type=float, default=Protocol.f1_threshold, metavar="P")
+    group.add_argument("--pseudo-masks", metavar="FILE",
+                       help="pseudo masks for edit locality on real data (`cfbench masks build`); "
+                            "default: NIH box unions shipped with torchxrayvision")
     group.add_argument("--clip-model", metavar="DIR",
                        help="BiomedCLIP folder (open_clip_config.json + open_clip_pytorch_model.bin) for CLIP-I")
 
@@ -190,9 +193,14 @@ def _evaluate(args, run_folder) -> dict:
         from cfbench.biomedclip import BiomedCLIPEmbedder
 
         extra = (BiomedCLIPEmbedder.from_folder(args.clip_model, device=args.device),)
+    masks = None
+    if args.pseudo_masks:
+        from cfbench.pseudo_masks import PseudoMasks
+
+        masks = PseudoMasks.load(args.pseudo_masks)
     return evaluate_run(run_folder, data_dir=getattr(args, "eval_data", None), evaluator=args.evaluator,
-                        protocol=_protocol(args), extra_evaluators=extra, batch_size=args.eval_batch_size,
-                        device=args.device, progress=_progress(args))
+                        protocol=_protocol(args), extra_evaluators=extra, pseudo_masks=masks,
+                        batch_size=args.eval_batch_size, device=args.device, progress=_progress(args))
 
 
 def cmd_generate(args) -> int:
@@ -350,6 +358,20 @@ def cmd_data_build_icg(args) -> int:
     return 0
 
 
+def cmd_masks_build(args) -> int:
+    from cfbench import pseudo_masks
+
+    if args.ms_cxr:
+        if not args.metadata:
+            raise CliError("--ms-cxr needs --metadata (mimic-cxr-2.0.0-metadata.csv.gz) for the view positions")
+        masks = pseudo_masks.ms_cxr_pseudo_masks(args.ms_cxr, args.metadata, args.size)
+    else:
+        masks = pseudo_masks.nih_pseudo_masks(args.size)
+    masks.save(args.out)
+    print(f"wrote {len(masks.masks)} pseudo masks ({', '.join(sorted(masks.masks))}) from {masks.source} to {args.out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cfbench.demo import format_table, run_demo
 
@@ -434,6 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--render-size", type=int, default=256, metavar="PX")
     train.add_argument("--workers", type=int, default=2, help="rendering processes")
     train.set_defaults(handler=cmd_phantom_train)
+
+    masks_verb = verbs.add_parser("masks", help="pseudo masks: per finding, the union of expert boxes")
+    masks_verbs = masks_verb.add_subparsers(dest="masks_verb", required=True, metavar="JOB")
+    masks_build = masks_verbs.add_parser("build", help="build pseudo masks from MS-CXR (or NIH, the default)")
+    masks_build.add_argument("--ms-cxr", metavar="CSV", help="MS_CXR_Local_Alignment_v1.1.0.csv")
+    masks_build.add_argument("--metadata", metavar="CSV", help="mimic-cxr-2.0.0-metadata.csv(.gz), for PA views")
+    masks_build.add_argument("--out", required=True, metavar="FILE", help="output .npz")
+    masks_build.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    masks_build.set_defaults(handler=cmd_masks_build)
 
     data = verbs.add_parser("data", help="build datasets")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="KIND")

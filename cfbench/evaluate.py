@@ -222,6 +222,7 @@ def evaluate_run(
     evaluator: Evaluator | str = "auto",
     protocol: Protocol = Protocol(),
     extra_evaluators: tuple[Evaluator, ...] = (),
+    pseudo_masks: PseudoMasks | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 16,
     device: str = "cpu",
@@ -241,7 +242,7 @@ def evaluate_run(
     if overlap:
         raise EvaluationError(f"several evaluators give the same outputs {overlap}; use one per output")
     cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
-    masks = None if has_true_lesions(dataset) else nih_pseudo_masks(dataset.resolution)
+    masks = None if has_true_lesions(dataset) else (pseudo_masks or nih_pseudo_masks(dataset.resolution))
     table = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
     scores = score(table, protocol)
     failures = {record["sample_id"] for record in read_jsonl(run_folder / FAILURES)} - finished

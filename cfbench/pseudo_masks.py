@@ -57,18 +57,20 @@ class PseudoMasks:
     source: str
 
     def mask_for(self, operations: Iterable[Operation], size: int | None = None) -> np.ndarray:
-        """Union of the masks of the operations' findings; the whole image when none has a mask.
+        """Union of the masks of the operations' findings, each restricted to the operation's location
+        (see :func:`location_region`); the whole image when no finding has a mask.
         The result is shared between calls with the same findings: do not modify it."""
         size = size or self.size
-        findings = tuple(sorted({op.finding for op in operations if op.finding in self.masks}))
-        return self._union(findings, size)
+        keys = tuple(sorted({(op.finding, op.location or "") for op in operations if op.finding in self.masks}))
+        return self._union(keys, size)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 -- a handful of finding sets per dataset
-    def _union(self, findings: tuple[str, ...], size: int) -> np.ndarray:
-        if not findings:
+    def _union(self, keys: tuple[tuple[str, str], ...], size: int) -> np.ndarray:
+        if not keys:
             union = np.ones((size, size), dtype=bool)
         else:
-            union = np.logical_or.reduce([self.masks[finding] for finding in findings])
+            union = np.logical_or.reduce([self.masks[finding] & location_region(location, self.size)
+                                          for finding, location in keys])
             union = union if size == self.size else _resize_mask(union, size)
         union.flags.writeable = False
         return union
@@ -86,21 +88,45 @@ class PseudoMasks:
             return cls(masks=masks, size=int(archive["size"]), source=str(archive["source"]))
 
 
+def location_region(location: str, size: int) -> np.ndarray:
+    """The part of a PA image a location phrase names (radiological convention: the patient's left is the
+    image right): left / right halves, base (lower half) / apical (upper half), both combined for
+    "left base" etc.; "bilateral", unknown phrases and none -> the whole image."""
+    region = np.ones((size, size), dtype=bool)
+    words = set(location.lower().replace("-", " ").split())
+    half = size // 2
+    if "left" in words:
+        region[:, :half] = False
+    elif "right" in words:
+        region[:, half:] = False
+    if words & {"base", "bibasilar", "basilar", "lower"}:
+        region[:half, :] = False
+    elif words & {"apical", "apex", "upper"}:
+        region[half:, :] = False
+    return region
+
+
 def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of a square bool mask."""
     index = (np.arange(size) * mask.shape[0] / size).astype(int)
     return mask[np.ix_(index, index)]
 
 
-def boxes_to_masks(boxes: pd.DataFrame, source_size: int, size: int, source: str) -> PseudoMasks:
-    """Union of boxes per finding. ``boxes`` columns: finding, x, y, w, h in ``source_size``-px space."""
-    scale = size / source_size
+def boxes_to_masks(boxes: pd.DataFrame, source_size: int | None, size: int, source: str) -> PseudoMasks:
+    """Union of boxes per finding, rescaled to size x size (the dataset images are resized to a square).
+
+    ``boxes`` columns: finding, x, y, w, h (top-left corner and extent, source pixels), and either a
+    common ``source_size`` or per-box ``image_width`` / ``image_height`` columns (MS-CXR)."""
+    boxes = boxes.copy()
+    if source_size is not None:
+        boxes["image_width"] = boxes["image_height"] = source_size
     masks: dict[str, np.ndarray] = {}
     for finding, group in boxes.groupby("finding"):
         mask = np.zeros((size, size), dtype=bool)
-        for x, y, w, h in group[["x", "y", "w", "h"]].itertuples(index=False):
-            top, left = int(np.floor(y * scale)), int(np.floor(x * scale))
-            bottom, right = int(np.ceil((y + h) * scale)), int(np.ceil((x + w) * scale))
+        for x, y, w, h, width, height in group[["x", "y", "w", "h", "image_width", "image_height"]].astype(float).itertuples(index=False):
+            scale_x, scale_y = size / width, size / height
+            top, left = int(np.floor(y * scale_y)), int(np.floor(x * scale_x))
+            bottom, right = int(np.ceil((y + h) * scale_y)), int(np.ceil((x + w) * scale_x))
             mask[max(top, 0) : min(bottom, size), max(left, 0) : min(right, size)] = True
         masks[str(finding)] = mask
     return PseudoMasks(masks=masks, size=size, source=source)
@@ -120,3 +146,20 @@ def nih_pseudo_masks(size: int = 512, bbox_csv: str | Path | None = None,
     boxes = boxes[(boxes["view"] == "PA") & boxes["label"].isin(NIH_BOX_FINDINGS)]
     boxes = boxes.assign(finding=boxes["label"].map(NIH_BOX_FINDINGS))
     return boxes_to_masks(boxes, NIH_IMAGE_SIZE, size, source=f"NIH ChestX-ray14 BBox_List_2017, PA, {len(boxes)} boxes")
+
+
+MS_CXR_COLUMNS = ("dicom_id", "category_name", "x", "y", "w", "h", "image_width", "image_height")
+
+
+def ms_cxr_pseudo_masks(ms_cxr_csv: str | Path, metadata_csv: str | Path, size: int = 512) -> PseudoMasks:
+    """Pseudo masks from MS-CXR boxes on PA images (the paper's source): ``MS_CXR_Local_Alignment_*.csv``
+    and MIMIC-CXR's ``mimic-cxr-2.0.0-metadata.csv(.gz)`` for the view position."""
+    boxes = pd.read_csv(ms_cxr_csv, dtype={"dicom_id": str})
+    missing = [column for column in MS_CXR_COLUMNS if column not in boxes.columns]
+    if missing:
+        raise ValueError(f"{ms_cxr_csv} is missing column(s) {missing}")
+    views = pd.read_csv(metadata_csv, dtype=str, usecols=["dicom_id", "ViewPosition"])
+    boxes = boxes.merge(views, on="dicom_id", how="left")
+    pa = boxes[boxes["ViewPosition"].fillna("").str.upper() == "PA"]
+    pa = pa.assign(finding=pa["category_name"].str.strip().str.lower())
+    return boxes_to_masks(pa, None, size, source=f"MS-CXR {Path(ms_cxr_csv).name}, PA, {len(pa)} boxes")
