@@ -342,9 +342,15 @@ def cmd_data_build_nih(args) -> int:
 
     counts = build_nih_dataset(args.images, args.out, data_entry=args.data_entry, size=args.size,
                                register=not args.no_register, limit=args.limit, progress=_progress(args))
-    print(f"wrote {counts['written']} of {counts['pairs']} NIH pairs to {args.out}")
+    return _report_build(counts, "NIH", args.out)
+
+
+def _report_build(counts: dict, source: str, out: str) -> int:
+    print(f"wrote {counts['written']} of {counts['pairs']} {source} pairs to {out}")
     for message in counts["skipped"][:20]:
         print(f"  skipped: {message}", file=sys.stderr)
+    if len(counts["skipped"]) > 20:
+        print(f"  ... and {len(counts['skipped']) - 20} more (see dataset.json)", file=sys.stderr)
     return 0
 
 
@@ -352,10 +358,7 @@ def cmd_data_build_icg(args) -> int:
     from cfbench.icg import build_icg_dataset
 
     counts = build_icg_dataset(args.root, args.out, size=args.size, progress=_progress(args))
-    print(f"wrote {counts['written']} of {counts['pairs']} ICG-CXR pairs to {args.out}")
-    for message in counts["skipped"][:20]:
-        print(f"  skipped: {message}", file=sys.stderr)
-    return 0
+    return _report_build(counts, "ICG-CXR", args.out)
 
 
 def cmd_masks_build(args) -> int:

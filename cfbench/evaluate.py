@@ -40,13 +40,13 @@ from cfbench import config
 from cfbench.dataset import EditDataset, Sample
 from cfbench.evaluator import Evaluator, check_outputs
 from cfbench.findings import EVALUATED_FINDINGS
-from cfbench.output_cache import EvaluatorOutputCache, content_sha256
+from cfbench.output_cache import EvaluatorOutputCache
 from cfbench.prefetch import prefetched
 from cfbench.pseudo_masks import PseudoMasks, nih_pseudo_masks
-from cfbench.runner import file_sha256, package_versions
+from cfbench.runner import package_versions
 from cfbench.runstore import FAILURES, METRICS, RESULTS, load_generated, read_manifest
 from cfbench.scoring import Protocol, SampleTable, score
-from cfbench.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from cfbench.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256, read_jsonl
 
 PREDICTIONS = "predictions.csv"
 EVALUATION_ARRAYS = "evaluation.npz"
@@ -170,7 +170,7 @@ def collect(
     race_classes = next((tuple(e.race_classes) for e in evaluators if "race" in e.outputs), ())
     truth = _ground_truth(samples, race_classes)
     caches = [EvaluatorOutputCache(cache_dir, evaluator, resolution) for evaluator in evaluators]
-    digests = [content_sha256(dataset.current_path(sample)) for sample in samples]
+    digests = [file_sha256(dataset.current_path(sample)) for sample in samples]
     real_rows = [cache.lookup(digests) for cache in caches]  # per evaluator: sample position -> outputs
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}

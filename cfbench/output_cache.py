@@ -34,10 +34,6 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 
-def content_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from cfbench.interface import (
 from cfbench.prefetch import prefetched
 from cfbench.registry import get_model_class
 from cfbench.runstore import RunStore
+from cfbench.storage import file_sha256
 
 TRACKED_PACKAGES = ("cfbench", "numpy", "torch", "torchvision", "torchxrayvision", "diffusers", "transformers")
 
@@ -70,14 +71,6 @@ def sample_seed(run_seed: int, sample_id: str) -> int:
     depend on batch size, order or resumption."""
     digest = hashlib.sha256(f"{run_seed}:{sample_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:

@@ -236,9 +236,7 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
 
 
 def _fid_interval(table: SampleTable, protocol: Protocol) -> ConfidenceInterval:
-    fid = FrechetDistance(num_features=table.generated["features"].shape[1], keep_features=True)
-    fid.update(table.real["features"], real=True)
-    fid.update(table.generated["features"], real=False)
+    fid = _fid_metric(table)
     value = fid.compute()
     if protocol.fid_bootstrap_resamples <= 0:
         return ConfidenceInterval(value, math.nan, math.nan, protocol.confidence_level, 0, len(table))
@@ -247,6 +245,14 @@ def _fid_interval(table: SampleTable, protocol: Protocol) -> ConfidenceInterval:
     # the point estimate on all samples is the FID, not the paired statistic on arange(n) (identical here)
     return ConfidenceInterval(value, interval.low, interval.high, interval.level, interval.n_resamples,
                               interval.n, interval.n_skipped, interval.replicate_mean)
+
+
+def _fid_metric(table: SampleTable) -> FrechetDistance:
+    """FID over the table's real and generated features, kept per sample for paired resampling."""
+    fid = FrechetDistance(num_features=table.generated["features"].shape[1], keep_features=True)
+    fid.update(table.real["features"], real=True)
+    fid.update(table.generated["features"], real=False)
+    return fid
 
 
 def _entry(ci: ConfidenceInterval) -> dict:
@@ -333,10 +339,7 @@ def _with_cmig(table: SampleTable, protocol: Protocol) -> dict[str, Statistic]:
         statistics["cmig"] = lambda i: cmig_from_metrics({n: f(i) for n, f in components.items()},
                                                          accuracy, retention).value
     if "features" in table.generated and "features" in table.real:
-        fid = FrechetDistance(num_features=table.generated["features"].shape[1], keep_features=True)
-        fid.update(table.real["features"], real=True)
-        fid.update(table.generated["features"], real=False)
-        statistics["fid"] = _nan_on_error(fid.compute_on)
+        statistics["fid"] = _nan_on_error(_fid_metric(table).compute_on)
     return statistics
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from cfbench.storage import atomic_write_json
+from cfbench.storage import atomic_write_json, file_sha256
 
 XRV_RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
 
@@ -184,14 +184,6 @@ def require_all(keys: Iterable[str], cache_dir: str | os.PathLike | None = None)
 
 
 # --------------------------------------------------------------------------------------------- hashes
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def cached_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file, remembered in ``.cfbench-sha256.json`` beside it by (name, size, mtime).

@@ -2,7 +2,7 @@
 
 Every metric is a streaming object in the style of torchmetrics: ``update(...)`` once per sample or
 batch, ``compute()`` at the end. Memory is constant in the number of samples where the statistic allows
-(pixel measures, FID's running sums, mean probabilities); metrics that need ranks or pairs (AUROC,
+(FID's running sums, mean probabilities); metrics that need ranks or pairs (AUROC,
 Pearson r, F1 for the bootstrap) keep a few scalars per sample, never images. Each of those provides
 ``compute_on(indices)`` and ``num_samples`` for paired bootstrap intervals (``cfbench.metrics.bootstrap``).
 """
@@ -26,7 +26,6 @@ from cfbench.metrics.classification import (
 from cfbench.metrics.cmig import CMIGResult, cmig, cmig_from_metrics
 from cfbench.metrics.divergence import MeanProbability, PathologyKLDivergence, bernoulli_kl
 from cfbench.metrics.fid import FrechetDistance, frechet_distance, frechet_distance_from_features
-from cfbench.metrics.pixel import MeanAbsoluteDifference
 from cfbench.metrics.regression import PearsonCorrelation, pearson_r
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "ConfidenceInterval",
     "FrechetDistance",
     "LabelPolicy",
-    "MeanAbsoluteDifference",
     "MeanProbability",
     "MulticlassAUROC",
     "PathologyAUROC",
