@@ -340,17 +340,39 @@ def cmd_phantom_train(args) -> int:
 def cmd_data_build_nih(args) -> int:
     from cfbench.nih import build_nih_dataset
 
-    counts = build_nih_dataset(args.images, args.out, data_entry=args.data_entry, size=args.size,
-                               register=not args.no_register, limit=args.limit, progress=_progress(args))
+    counts = build_nih_dataset(args.images, args.out, data_entry=args.data_entry, settings=_pair_settings(args),
+                               workers=args.workers, limit=args.limit, progress=_progress(args))
     return _report_build(counts, "NIH", args.out)
+
+
+def cmd_data_build_mimic(args) -> int:
+    from cfbench.mimic_build import MimicSources, build_mimic_dataset
+
+    sources = MimicSources(Path(args.mimic_cxr), Path(args.diff_vqa), Path(args.mimic_iv))
+    try:
+        info = build_mimic_dataset(sources, args.out, settings=_pair_settings(args), workers=args.workers,
+                                   limit=args.limit, ms_cxr=args.ms_cxr, progress=_progress(args))
+    except FileNotFoundError as error:
+        raise CliError(str(error)) from error
+    for step, count in info["funnel"].items():
+        print(f"  {step}: {count}")
+    if info["unknown_phrases"]:
+        print(f"  phrases outside the vocabulary: {len(info['unknown_phrases'])} distinct (see DATASET_CARD.md)")
+    return _report_build(info, "MIMIC-EDIT-INSTRUCTION", args.out)
+
+
+def _pair_settings(args):
+    from cfbench.pair_build import PairSettings
+
+    return PairSettings(size=args.size, register=not args.no_register, mi_threshold=args.mi_threshold)
 
 
 def _report_build(counts: dict, source: str, out: str) -> int:
     print(f"wrote {counts['written']} of {counts['pairs']} {source} pairs to {out}")
-    for message in counts["skipped"][:20]:
-        print(f"  skipped: {message}", file=sys.stderr)
-    if len(counts["skipped"]) > 20:
-        print(f"  ... and {len(counts['skipped']) - 20} more (see dataset.json)", file=sys.stderr)
+    for message in counts["failed"][:20]:
+        print(f"  failed: {message}", file=sys.stderr)
+    if len(counts["failed"]) > 20:
+        print(f"  ... and {len(counts['failed']) - 20} more (see dataset.json)", file=sys.stderr)
     return 0
 
 
@@ -387,6 +409,18 @@ def cmd_demo(args) -> int:
     atomic_write_text(runs_dir / "summary.md", table + "\n")
     print(f"\nrun folders and summary.md under {runs_dir}")
     return 0
+
+
+def _add_pair_options(parser: argparse.ArgumentParser) -> None:
+    from cfbench.registration import MI_THRESHOLD
+
+    parser.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX", help="output image side")
+    parser.add_argument("--no-register", action="store_true", help="skip the rigid registration of each pair")
+    parser.add_argument("--mi-threshold", type=float, default=MI_THRESHOLD, metavar="MI",
+                        help=f"discard pairs whose Mattes MI after registration is above this (default "
+                             f"{MI_THRESHOLD}, the paper's; see DATASET_CARD.md for the calibration note)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -484,10 +518,24 @@ def build_parser() -> argparse.ArgumentParser:
     nih.add_argument("--out", required=True, metavar="DIR")
     nih.add_argument("--data-entry", metavar="CSV",
                      help="Data_Entry_2017_v2020.csv(.gz); default: the copy inside torchxrayvision")
-    nih.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
-    nih.add_argument("--no-register", action="store_true", help="skip the rigid registration of each pair")
-    nih.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
+    _add_pair_options(nih)
     nih.set_defaults(handler=cmd_data_build_nih)
+    mimic = sources.add_parser(
+        "mimic", help="MIMIC-EDIT-INSTRUCTION from PhysioNet downloads (credentialed)",
+        description="Rebuild MIMIC-EDIT-INSTRUCTION: Diff-VQA difference answers -> instructions; PA images of "
+                    "both studies, ordered by StudyDate/StudyTime; resized, registered (SimpleITK, Mattes MI); "
+                    "CheXpert labels of the later study; age, sex, race; p19 -> holdout. Resumable: run the same "
+                    "command again to finish an interrupted build. Writes DATASET_CARD.md with Table-1 statistics.")
+    mimic.add_argument("--mimic-cxr", required=True, metavar="DIR",
+                       help="MIMIC-CXR-JPG root (files/ and mimic-cxr-2.0.0-{metadata,split,chexpert}.csv.gz)")
+    mimic.add_argument("--diff-vqa", required=True, metavar="CSV", help="Medical-Diff-VQA mimic_pair_questions.csv")
+    mimic.add_argument("--mimic-iv", required=True, metavar="DIR",
+                       help="MIMIC-IV folder with patients.csv.gz and admissions.csv.gz (or its hosp/ or core/)")
+    mimic.add_argument("--ms-cxr", metavar="CSV",
+                       help="MS_CXR_Local_Alignment_v1.1.0.csv: also write OUT/pseudo_masks.npz")
+    mimic.add_argument("--out", required=True, metavar="DIR")
+    _add_pair_options(mimic)
+    mimic.set_defaults(handler=cmd_data_build_mimic)
     icg = sources.add_parser("icg", help="ICG-CXR (ProgEmu): pair folders with JSON, prior and follow-up images")
     icg.add_argument("--root", required=True, metavar="DIR", help="folder holding one sub-folder per pair")
     icg.add_argument("--out", required=True, metavar="DIR")

@@ -61,6 +61,8 @@ class Sample:
     current_dicom_id: str
     row: int
     subject_id: str | None = None
+    past_study_id: str | None = None
+    current_study_id: str | None = None
     labels: dict[str, float | None] = field(default_factory=dict)
     past_labels: dict[str, float | None] = field(default_factory=dict)
     age: float | None = None
@@ -241,6 +243,8 @@ def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
         current_dicom_id=get("current_dicom_id"),
         row=index + 1,
         subject_id=get("subject_id"),
+        past_study_id=get("past_study_id"),
+        current_study_id=get("current_study_id"),
         labels=labels,
         past_labels=past_labels,
         age=age,
@@ -275,10 +279,14 @@ class DatasetWriter:
             save_png16(self.root / "counterfactual" / f"{sample.sample_id}.png", counterfactual)
         if lesion_mask is not None:
             save_mask_png(self.root / "lesion_mask" / f"{sample.sample_id}.png", lesion_mask)
-        self._rows.append(sample_to_row(sample))
+        self.add_row(sample)
+
+    def add_row(self, sample: Sample, extra: dict | None = None) -> None:
+        """Record a sample whose images are already in ``past/`` and ``current/``; ``extra`` adds columns."""
+        self._rows.append({**sample_to_row(sample), **(extra or {})})
 
     def close(self, info: dict | None = None) -> Path:
-        table = pd.DataFrame(self._rows)
+        table = pd.DataFrame(self._rows, columns=None if self._rows else list(REQUIRED_COLUMNS))
         atomic_write_text(self.root / CSV_NAME, table.to_csv(index=False))
         if info is not None:
             atomic_write_json(self.root / "dataset.json", info)
@@ -294,6 +302,8 @@ def sample_to_row(sample: Sample) -> dict:
         "split": sample.split,
         "sample_id": sample.sample_id,
         "subject_id": sample.subject_id,
+        "past_study_id": sample.past_study_id,
+        "current_study_id": sample.current_study_id,
         "operations": json.dumps([op.to_dict() for op in sample.operations]),
         "age": sample.age,
         "sex": sample.sex,

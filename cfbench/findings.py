@@ -123,6 +123,11 @@ class Operation:
         """The CheXpert label column of this finding, or None when it has none."""
         return FINDING_TO_CHEXPERT.get(self.finding)
 
+    def inverted(self) -> "Operation":
+        """The same edit read backwards in time: add <-> remove, and the levels swapped."""
+        op = {"add": "remove", "remove": "add"}.get(self.op, self.op)
+        return Operation(op, self.finding, self.location, self.level_to, self.level_from)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

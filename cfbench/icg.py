@@ -92,5 +92,7 @@ def build_icg_dataset(root: str | Path, out: str | Path, size: int = 512, progre
         except (ICGError, ImageReadError) as error:
             log.warning("skipping %s: %s", folder, error)
             skipped.append(str(error))
-    writer.close(info={"kind": "icg-cxr", "size": size, "pairs": len(folders), "skipped": skipped})
-    return {"pairs": len(folders), "written": len(folders) - len(skipped), "skipped": skipped}
+    info = {"kind": "icg-cxr", "size": size, "pairs": len(folders), "written": len(folders) - len(skipped),
+            "failed": skipped}
+    writer.close(info=info)
+    return info

@@ -10,20 +10,14 @@ terms for this variant are age and sex. Splits are patient-wise, by a hash of th
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
-
-from cfbench.dataset import DatasetWriter, Sample
+from cfbench.dataset import Sample
 from cfbench.findings import CHEXPERT_COLUMNS, Operation, render_instruction
-from cfbench.images import ImageReadError, load_image
+from cfbench.pair_build import PairJob, PairSettings, process_pairs, write_dataset
 from cfbench.pseudo_masks import torchxrayvision_data_file
-from cfbench.registration import register_pair
-
-log = logging.getLogger(__name__)
 
 DATA_ENTRY_COLUMNS = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
                       "Patient Gender", "View Position")
@@ -108,27 +102,20 @@ def pair_sample(pair: NIHPair, row: int) -> Sample:
 
 
 def build_nih_dataset(images_dir: str | Path, out: str | Path, data_entry: str | Path | None = None,
-                      size: int = 512, register: bool = True, limit: int | None = None,
+                      settings: PairSettings = PairSettings(), workers: int = 1, limit: int | None = None,
                       progress: bool = True) -> dict:
-    """Write the NIH edit dataset; returns counts. A missing or unreadable image is logged and skipped."""
+    """Write the NIH edit dataset (parallel over ``workers`` processes, resumable); returns the build info.
+    A missing or unreadable image is logged with its path and the build goes on."""
     images_dir = Path(images_dir)
     data_entry = Path(data_entry) if data_entry else torchxrayvision_data_file("Data_Entry_2017_v2020.csv.gz")
     pairs = consecutive_pairs(pd.read_csv(data_entry, dtype={"Patient ID": str}))
-    pairs = pairs[:limit] if limit else pairs
-    writer = DatasetWriter(out)
-    skipped: list[str] = []
-    for index, pair in enumerate(tqdm(pairs, desc="NIH pairs", unit="pair", disable=not progress)):
-        try:
-            past = load_image(images_dir / pair.past, size)
-            current = load_image(images_dir / pair.current, size)
-        except ImageReadError as error:
-            log.warning("skipping pair %s -> %s: %s", pair.past, pair.current, error)
-            skipped.append(f"{pair.past} -> {pair.current}: {error}")
-            continue
-        if register:
-            current = register_pair(past, current).registered
-        writer.add(pair_sample(pair, index + 1), past, current)
-    counts = {"pairs": len(pairs), "written": len(pairs) - len(skipped), "skipped": skipped}
-    writer.close(info={"kind": "nih-chestxray14", "size": size, "registered": register, "data_entry": str(data_entry),
-                       **{k: v for k, v in counts.items() if k != "skipped"}, "skipped": skipped})
-    return counts
+    funnel = {"consecutive PA pairs with different labels": len(pairs)}
+    if limit:
+        funnel["left out by --limit"] = max(0, len(pairs) - limit)
+        pairs = pairs[:limit]
+    samples = [pair_sample(pair, index + 1) for index, pair in enumerate(pairs)]
+    jobs = [PairJob(sample.sample_id, str(images_dir / pair.past), str(images_dir / pair.current),
+                    sample.past_dicom_id, sample.current_dicom_id) for pair, sample in zip(pairs, samples)]
+    outcomes = process_pairs(jobs, out, settings, workers=workers, progress=progress)
+    info = {"kind": "nih-chestxray14", "data_entry": str(data_entry), "images": str(images_dir), "funnel": funnel}
+    return write_dataset(out, samples, outcomes, settings, info, "NIH ChestX-ray14 edit pairs (public variant)")

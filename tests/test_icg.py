@@ -39,7 +39,7 @@ def test_icg_pairs_become_samples(tmp_path):
     write_pair(tmp_path / "icg", "pair-0002", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 0.0}, split="validation")
     write_pair(tmp_path / "icg", "pair-0003", none, none, broken=True)
     counts = build_icg_dataset(tmp_path / "icg", tmp_path / "out", size=64, progress=False)
-    assert counts["written"] == 2 and "followup-diseases" in counts["skipped"][0]
+    assert counts["written"] == 2 and "followup-diseases" in counts["failed"][0]
     test = EditDataset(tmp_path / "out", "test", resolution=64)
     sample = test["pair-0001"]
     assert sample.operations == [Operation("add", "pleural effusion")]

@@ -8,6 +8,7 @@ from cfbench.cli import main
 from cfbench.dataset import EditDataset
 from cfbench.findings import Operation
 from cfbench.nih import build_nih_dataset, consecutive_pairs, patient_split
+from cfbench.pair_build import PairSettings
 from cfbench.phantom import render_pair, sample_pair
 
 HEADER = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
@@ -53,9 +54,10 @@ def test_pairs_follow_up_order_and_operations(tmp_path):
 
 def test_build_and_run_end_to_end(tmp_path, capsys):
     data_entry, images = write_fixture(tmp_path)
-    counts = build_nih_dataset(images, tmp_path / "nih", data_entry=data_entry, size=64, register=True, progress=False)
+    counts = build_nih_dataset(images, tmp_path / "nih", data_entry=data_entry, settings=PairSettings(size=64),
+                               progress=False)
     assert counts["pairs"] == 3 and counts["written"] == 2
-    assert "00000004_001.png" in counts["skipped"][0]
+    assert str(images / "00000004_001.png") in counts["failed"][0]
     table = pd.read_csv(tmp_path / "nih" / "instructions.csv")
     split = table["split"].iloc[0]
     dataset = EditDataset(tmp_path / "nih", split, resolution=64)
@@ -73,6 +75,6 @@ def test_build_and_run_end_to_end(tmp_path, capsys):
 def test_cli_build_nih(tmp_path, capsys):
     data_entry, images = write_fixture(tmp_path)
     assert main(["--quiet", "data", "build", "nih", "--images", str(images), "--out", str(tmp_path / "out"),
-                 "--data-entry", str(data_entry), "--size", "64", "--no-register"]) == 0
+                 "--data-entry", str(data_entry), "--size", "64", "--workers", "2"]) == 0
     captured = capsys.readouterr()
     assert "wrote 2 of 3 NIH pairs" in captured.out and "00000004_001.png" in captured.err
