@@ -7,6 +7,8 @@
     cfbench models                                registered models, capabilities, weights
     cfbench config [set KEY VALUE]                settings in force and where they come from
     cfbench data phantom --n 600 --out DIR        write a phantom dataset
+    cfbench data build mimic|nih|icg ...          build an edit dataset from a public or PhysioNet release
+    cfbench masks build [--ms-cxr CSV ...]        pseudo masks for edit locality and RSE
 """
 
 from __future__ import annotations
