@@ -1,3 +1,4 @@
 """Built-in model adapters (importable as ``cfbench.models``). Importing this package registers them."""
 
 from cfbench.models import reference  # noqa: F401  (registers identity, ground-truth, true-counterfactual)
+from cfbench.models import instructx2x  # noqa: F401  (registers instructx2x, its ablations, instructpix2pix)

@@ -63,3 +63,15 @@ def write_random_dataset(root: Path, n: int = 6, size: int = 32, split: str = "h
 @pytest.fixture
 def random_dataset(tmp_path) -> Path:
     return write_random_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks gain nothing from threads, and on a shared machine threads contend badly: modules that
+    run them use ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,345 @@
+"""InstructX2X (Region-Specific Editing on InstructPix2Pix) and its ablations.
+
+Registry names (one class hierarchy; the variants differ only in which RSE parts they use):
+
+- ``instructx2x``: full RSE, guidance map ``G = M * R`` (pseudo mask times relevance map);
+- ``instructx2x-relevance-only``: ``G = R`` (no pseudo mask);
+- ``instructx2x-mask-only``: ``G = M`` (no relevance pass);
+- ``instructpix2pix``: no RSE at all (the papers' "wo RSE" row): the plain InstructPix2Pix loop.
+
+Any InstructPix2Pix-format diffusers folder loads (the official InstructX2X checkpoint or another
+InstructPix2Pix fine-tune). The sampling loop, guidance and VAE handling live in :mod:`cfbench.diffusion`,
+the RSE maps in :mod:`cfbench.rse`; this module only wires them to the benchmark's request/result contract.
+
+Options (``--option key=value``), defaults from the paper / official inference code:
+
+=================  =========  ==========================================================================
+option             default    meaning
+=================  =========  ==========================================================================
+steps              100        DDIM steps
+text_guidance      7.5        s_T, text classifier-free guidance scale
+image_guidance     1.5        s_I, image classifier-free guidance scale
+t_rel              0.8        relevance timestep as a fraction of the training timesteps (0.8 -> t = 800)
+iqr_factor         1.5        relevance clipped at Q3 + iqr_factor * IQR
+tau                0.1        binary edit mask threshold on the guidance map (G >= tau)
+pseudo_masks       nih        "nih" (NIH ChestX-ray14 boxes shipped with torchxrayvision) or a file
+                              written by ``cfbench masks build`` / ``PseudoMasks.save``
+resolution         512        side in pixels the networks run at (inputs are resized, outputs resized back)
+precision          auto       auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
+latent_mask        official   latent-grid edit mask: "official" = (M downsampled) * R_latent >= tau, as the
+                              official code; "max-pool" = a latent cell is editable when any pixel is
+background_timestep current   noise level of the replaced background after each step: "current" (the
+                              step's starting timestep, as the official code) or "next" (its new timestep)
+=================  =========  ==========================================================================
+
+Differences from the official inference code, on purpose: the sampling noise comes from a per-sample
+generator seeded with ``request.seed`` and the relevance pass reuses it (the official code draws fresh
+noise), and images are encoded with the VAE posterior mode (the official code samples the posterior for
+the starting latents); both make results reproducible and independent of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from cfbench.findings import Operation, parse_instruction
+from cfbench.interface import (
+    Capabilities,
+    CounterfactualModel,
+    EditRequest,
+    EditResult,
+    LoadContext,
+)
+from cfbench.registry import register, resolve_model_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from cfbench.diffusion import DiffusionComponents, InstructPix2PixConditioning
+
+# torch, diffusers and the modules built on them (cfbench.diffusion, cfbench.rse) are imported inside the
+# methods that run the networks, so that registering these models (e.g. for `cfbench models`) stays cheap.
+
+WEIGHTS_HELP = (
+    "Download the InstructX2X checkpoint (diffusers format, linked from https://github.com/hgminn/InstructX2X) "
+    "and unpack it so that the folder holds model_index.json, unet/, vae/, text_encoder/, tokenizer/ and "
+    "scheduler/; any InstructPix2Pix-format diffusers folder (e.g. a save_pretrained of timbrooks/instruct-pix2pix "
+    "or of a fine-tune) works too."
+)
+
+
+@dataclass(frozen=True)
+class InstructX2XSettings:
+    """Sampling and RSE parameters (see the module docstring for meanings and defaults)."""
+
+    steps: int = 100
+    text_guidance: float = 7.5
+    image_guidance: float = 1.5
+    t_rel: float = 0.8
+    iqr_factor: float = 1.5
+    tau: float = 0.1
+    pseudo_masks: str = "nih"
+    resolution: int = 512
+    precision: str = "auto"
+    latent_mask: str = "official"
+    background_timestep: str = "current"
+
+    @classmethod
+    def from_options(cls, options: dict[str, str]) -> InstructX2XSettings:
+        """Build from ``--option`` strings, converting each to its field's type; unknown keys are errors."""
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown}; known options: {sorted(fields)}")
+        converters = {"int": int, "float": float, "str": str}
+        values = {}
+        for key, text in options.items():
+            converter = converters[fields[key].type]
+            try:
+                values[key] = converter(text)
+            except ValueError as error:
+                raise ValueError(f"option {key}={text!r}: expected {fields[key].type}") from error
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 < self.t_rel <= 1.0:
+            raise ValueError(f"t_rel must lie in (0, 1], got {self.t_rel}")
+        if self.resolution < 8:
+            raise ValueError(f"resolution must be >= 8 px, got {self.resolution}")
+        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
+        if self.latent_mask not in ("official", "max-pool"):
+            raise ValueError(f"latent_mask must be official or max-pool, got {self.latent_mask!r}")
+        if self.background_timestep not in ("current", "next"):
+            raise ValueError(f"background_timestep must be current or next, got {self.background_timestep!r}")
+
+
+def load_pseudo_masks(source: str, size: int):
+    """The pseudo masks named by the ``pseudo_masks`` option: "nih" or a saved PseudoMasks file."""
+    from cfbench.pseudo_masks import PseudoMasks, nih_pseudo_masks
+
+    if source == "nih":
+        return nih_pseudo_masks(size=size)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pseudo mask file {path} not found (option pseudo_masks); "
+                                "build one with `cfbench masks build` or use pseudo_masks=nih")
+    return PseudoMasks.load(path)
+
+
+def instruction_operations(request: EditRequest) -> list[Operation]:
+    """The request's parsed operations, else the instruction parsed here; [] for free text that does not
+    follow the instruction grammar (so no finding is named and the whole image may be edited)."""
+    if request.operations:
+        return list(request.operations)
+    try:
+        return parse_instruction(request.instruction)
+    except ValueError:
+        return []
+
+
+class InstructPix2PixFamily(CounterfactualModel):
+    """InstructPix2Pix sampling with optional Region-Specific Editing; subclasses choose the RSE parts.
+
+    uses_relevance: multiply the guidance map by the relevance map R (one extra two-branch UNet call).
+    uses_pseudo_mask: multiply the guidance map by the pseudo mask M of the instruction's findings
+        (or by the request's ``region_mask`` when given).
+    With neither, there is no guidance map, no edit mask and no composite: plain InstructPix2Pix.
+    """
+
+    uses_relevance: ClassVar[bool] = False
+    uses_pseudo_mask: ClassVar[bool] = False
+    native_resolution = 512
+    weights_subdir = "instructx2x"
+    weights_help = WEIGHTS_HELP
+
+    def __init__(self, components: DiffusionComponents, settings: InstructX2XSettings,
+                 weights_folder: Path, pseudo_masks=None):
+        self.components = components
+        self.settings = settings
+        self.weights_folder = Path(weights_folder)
+        self.pseudo_masks = pseudo_masks
+
+    @classmethod
+    def uses_rse(cls) -> bool:
+        return cls.uses_relevance or cls.uses_pseudo_mask
+
+    @classmethod
+    def load(cls, context: LoadContext) -> InstructPix2PixFamily:
+        from cfbench import diffusion
+
+        settings = InstructX2XSettings.from_options(context.options)
+        folder = resolve_model_path(cls, context.model_path)
+        components = diffusion.load_diffusion_components(
+            folder, "StableDiffusionInstructPix2PixPipeline", device=context.device,
+            dtype=diffusion.resolve_dtype(settings.precision, context.device), expected_unet_in_channels=8,
+        )
+        if settings.resolution % components.image_size_multiple:
+            raise ValueError(f"option resolution={settings.resolution} must be a multiple of "
+                             f"{components.image_size_multiple} for the networks in {folder}")
+        pseudo_masks = load_pseudo_masks(settings.pseudo_masks, settings.resolution) if cls.uses_pseudo_mask else None
+        return cls(components, settings, folder, pseudo_masks)
+
+    def identity(self) -> dict[str, Any]:
+        from cfbench import diffusion
+
+        return {"weights_sha256": diffusion.weights_identity(self.weights_folder),
+                "pseudo_masks": getattr(self.pseudo_masks, "source", None),
+                "rse": {"relevance": self.uses_relevance, "pseudo_mask": self.uses_pseudo_mask}}
+
+    # ----------------------------------------------------------------------------------- edit
+
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        """Edit a batch in one pass: every UNet call sees all images of the batch (3 branches each).
+
+        Each sample's noise comes from its own generator seeded with ``request.seed``, so a sample's
+        result does not depend on the batch it is in (up to floating-point reduction order)."""
+        import torch
+
+        from cfbench import diffusion, rse
+
+        if not requests:
+            return []
+        components, settings = self.components, self.settings
+        inputs = torch.from_numpy(np.stack([request.image for request in requests])).float()
+        output_size = tuple(inputs.shape[-2:])
+
+        model_images = diffusion.resize_images(inputs, (settings.resolution, settings.resolution))
+        image_latents = diffusion.encode_images(components, model_images)
+        source_latents = image_latents * components.latent_scaling
+        conditioning = diffusion.InstructPix2PixConditioning(
+            image_latents=image_latents,
+            text_embeddings=diffusion.encode_text(components, [request.instruction for request in requests]),
+            null_embeddings=diffusion.encode_text(components, [""] * len(requests)),
+        )
+        noise = diffusion.seeded_noise([request.seed for request in requests], tuple(source_latents.shape[1:]),
+                                       components.device)
+
+        guidance, latent_guidance = self.guidance_maps(requests, source_latents, noise, conditioning, output_size)
+        edit_mask = None if guidance is None else rse.binary_edit_mask(guidance, settings.tau)
+        latent_mask = None
+        if edit_mask is not None and settings.latent_mask == "official":
+            latent_mask = rse.binary_edit_mask(latent_guidance, settings.tau)[:, None].float().to(components.device)
+        elif edit_mask is not None:
+            latent_mask = rse.mask_on_latent_grid(edit_mask, source_latents.shape[-2:]).to(components.device)
+
+        latents = diffusion.edit_with_instruct_pix2pix(
+            components, source_latents, noise, conditioning, settings.steps,
+            settings.text_guidance, settings.image_guidance, edit_mask=latent_mask,
+            background_timestep=settings.background_timestep,
+        )
+        generated = diffusion.resize_images(diffusion.decode_latents(components, latents).cpu(), output_size)
+        if edit_mask is not None:  # pixels outside the edit mask are the input's, exactly
+            generated = torch.where(edit_mask.cpu(), generated, inputs)
+        return [self._result(index, generated, guidance, edit_mask) for index in range(len(requests))]
+
+    def _result(self, index: int, generated: torch.Tensor, guidance: torch.Tensor | None,
+                edit_mask: torch.Tensor | None) -> EditResult:
+        info: dict[str, Any] = {"steps": self.settings.steps, "text_guidance": self.settings.text_guidance,
+                                "image_guidance": self.settings.image_guidance}
+        if edit_mask is not None:
+            info["edit_fraction"] = float(edit_mask[index].float().mean())
+        return EditResult(
+            image=generated[index].numpy().astype(np.float32),
+            guidance_map=None if guidance is None else guidance[index].cpu().numpy().astype(np.float32),
+            info=info,
+        )
+
+    # ----------------------------------------------------------------------------------- RSE
+
+    def guidance_maps(self, requests: Sequence[EditRequest], source_latents: torch.Tensor, noise: torch.Tensor,
+                      conditioning: InstructPix2PixConditioning,
+                      output_size: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The guidance maps G = M * R, float32 in [0, 1] on the CPU: at the requests' size (``B x H x W``)
+        and on the latent grid (``B x h x w``: M downsampled bilinearly times the latent-grid R); (None,
+        None) without RSE."""
+        import torch
+
+        from cfbench import rse
+
+        if not self.uses_rse():
+            return None, None
+        latent_size = tuple(source_latents.shape[-2:])
+        region = torch.ones((len(requests), *output_size))
+        if self.uses_pseudo_mask:
+            region = self.region_masks(requests, output_size)
+        latent_relevance = torch.ones((len(requests), *latent_size))
+        if self.uses_relevance:
+            latent_relevance = self.relevance_maps(source_latents, noise, conditioning)
+        pixel_relevance = rse.resize_maps(latent_relevance, output_size)
+        return (rse.guidance_map(region, pixel_relevance),
+                rse.guidance_map(rse.resize_maps(region.float(), latent_size), latent_relevance))
+
+    def relevance_maps(self, source_latents: torch.Tensor, noise: torch.Tensor,
+                       conditioning: InstructPix2PixConditioning) -> torch.Tensor:
+        """R on the latent grid, float32 ``B x h x w`` in [0, 1] (CPU): one two-branch UNet pass on the source
+        latents noised to ``t_rel`` with the sample's own noise (the same draw the sampling loop uses, so R is
+        seeded too). Upsample with :func:`cfbench.rse.resize_maps` for the image-size map."""
+        from cfbench import diffusion, rse
+
+        components = self.components
+        timestep = min(round(self.settings.t_rel * components.scheduler.config.num_train_timesteps),
+                       components.scheduler.config.num_train_timesteps - 1)
+        noised = diffusion.noise_to_timestep(components, source_latents, noise, timestep)
+        with_text, image_only = diffusion.predict_text_and_image_noise(components, noised, timestep, conditioning)
+        return rse.normalised_relevance(with_text.cpu(), image_only.cpu(), self.settings.iqr_factor)
+
+    def region_masks(self, requests: Sequence[EditRequest], output_size: tuple[int, int]) -> torch.Tensor:
+        """M per request, bool ``B x H x W``: the user's ``region_mask`` when given, else the pseudo mask of
+        the findings (and locations) the instruction names; the whole image when it names no known finding."""
+        import torch
+
+        height, width = output_size
+        masks = []
+        for request in requests:
+            if request.region_mask is not None:
+                mask = np.asarray(request.region_mask, dtype=bool)
+            else:
+                mask = self.pseudo_masks.mask_for(instruction_operations(request), size=height)
+            if mask.shape != (height, width):
+                raise ValueError(f"sample {request.sample_id!r}: region mask has shape {mask.shape}, "
+                                 f"expected {(height, width)} (the image's)")
+            masks.append(torch.from_numpy(np.array(mask, dtype=bool)))
+        return torch.stack(masks)
+
+
+@register
+class InstructX2XModel(InstructPix2PixFamily):
+    name = "instructx2x"
+    uses_relevance = True
+    uses_pseudo_mask = True
+    capabilities = Capabilities(edits_image=True, guidance_map=True)
+    description = "InstructX2X: InstructPix2Pix + Region-Specific Editing (pseudo mask x relevance map)"
+
+
+@register
+class InstructX2XRelevanceOnlyModel(InstructPix2PixFamily):
+    name = "instructx2x-relevance-only"
+    uses_relevance = True
+    capabilities = Capabilities(edits_image=True, guidance_map=True)
+    description = "InstructX2X ablation: RSE with the relevance map only (no pseudo mask)"
+
+
+@register
+class InstructX2XMaskOnlyModel(InstructPix2PixFamily):
+    name = "instructx2x-mask-only"
+    uses_pseudo_mask = True
+    capabilities = Capabilities(edits_image=True, guidance_map=True)
+    description = "InstructX2X ablation: RSE with the pseudo mask only (no relevance map)"
+
+
+@register
+class InstructPix2PixModel(InstructPix2PixFamily):
+    name = "instructpix2pix"
+    capabilities = Capabilities(edits_image=True, guidance_map=False)
+    description = "InstructPix2Pix sampling without RSE (InstructX2X 'wo RSE' row); any InstructPix2Pix folder"
