@@ -55,6 +55,16 @@ def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = 512, batch_size:
     return reports
 
 
+def write_demo_leaderboard(runs_dir: Path, out: Path, gallery_samples: int = 8) -> dict:
+    """The leaderboard folder of the demo runs (tables, plots, gallery): see cfbench.leaderboard_output.
+    The papers' reported rows are left out: they were measured on MIMIC, not on phantoms (they are in
+    ``leaderboards/reported``)."""
+    from cfbench.leaderboard_output import write_leaderboard
+
+    return write_leaderboard([runs_dir / model for model in DEMO_MODELS], out, gallery_samples=gallery_samples,
+                             title="cfbench phantom demo", include_reported=False)
+
+
 def format_table(rows: list[dict], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
     """A Markdown table: one row per model, values with 4 decimals ('-' for missing)."""
     header = "| model | " + " | ".join(COLUMN_TITLES.get(c, c) for c in columns) + " |"

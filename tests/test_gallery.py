@@ -1,0 +1,222 @@
+"""The HTML gallery: files and links on disk, and the page as headless Chromium renders it from file://
+(every image decoded, no console error, a screenshot with content).
+
+Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: requests on fd 3,
+replies on fd 4, NUL-terminated JSON), so no websocket library or driver download is needed. The browser
+test is skipped when no Chromium binary is found (CI installs Debian's `chromium` package).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import io
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cfbench.gallery import write_gallery
+from cfbench.leaderboard import load_runs
+from test_leaderboard import make_evaluated_runs
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def find_chromium() -> str | None:
+    explicit = os.environ.get("CFBENCH_CHROMIUM")
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gallery")
+    runs = load_runs(list(make_evaluated_runs(root, n=12, size=64).values()))
+    return write_gallery(runs, root / "gallery", n_samples=5, thumbnail=96, title="test gallery")
+
+
+def image_sources(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+def test_gallery_is_one_self_contained_folder(gallery):
+    page = gallery.read_text()
+    sources = image_sources(page)
+    # 5 samples x (input, 3 outputs, 1 guidance overlay for the model that gives maps, target)
+    assert len(sources) == 5 * 6
+    for source in sources:
+        assert source.startswith("img/") and not source.startswith("/")
+        path = gallery.parent / source
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (96, 96) and image.mode in ("L", "RGB")
+    assert not re.search(r"<script|https?://|<link rel=\"stylesheet\"", page)
+    assert "edited: " in page  # the model's explanation under its output
+    assert page.count("guidance map overlay") == 1
+    overlays = [gallery.parent / s for s in sources if s.endswith("_guidance.png")]
+    assert len(overlays) == 5
+    with Image.open(overlays[0]) as image:
+        rgb = np.asarray(image).astype(int)
+    red = (rgb[..., 0] - rgb[..., 1]) > 40
+    assert red[24:72, 24:72].mean() > 0.9 and red[:16].mean() == 0  # the model's central guidance square
+    assert sum(p.stat().st_size for p in (gallery.parent / "img").iterdir()) < 1_000_000
+
+
+class DevTools:
+    """Minimal Chrome DevTools protocol client over --remote-debugging-pipe."""
+
+    def __init__(self, chromium: str, profile: Path):
+        def above_stdio(fd: int) -> int:  # keep our ends away from 3 and 4, which the child needs
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+            os.close(fd)
+            return moved
+
+        to_browser_read, self.to_browser = map(above_stdio, os.pipe())
+        self.from_browser, from_browser_write = map(above_stdio, os.pipe())
+
+        def wire_pipes() -> None:
+            os.dup2(to_browser_read, 3)
+            os.dup2(from_browser_write, 4)
+
+        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                   "--no-first-run", "--no-default-browser-check", "--remote-debugging-pipe",
+                   f"--user-data-dir={profile}", "about:blank"]
+        self.process = subprocess.Popen(command, close_fds=False, preexec_fn=wire_pipes,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser_read)
+        os.close(from_browser_write)
+        self.buffer = b""
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def _read(self, deadline: float) -> dict:
+        while b"\0" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no answer from Chromium")
+            ready, _, _ = select.select([self.from_browser], [], [], remaining)
+            if ready:
+                chunk = os.read(self.from_browser, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("Chromium closed the DevTools pipe")
+                self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        while True:
+            event = self._read(deadline)
+            self.events.append(event)
+            if event.get("method") == method:
+                return event
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except Exception:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.to_browser)
+        os.close(self.from_browser)
+
+
+def console_problems(events: list[dict]) -> list[str]:
+    problems = []
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert", "warning"):
+            problems.append(" ".join(str(arg.get("value", arg.get("description", ""))) for arg in params.get("args", [])))
+        elif method == "Runtime.exceptionThrown":
+            problems.append(params.get("exceptionDetails", {}).get("text", "exception"))
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            entry = params["entry"]
+            problems.append(f"{entry.get('text')} {entry.get('url', '')}")
+    return problems
+
+
+def render(page: Path, profile: Path) -> tuple[list, list[str], bytes]:
+    """Open page from file:// in headless Chromium: per <img> [src, complete, naturalWidth, naturalHeight],
+    the console / log problems, and a 1400 x 900 screenshot (PNG bytes)."""
+    browser = DevTools(find_chromium(), profile)
+    try:
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
+            browser.call(domain, session=session)
+        browser.call("Emulation.setDeviceMetricsOverride",
+                     {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
+        browser.wait_for("Page.loadEventFired")
+        check = ("JSON.stringify(Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
+                 "i.naturalWidth, i.naturalHeight]))")
+        images = json.loads(browser.call("Runtime.evaluate", {"expression": check, "returnByValue": True},
+                                         session=session)["result"]["value"])
+        screenshot = base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"}, session=session)["data"])
+        browser.call("Runtime.evaluate", {"expression": "1"}, session=session)  # flush pending log events
+    finally:
+        browser.close()
+    return images, console_problems(browser.events), screenshot
+
+
+needs_chromium = pytest.mark.skipif(
+    find_chromium() is None,
+    reason="no Chromium binary (chromium / google-chrome on PATH, or CFBENCH_CHROMIUM); install Debian's "
+           "`chromium` package, as .ci/run does")
+
+
+@needs_chromium
+def test_gallery_renders_in_headless_chromium(gallery, tmp_path):
+    images, problems, screenshot = render(gallery, tmp_path / "profile")
+    assert len(images) == len(image_sources(gallery.read_text())) == 30
+    broken = [src for src, complete, width, height in images if not complete or width == 0 or height == 0]
+    assert broken == []
+    assert all(width == 96 for _, _, width, _ in images)
+    assert problems == []
+    (tmp_path / "screenshot.png").write_bytes(screenshot)
+    with Image.open(io.BytesIO(screenshot)) as shot:
+        assert shot.size == (1400, 900)
+        pixels = np.asarray(shot.convert("L"))
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.05  # thumbnails and text drawn, not a blank page
+
+
+@needs_chromium
+def test_the_browser_check_catches_a_missing_image(gallery, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(gallery.parent, copy)
+    missing = image_sources(gallery.read_text())[3]
+    (copy / missing).unlink()
+    images, problems, _ = render(copy / "index.html", tmp_path / "profile")
+    assert [src for src, _, width, _ in images if width == 0] == [missing]
+    assert any("ERR_FILE_NOT_FOUND" in problem for problem in problems)

@@ -1,0 +1,252 @@
+"""Leaderboard tables from real run folders (runner + evaluator on a tiny phantom split): values, bolding,
+the papers' reported rows, the three file formats, per-operation numbers, plots and the CLI verb."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cfbench.cli import main
+from cfbench.evaluate import evaluate_run, load_table
+from cfbench.leaderboard import (
+    LAYOUTS,
+    REFERENCE,
+    REPORTED,
+    RunSummary,
+    build_leaderboard,
+    by_operation,
+    load_runs,
+)
+from cfbench.leaderboard_output import write_leaderboard
+from cfbench.leaderboard_tables import to_csv, to_latex, to_markdown
+from cfbench.phantom_dataset import build_phantom_dataset
+from cfbench.reported import ALL_TABLES, INSTRUCTX2X_V2_TABLE2, PROGEMU_TABLE1
+from cfbench.runner import RunSettings, generate
+from cfbench.scoring import Protocol, score
+from fake_models import RegionStatisticsEvaluator
+
+FAST = Protocol(bootstrap_resamples=100, fid_bootstrap_resamples=10)
+MODELS = ("identity", "fake_models:NoisyEditModel", "ground-truth")
+SEEDS_DIR = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+
+
+def make_evaluated_runs(root: Path, n: int = 30, size: int = 64) -> dict[str, Path]:
+    """A phantom split, three runs made by the real runner and scored by the real evaluator."""
+    data = build_phantom_dataset(root / "data", n, seed=5, size=size, fractions={"holdout": 1.0}, progress=False)
+    runs = {}
+    for model in MODELS:
+        settings = RunSettings(model=model, split="holdout", data_dir=data, out=root / "runs" / model.split(":")[-1],
+                               resolution=size, batch_size=8)
+        generate(settings, progress=False)
+        evaluate_run(settings.out, evaluator=RegionStatisticsEvaluator(), protocol=FAST, cache_dir=root / "cache",
+                     progress=False)
+        runs[model] = settings.out
+    return runs
+
+
+@pytest.fixture(scope="module")
+def evaluated_runs(tmp_path_factory) -> dict[str, Path]:
+    return make_evaluated_runs(tmp_path_factory.mktemp("leaderboard"))
+
+
+def metric(run: Path, name: str) -> dict:
+    return json.loads((run / "metrics.json").read_text())["metrics"][name]
+
+
+def summary(label: str, values: dict[str, float], template: dict) -> RunSummary:
+    """A run whose metrics.json is a real one with some values replaced (intervals dropped for those)."""
+    metrics = copy.deepcopy(template)
+    for name, value in values.items():
+        metrics["metrics"][name] = {**metrics["metrics"][name], "value": value, "ci_low": None, "ci_high": None}
+    return RunSummary(Path(label), f"{label}@00000000", label, metrics)
+
+
+def test_measured_cells_are_metrics_json_on_the_papers_scale(evaluated_runs):
+    runs = load_runs(list(evaluated_runs.values()))
+    board = build_leaderboard(runs, "instructx2x", reported=[])
+    row = next(r for r in board.rows if r.label == "fake_models:NoisyEditModel")
+    noisy = evaluated_runs["fake_models:NoisyEditModel"]
+    patho = metric(noisy, "pathology_mean_auroc")
+    assert row.cells["patho"].value == pytest.approx(100 * patho["value"])
+    assert row.cells["patho"].ci_low == pytest.approx(100 * patho["ci_low"])
+    assert row.cells["patho"].ci_high == pytest.approx(100 * patho["ci_high"])
+    assert row.cells["patho"].text == f"{100 * patho['value']:.2f}"
+    assert row.cells["age"].value == pytest.approx(100 * metric(noisy, "age_pearson")["value"])
+    assert row.cells["cmig"].value == pytest.approx(metric(noisy, "cmig")["value"])
+    assert row.cells["kl"].text == f"{metric(noisy, 'kl_divergence')['value']:.3f}"
+    assert row.n == 30 and re.fullmatch(r"NoisyEditModel@[0-9a-f]{8}", row.source)
+    truth = next(r for r in board.rows if r.label == "ground-truth")
+    assert truth.kind == REFERENCE and truth.cells["kl"].text == "0.000"  # no "-0.000" from round-off
+    progemu = build_leaderboard(runs, "progemu", reported=[])
+    assert progemu.rows[0].cells["clip_i"].text == "–"  # not evaluated with an embedder
+    assert progemu.rows[0].cells["auroc"].text == f"{metric(evaluated_runs['identity'], 'pathology_mean_auroc')['value']:.4f}"
+
+
+def test_bold_marks_the_best_measured_value_per_column_direction_aware(evaluated_runs):
+    runs = load_runs(list(evaluated_runs.values()))
+    board = build_leaderboard(runs, "instructx2x", reported=[])
+    candidates = [r for r in board.rows if r.kind == "measured"]
+    assert [r.label for r in candidates] == ["identity", "fake_models:NoisyEditModel"]
+    for column in LAYOUTS["instructx2x"].columns:
+        shown = {r.label: float(r.cells[column.key].text) for r in candidates if r.cells[column.key].value is not None}
+        best = (max if column.higher_is_better else min)(shown.values())
+        assert {r.label for r in candidates if r.cells[column.key].bold} == {k for k, v in shown.items() if v == best}
+    assert not any(cell.bold for cell in next(r for r in board.rows if r.label == "ground-truth").cells.values())
+
+    template = runs[0].metrics
+    a = summary("a", {"pathology_mean_auroc": 0.80, "kl_divergence": 0.10, "fid": 5.0, "cmig": 70.004}, template)
+    b = summary("b", {"pathology_mean_auroc": 0.90, "kl_divergence": 0.20, "fid": 3.0, "cmig": 69.998}, template)
+    bolded = build_leaderboard([a, b], "instructx2x", reported=[])
+    bold = {row.label: {key for key, cell in row.cells.items() if cell.bold} for row in bolded.rows}
+    assert "kl" in bold["a"] and "kl" not in bold["b"]          # lower KL is better
+    assert "fid" in bold["b"] and "fid" not in bold["a"]        # lower FID is better
+    assert "patho" in bold["b"] and "patho" not in bold["a"]    # higher AUROC is better
+    assert "cmig" in bold["a"] and "cmig" in bold["b"]          # 70.00 = 70.00 as displayed: both bold
+    single = build_leaderboard([a], "instructx2x", reported=[])
+    assert not any(cell.bold for cell in single.rows[0].cells.values())  # nothing to compare against
+
+
+def test_reported_rows_are_marked_and_not_bolded_against_measured_rows(evaluated_runs):
+    runs = load_runs(list(evaluated_runs.values()))
+    board = build_leaderboard(runs, "instructx2x")
+    reported = [r for r in board.rows if r.kind == REPORTED]
+    assert {r.source for r in reported} == {"InstructX2X v1, Table 1", "InstructX2X v2, Table 2"}
+    assert not any(cell.bold for r in reported for cell in r.cells.values())
+    v2 = {r.label: r for r in reported if r.source == "InstructX2X v2, Table 2"}
+    assert v2["InstructX2X"].cells["cmig"].text == "89.35" and v2["LLM-CXR"].cells["age"].text == "0.10"
+    assert v2["Real Images (GT)"].cells["kl"].value is None and v2["Real Images (GT)"].cells["kl"].text == "–"
+    assert all(r.citation and "arXiv:2603.00423v1" in r.citation for r in v2.values())
+
+    # on request, reported generated rows compete: RoentGen's printed Patho 84.53 beats these measured rows
+    assert all(r.cells["patho"].value < 84.53 for r in board.measured_rows())
+    competing = build_leaderboard(runs, "instructx2x", reported=[INSTRUCTX2X_V2_TABLE2], bold_reported=True)
+    assert [r.label for r in competing.rows if r.cells["patho"].bold] == ["RoentGen"]
+    assert not any(c.bold for c in next(r for r in competing.rows if r.label == "Real Images (GT)").cells.values())
+
+
+@pytest.mark.skipif(not SEEDS_DIR.is_dir(), reason=f"the papers' text is not at {SEEDS_DIR}")
+def test_reported_values_are_the_numbers_printed_in_the_papers():
+    """Every reported row's numbers appear, in order, as one line of the paper's table."""
+    papers = {path.name: path.read_text(encoding="utf-8") for path in SEEDS_DIR.glob("*.txt")}
+
+    def numbers(line: str) -> list[str]:
+        return re.findall(r"\d+\.\d+", re.sub(r"<[^>]+>", " ", line))
+
+    for table in ALL_TABLES:
+        opening = " ".join(table.caption.split()[:8])
+        matches = [text for text in papers.values() if opening in " ".join(text.split())]
+        assert matches, f"caption of {table.key} not found in the papers"
+        lines = {tuple(numbers(line)) for text in matches for line in text.splitlines()}
+        for row in table.rows:
+            printed = tuple(v for v in row.values.values() if v is not None)
+            assert printed in lines, f"{table.key} / {row.model}: {printed} not printed in the paper"
+
+
+def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
+    result = write_leaderboard(list(evaluated_runs.values()), tmp_path / "board", plots=False, gallery=False)
+    out = tmp_path / "board"
+    assert out / "README.md" in result["written"] and result["skipped"] == []
+    table = pd.read_csv(out / "instructx2x.csv", dtype={"source": str})
+    noisy = table[table["model"] == "fake_models:NoisyEditModel"].iloc[0]
+    cmig = metric(evaluated_runs["fake_models:NoisyEditModel"], "cmig")
+    assert noisy["cmig"] == pytest.approx(cmig["value"], rel=1e-12)
+    assert noisy["cmig_ci_low"] == pytest.approx(cmig["ci_low"]) and noisy["kind"] == "measured"
+    assert set(table["kind"]) == {"measured", "reference", "reported"}
+    reported = table[table["kind"] == "reported"]
+    assert len(reported) == 6 + 7 and reported["best"].isna().all()
+    assert (table[table["model"] == "ground-truth"]["best"]).isna().all()
+    v2_instructx2x = reported[(reported["model"] == "InstructX2X") & reported["source"].str.contains("v2")].iloc[0]
+    assert v2_instructx2x["kl"] == pytest.approx(7.88) and v2_instructx2x["fid"] == pytest.approx(2.64)
+    progemu = pd.read_csv(out / "progemu.csv")
+    assert list(progemu[progemu["kind"] == "reported"]["model"]) == [r.model for r in PROGEMU_TABLE1.rows]
+
+    runs = load_runs(list(evaluated_runs.values()))
+    board = build_leaderboard(runs, "instructx2x")
+    markdown = (out / "instructx2x.md").read_text()
+    assert markdown == to_markdown(board)
+    for row in board.rows:
+        for cell in row.cells.values():
+            if cell.bold:
+                assert f"**{cell.text}**" in markdown
+    assert "| *InstructX2X* | reported | InstructX2X v2, Table 2 |  | 83.33 | 97.65 | 82.84 | 89.35 | 7.88 | 2.64 |" in markdown
+    latex = (out / "instructx2x.tex").read_text()
+    assert latex == to_latex(board, "tab:instructx2x")
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){3-6}", r"\multicolumn{4}{c}{CMIG}"):
+        assert command in latex
+    assert r"fake\_models:NoisyEditModel" in latex and "fake_models" not in latex.replace(r"fake\_models", "")
+    assert latex.count("{") == latex.count("}") - latex.count(r"\}") + latex.count(r"\{")
+    assert r"\textit{InstructX2X (wo RSE)}$^\dagger$" in latex
+    n_bold = sum(cell.bold for row in board.rows for cell in row.cells.values())
+    assert latex.count(r"\textbf{") == n_bold > 0
+    assert to_csv(board) == (out / "instructx2x.csv").read_text()
+
+
+def test_reported_tables_alone(tmp_path):
+    assert main(["leaderboard", "--out", str(tmp_path / "reported")]) == 0
+    files = sorted(p.name for p in (tmp_path / "reported").iterdir())
+    assert files == sorted(["README.md"] + [f"{t.key}.{ext}" for t in ALL_TABLES for ext in ("md", "csv", "tex")])
+    table = pd.read_csv(tmp_path / "reported" / "instructx2x-v2-table2.csv")
+    assert list(table["model"]) == [r.model for r in INSTRUCTX2X_V2_TABLE2.rows]
+    best = dict(zip(table["model"], table["best"].fillna("")))
+    # alone, a paper's table is bolded among its generated rows (the real-images row never)
+    assert best["InstructX2X"] == "race;age;cmig;kl" and best["InstructX2X (wo RSE)"] == "fid"
+    assert best["RoentGen"] == "patho" and best["Real Images (GT)"] == ""
+
+
+def test_by_operation_is_scored_from_the_per_sample_table(evaluated_runs):
+    run = load_runs([evaluated_runs["fake_models:NoisyEditModel"]])[0]
+    breakdown = by_operation(run, n_resamples=50)
+    table = load_table(run.run_dir)
+    predictions = pd.read_csv(run.run_dir / "predictions.csv")
+    stored = run.metrics["by_operation"]
+    for kind in ("add", "remove", "change"):
+        n = int(predictions["operations"].fillna("").str.split(",").apply(lambda ops: kind in ops).sum())
+        assert breakdown[kind]["n"] == n == stored[kind]["n"]
+        if n < 2:
+            continue
+        rows = np.array([i for i, ops in enumerate(table.operations) if kind in ops])
+        expected = score(table.subset(rows), FAST, breakdown=False, fid=False)["metrics"]["pathology_mean_auroc"]
+        got = breakdown[kind]["pathology_mean_auroc"]
+        if expected["value"] is None:
+            assert got is None
+            continue
+        assert got["value"] == pytest.approx(expected["value"]) == pytest.approx(stored[kind]["pathology_mean_auroc"])
+        assert got["ci_low"] <= got["value"] <= got["ci_high"]
+    assert breakdown["add"]["n"] >= 2
+
+
+def test_plots_are_valid_png_and_pdf_files(evaluated_runs, tmp_path):
+    result = write_leaderboard(list(evaluated_runs.values()), tmp_path / "board", gallery=False)
+    assert result["skipped"] == []
+    for name in ("metric_bars", "tradeoff", "finding_heatmap", "by_operation"):
+        png, pdf = tmp_path / "board" / "plots" / f"{name}.png", tmp_path / "board" / "plots" / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            assert image.width > 400 and image.height > 300
+            pixels = np.asarray(image.convert("L"))
+            assert pixels.std() > 10  # drawn, not blank
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:] and len(data) > 5_000
+        assert f"plots/{name}.png" in (tmp_path / "board" / "README.md").read_text()
+
+
+def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
+    runs = [str(evaluated_runs[m]) for m in ("identity", "fake_models:NoisyEditModel")]
+    assert main(["leaderboard", *runs, "--out", str(tmp_path / "lb"), "--no-plots", "--no-gallery",
+                 "--no-reported"]) == 0
+    table = pd.read_csv(tmp_path / "lb" / "instructx2x.csv")
+    assert list(table["model"]) == ["identity", "fake_models:NoisyEditModel"]
+    assert "wrote" in capsys.readouterr().out
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    assert main(["leaderboard", str(not_a_run), "--out", str(tmp_path / "lb2")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
