@@ -266,6 +266,20 @@ def test_half_precision_on_cuda_is_finite_and_batch_independent(tiny_folder, mas
         np.testing.assert_allclose(together.image, alone.image, atol=3e-2)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_weights_on_cpu_run_the_same_code_path(load, precision):
+    """The half-precision casts (weights in bf16/fp16, latents and scheduler in float32) on the CPU: outputs
+    finite, pixels outside the mask exact, and close to the float32 result."""
+    model = load("instructx2x", precision=precision)
+    assert model.components.unet.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    edit = request(13)
+    half, full = model.edit([edit])[0], load("instructx2x").edit([edit])[0]
+    assert np.isfinite(half.image).all() and np.isfinite(half.guidance_map).all()
+    binary = half.guidance_map >= model.settings.tau
+    np.testing.assert_array_equal(half.image[~binary], edit.image[~binary])
+    assert np.abs(half.image - full.image).mean() < 0.05
+
+
 def test_registering_the_models_does_not_import_diffusers():
     code = "import sys, cfbench.models; assert 'diffusers' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
