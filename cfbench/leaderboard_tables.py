@@ -44,7 +44,7 @@ def notes(board: Leaderboard) -> list[str]:
     lines = [bold_rule(board)]
     if board.measured_rows():
         lines.append(f"Brackets: {_level_text(board)} percentile bootstrap interval over samples (FID: over "
-                     "fewer resamples, see metrics.json). Source of a measured row: run folder name @ first 8 hex digits of the SHA-256 of its config.")
+                     "fewer resamples, shifted down by the bootstrap bias estimate, see metrics.json). Source of a measured row: run folder name @ first 8 hex digits of the SHA-256 of its config.")
     lines += list(board.layout.notes)
     for table in board.reported_tables:
         lines.append(f"Reported ({table.short}): {table.citation}, {table.table}: \"{table.caption}\" "

@@ -222,3 +222,20 @@ def test_cmig_uses_sex_when_the_data_has_no_race(phantom_runs, tmp_path):
     report = evaluate(runs["identity"], tmp_path, NoRace())
     assert set(report["components"]["cmig"]["retention_terms"]) == {"sex_auroc", "age_pearson"}
     assert report["components"]["cmig"]["terms_missing"] == []
+
+
+def test_fid_interval_is_the_percentile_interval_shifted_by_the_bootstrap_bias(phantom_runs, tmp_path):
+    """FID is biased upwards on resamples; the reported interval is moved down by replicate_mean - value."""
+    from cfbench.metrics.bootstrap import bootstrap_many
+    from cfbench.scoring import _fid_metric
+
+    _, runs = phantom_runs
+    report = evaluate(runs["fake_models:NoisyEditModel"], tmp_path)
+    fid = report["metrics"]["fid"]
+    table = load_table(runs["fake_models:NoisyEditModel"])
+    raw = bootstrap_many({"fid": _fid_metric(table).compute_on}, len(table), FAST.fid_bootstrap_resamples,
+                         FAST.confidence_level, FAST.bootstrap_seed)["fid"]
+    bias = raw.replicate_mean - fid["value"]
+    assert bias > 0  # the resampled FIDs are larger than the FID on all samples
+    assert fid["ci_low"] == pytest.approx(max(0.0, raw.low - bias)) and fid["ci_high"] == pytest.approx(raw.high - bias)
+    assert fid["ci_low"] <= fid["value"] <= fid["ci_high"]
