@@ -38,19 +38,20 @@ MEASURED, REFERENCE, REPORTED = "measured", "reference", "reported"
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: the metrics.json name, the factor to the paper's scale, decimals, direction."""
+    """One table column: the metrics.json name, the factor to the paper's scale, decimals, direction
+    (``higher_is_better`` None: descriptive, neither ranked nor bolded)."""
 
     key: str
     title: str
     metric: str
     scale: float = 1.0
     decimals: int = 2
-    higher_is_better: bool = True
+    higher_is_better: bool | None = True
     group: str = ""  # spanning header ("CMIG" over Patho/Race/Age/CMIG, as in the papers)
 
     @property
     def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
+        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Layout:
     title: str
     columns: tuple[Column, ...]
     notes: tuple[str, ...] = ()
+    optional: bool = False  # written only when some run has a value in it
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -92,6 +94,24 @@ LAYOUTS: dict[str, Layout] = {
         ),
         notes=("CLIP-I = 100 x mean cosine of BiomedCLIP embeddings, generated vs real target (the pair the "
                "paper compares is not published); AUROC / F1 vs the follow-up study's labels.",),
+    ),
+    "locality": Layout(
+        name="locality",
+        title="Edit locality: where the counterfactual changed the input (cfbench, beyond the papers)",
+        columns=(
+            Column("outside", "Change outside lesion", "change_outside_lesion", 1.0, 4, higher_is_better=False,
+                   group="Mean |generated - input|"),
+            Column("inside", "Change inside lesion", "change_inside_lesion", 1.0, 4, higher_is_better=None,
+                   group="Mean |generated - input|"),
+            Column("mae_cf", "MAE to true CF", "mae_to_true_counterfactual", 1.0, 4, higher_is_better=False),
+            Column("mae_target", "MAE to target", "mae_to_target", 1.0, 4, higher_is_better=None),
+        ),
+        notes=("Pixel values in [0, 1]. Lesion = the true lesion-change mask on phantoms, else the pseudo masks "
+               "given to `cfbench eval --pseudo-masks` (see metrics.json, locality_region). Change inside the "
+               "lesion is descriptive (an edit should change it by the right amount, not maximally); MAE to the "
+               "true counterfactual exists on phantoms only; MAE to the real target includes the pose change, so "
+               "it is not 0 for a perfect edit and is not ranked.",),
+        optional=True,
     ),
 }
 
@@ -235,6 +255,8 @@ def mark_best(board: Leaderboard) -> None:
     """Bold the best displayed value of each column among the candidates (needs at least two values)."""
     candidates = _candidates(board)
     for column in board.layout.columns:
+        if column.higher_is_better is None:
+            continue
         shown = [(row, float(row.cells[column.key].text)) for row in candidates
                  if row.cells[column.key].value is not None]
         if len(shown) < 2:

@@ -93,10 +93,14 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     title = title or f"cfbench leaderboard: {out.name}"
     written, skipped = [], []
     boards = {}
-    for name in LAYOUTS:
-        boards[name] = build_leaderboard(runs, name, reported=list(LEADERBOARD_TABLES) if include_reported else [],
-                                         bold_reported=bold_reported)
-        written += write_table_files(boards[name], out / name)
+    for name, layout in LAYOUTS.items():
+        board = build_leaderboard(runs, name, reported=list(LEADERBOARD_TABLES) if include_reported else [],
+                                  bold_reported=bold_reported)
+        if layout.optional and not any(cell.value is not None for row in board.measured_rows()
+                                       for cell in row.cells.values()):
+            continue
+        boards[name] = board
+        written += write_table_files(board, out / name)
     atomic_write_text(out / "per_finding_auroc.csv", _per_finding_csv(runs))
     written.append(out / "per_finding_auroc.csv")
     breakdowns = {}

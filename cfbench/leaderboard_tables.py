@@ -29,7 +29,8 @@ def bold_rule(board: Leaderboard) -> str:
         among = "measured rows and the reported generated rows (different test sets: use with care)"
     else:
         among = "measured rows; reported rows are never bolded against measured ones"
-    return (f"Bold: best value per column (↑ higher is better, ↓ lower is better) among {among}; oracle rows "
+    return (f"Bold: best value per column (↑ higher is better, ↓ lower is better; columns without an arrow are "
+            f"descriptive and not ranked) among {among}; oracle rows "
             "(ground truth, true counterfactual, the papers' real images) are not bolded, and a column is bolded "
             "only when at least two candidate rows have a value.")
 
@@ -62,7 +63,7 @@ def _md_cell(cell: Cell, column: Column) -> str:
 
 def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
     columns = board.layout.columns
-    header = ["Model", "Kind", "Source", "n"] + [f"{c.title} {c.arrow}" for c in columns]
+    header = ["Model", "Kind", "Source", "n"] + [f"{c.title} {c.arrow}".strip() for c in columns]
     lines = [f"{'#' * heading_level} {board.layout.title}", "",
              "| " + " | ".join(header) + " |",
              "|---|---|---|---:|" + "---:|" * len(columns)]
@@ -166,7 +167,7 @@ def to_latex(board: Leaderboard, label: str | None = None) -> str:
     group_line, rules = _group_header(columns)
     if rules:
         lines += [group_line, rules]
-    lines.append(" & ".join(["Model", "Source"] + [latex_escape(f"{c.title} {c.arrow}") for c in columns]) + r" \\")
+    lines.append(" & ".join(["Model", "Source"] + [latex_escape(f"{c.title} {c.arrow}".strip()) for c in columns]) + r" \\")
     lines.append(r"\midrule")
     measured = board.measured_rows()
     lines += [_latex_row(row, columns) for row in measured]

@@ -81,7 +81,7 @@ def metric_bars(runs: list[RunSummary], stem: Path) -> list[Path]:
         for bar, hatch in zip(bars, hatches):
             bar.set_hatch(hatch)
         axes.set_xticks(range(len(runs)), [run.label for run in runs], rotation=35, ha="right", fontsize=7)
-        axes.set_title(f"{column.title} {column.arrow}", fontsize=9)
+        axes.set_title(f"{column.title} {column.arrow}".strip(), fontsize=9)
         axes.tick_params(axis="y", labelsize=7)
         axes.grid(axis="y", linewidth=0.3, alpha=0.6)
         axes.set_axisbelow(True)

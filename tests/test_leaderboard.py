@@ -250,3 +250,31 @@ def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
     not_a_run.mkdir()
     assert main(["leaderboard", str(not_a_run), "--out", str(tmp_path / "lb2")]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_locality_table_ranks_only_directional_columns_and_is_skipped_without_values(evaluated_runs, tmp_path):
+    runs = load_runs(list(evaluated_runs.values()))
+    board = build_leaderboard(runs, "locality", reported=[])
+    noisy = next(r for r in board.rows if r.label == "fake_models:NoisyEditModel")
+    outside = metric(evaluated_runs["fake_models:NoisyEditModel"], "change_outside_lesion")
+    assert noisy.cells["outside"].value == pytest.approx(outside["value"])
+    identity = next(r for r in board.rows if r.label == "identity")
+    assert identity.cells["outside"].bold and not noisy.cells["outside"].bold  # identity changes nothing: 0
+    assert not any(row.cells["inside"].bold or row.cells["mae_target"].bold for row in board.rows)
+    assert "| Change inside lesion |" in to_markdown(board)
+
+    write_leaderboard(list(evaluated_runs.values()), tmp_path / "with", plots=False, gallery=False)
+    assert (tmp_path / "with" / "locality.md").is_file()
+    # runs without any locality measure (real data scored without pseudo masks) get no locality table
+    for run in evaluated_runs.values():
+        data = json.loads((run / "metrics.json").read_text())
+        for name in ("change_outside_lesion", "change_inside_lesion", "mae_to_true_counterfactual", "mae_to_target"):
+            data["metrics"].pop(name, None)
+        copy_dir = tmp_path / "stripped" / run.name
+        copy_dir.mkdir(parents=True)
+        for item in run.iterdir():
+            if item.is_file():
+                (copy_dir / item.name).write_bytes(item.read_bytes())
+        (copy_dir / "metrics.json").write_text(json.dumps(data))
+    write_leaderboard(sorted((tmp_path / "stripped").iterdir()), tmp_path / "without", plots=False, gallery=False)
+    assert not (tmp_path / "without" / "locality.md").exists() and (tmp_path / "without" / "instructx2x.md").is_file()
