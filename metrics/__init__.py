@@ -25,7 +25,12 @@ from cfbench.metrics.classification import (
 )
 from cfbench.metrics.cmig import CMIGResult, cmig, cmig_from_metrics
 from cfbench.metrics.divergence import MeanProbability, PathologyKLDivergence, bernoulli_kl
-from cfbench.metrics.fid import FrechetDistance, frechet_distance, frechet_distance_from_features
+from cfbench.metrics.fid import (
+    FrechetDistance,
+    frechet_distance,
+    frechet_distance_from_factors,
+    frechet_distance_from_features,
+)
 from cfbench.metrics.regression import PearsonCorrelation, pearson_r
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "cmig",
     "cmig_from_metrics",
     "frechet_distance",
+    "frechet_distance_from_factors",
     "frechet_distance_from_features",
     "paired_difference_ci",
     "pearson_r",

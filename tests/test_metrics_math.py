@@ -30,6 +30,7 @@ from cfbench.metrics import (
     cmig,
     cmig_from_metrics,
     frechet_distance,
+    frechet_distance_from_factors,
     frechet_distance_from_features,
     paired_difference_ci,
 )
@@ -326,22 +327,34 @@ def test_fid_is_defined_for_singular_covariances():
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.array([[0.0, 1.0], [0.0, 0.0]]))
 
 
-def test_fid_compute_on_equals_fid_of_the_materialised_resample():
+@pytest.mark.parametrize("d", [8, 128])  # d x d covariance path; low-rank factor path (80 samples < 128)
+def test_fid_compute_on_equals_fid_of_the_materialised_resample(d):
     rng = np.random.default_rng(6)
-    real, generated = _feature_sets(rng, 80, 80, 8)
-    metric = FrechetDistance(num_features=8, keep_features=True)
+    real, generated = _feature_sets(rng, 80, 80, d)
+    metric = FrechetDistance(num_features=d, keep_features=True)
     metric.update(real[:30], real=True)
     metric.update(real[30:], real=True)
     metric.update(generated, real=False)
     indices = next(resample_indices(80, 1, seed=11))
     expected = frechet_distance_from_features(real[indices].astype(np.float64), generated[indices].astype(np.float64))
-    assert metric.compute_on(indices) == pytest.approx(expected, rel=1e-9)
+    assert metric.compute_on(indices) == pytest.approx(expected, rel=1e-7)  # eigh of a singular covariance: ~1e-8
     assert metric.compute_on(np.arange(80)) == pytest.approx(metric.compute(), rel=1e-6)
     interval = bootstrap_metric(metric, n_resamples=20, seed=1)
     assert interval.n_resamples == 20 and interval.n_skipped == 0 and interval.low <= interval.high
-    assert FrechetDistance(num_features=8).default_bootstrap_resamples == 200
+    assert FrechetDistance(num_features=d).default_bootstrap_resamples == 200
     with pytest.raises(RuntimeError, match="keep_features"):
-        FrechetDistance(num_features=8).compute_on(indices)
+        FrechetDistance(num_features=d).compute_on(indices)
+
+
+@pytest.mark.parametrize("n_real, n_generated, d", [(30, 40, 96), (50, 20, 16)])
+def test_fid_from_covariance_factors_equals_the_independent_formula(n_real, n_generated, d):
+    rng = np.random.default_rng(n_real + d)
+    real, generated = (x.astype(np.float64) for x in _feature_sets(rng, n_real, n_generated, d))
+    factors = [(x - x.mean(0)) / np.sqrt(len(x) - 1) for x in (real, generated)]
+    value = frechet_distance_from_factors(real.mean(0), factors[0], generated.mean(0), factors[1])
+    assert value == pytest.approx(frechet_distance_from_features(real, generated), rel=1e-7)
+    if n_real >= d and n_generated >= d:  # scipy's sqrtm is only reliable for full-rank covariances
+        assert value == pytest.approx(_independent_fid(real, generated), rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------- KL
