@@ -109,11 +109,39 @@ def _settings_from_args(args):
         raise CliError("--limit must be >= 1")
     safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
     out = Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
+    shard, device = _shard_and_device(getattr(args, "shard", None), args.device)
     return RunSettings(
         model=args.model, split=args.split, data_dir=_data_dir(args), out=out, model_path=model_path,
         resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
-        device=args.device, options=_option_pairs(args.option),
+        device=device, options=_option_pairs(args.option), shard=shard,
     )
+
+
+SHARD_ENVIRONMENTS = (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
+
+
+def _shard_and_device(text: str | None, device: str):
+    """The Shard of ``--shard`` (None without it) and the device: under ``auto``, from the launcher's
+    environment, with a bare ``cuda`` device made the process's local GPU."""
+    import os
+
+    from cfbench.runstore import Shard
+
+    if text is None:
+        return None, device
+    if text != "auto":
+        try:
+            return Shard.parse(text), device
+        except ValueError as error:
+            raise CliError(f"--shard: {error}") from error
+    for rank, size, local in SHARD_ENVIRONMENTS:
+        if rank in os.environ and size in os.environ:
+            shard = Shard(int(os.environ[rank]), int(os.environ[size]))
+            if device == "cuda":
+                device = f"cuda:{os.environ.get(local, '0')}"
+            return shard, device
+    raise CliError("--shard auto: no launcher environment found (RANK/WORLD_SIZE from torchrun or accelerate "
+                   "launch, SLURM_PROCID/SLURM_NTASKS from srun); pass --shard K/N instead")
 
 
 def _generate(args) -> tuple[object, int]:
@@ -584,8 +612,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_arguments(run)
     run.set_defaults(handler=cmd_run)
 
-    gen = verbs.add_parser("generate", help="generate counterfactuals for a split (resumable)")
+    gen = verbs.add_parser(
+        "generate", help="generate counterfactuals for a split (resumable; --shard for one process per GPU)",
+        description="Generate counterfactuals into a run folder; re-run to resume. Many GPUs: start one process per "
+                    "GPU with --shard K/N (or --shard auto under torchrun / accelerate launch / srun) and the same "
+                    "--out; then `cfbench eval --run OUT` once all are done. Results do not depend on the sharding.")
     _add_run_arguments(gen)
+    gen.add_argument("--shard", metavar="K/N",
+                     help="generate only part K (0-based) of N of the split; 'auto' reads RANK/WORLD_SIZE (torchrun, "
+                          "accelerate) or SLURM_PROCID/SLURM_NTASKS, and --device cuda becomes the local GPU")
     gen.set_defaults(handler=cmd_generate)
 
     evaluate = verbs.add_parser("eval", help="evaluate a run folder and write metrics.json")

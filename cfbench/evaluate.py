@@ -44,9 +44,9 @@ from cfbench.output_cache import EvaluatorOutputCache
 from cfbench.prefetch import prefetched
 from cfbench.pseudo_masks import PseudoMasks, nih_pseudo_masks
 from cfbench.runner import package_versions
-from cfbench.runstore import FAILURES, METRICS, RESULTS, load_generated, read_manifest
+from cfbench.runstore import METRICS, load_generated, read_failures, read_manifest, read_results
 from cfbench.scoring import Protocol, SampleTable, score
-from cfbench.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256, read_jsonl
+from cfbench.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, file_sha256
 
 PREDICTIONS = "predictions.csv"
 EVALUATION_ARRAYS = "evaluation.npz"
@@ -202,7 +202,7 @@ def collect(
     for rows in real_rows:
         for key in (rows[0].keys() if rows else ()):
             real[key] = np.stack([rows[p][key] for p in range(len(samples))])
-    explanations = {r["sample_id"]: r.get("explanation") for r in read_jsonl(run_folder / RESULTS)}
+    explanations = {r["sample_id"]: r.get("explanation") for r in read_results(run_folder)}
     return SampleTable(
         sample_ids=[s.sample_id for s in samples],
         operations=[tuple(sorted({op.op for op in s.operations})) for s in samples],
@@ -231,7 +231,7 @@ def evaluate_run(
     """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz."""
     run_folder = Path(run_folder)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
-    finished = {record["sample_id"] for record in read_jsonl(run_folder / RESULTS)}
+    finished = {record["sample_id"] for record in read_results(run_folder)}
     samples = [sample for sample in dataset if sample.sample_id in finished]
     if not samples:
         raise EvaluationError(f"run {run_folder} has no finished samples to evaluate")
@@ -245,7 +245,7 @@ def evaluate_run(
     masks = None if has_true_lesions(dataset) else (pseudo_masks or nih_pseudo_masks(dataset.resolution))
     table = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
     scores = score(table, protocol)
-    failures = {record["sample_id"] for record in read_jsonl(run_folder / FAILURES)} - finished
+    failures = {record["sample_id"] for record in read_failures(run_folder)} - finished
     report = {
         "run": manifest["config"],
         "dataset": {"path": str(dataset.root), "split": dataset.split, "kind": dataset.info.get("kind", "unknown"),

@@ -22,8 +22,8 @@ from PIL import Image
 from cfbench.evaluate import open_run_dataset
 from cfbench.images import load_image, resize
 from cfbench.leaderboard import RunSummary
-from cfbench.storage import atomic_write_text, read_jsonl
-from cfbench.runstore import RESULTS
+from cfbench.storage import atomic_write_text
+from cfbench.runstore import read_results
 
 DEFAULT_SAMPLES = 8
 DEFAULT_THUMBNAIL = 192
@@ -62,7 +62,7 @@ def pick_samples(sample_ids: list[str], n: int) -> list[str]:
 
 
 def _finished(run: RunSummary) -> dict[str, dict]:
-    return {record["sample_id"]: record for record in read_jsonl(run.run_dir / RESULTS)}
+    return {record["sample_id"]: record for record in read_results(run.run_dir)}
 
 
 CSS = """

@@ -32,7 +32,7 @@ from cfbench.interface import (
 )
 from cfbench.prefetch import prefetched
 from cfbench.registry import get_model_class
-from cfbench.runstore import RunStore
+from cfbench.runstore import RunStore, Shard
 from cfbench.storage import file_sha256
 
 TRACKED_PACKAGES = ("cfbench", "numpy", "torch", "torchvision", "torchxrayvision", "diffusers", "transformers")
@@ -40,8 +40,9 @@ TRACKED_PACKAGES = ("cfbench", "numpy", "torch", "torchvision", "torchxrayvision
 
 @dataclass
 class RunSettings:
-    """Everything ``cfbench generate`` needs. Only the fields in :meth:`identity` decide whether an
-    existing run folder may be resumed; batch size, device and limit may change between sessions."""
+    """Everything ``cfbench generate`` needs. Only the fields in :func:`run_identity` decide whether an
+    existing run folder may be resumed; batch size, device, limit and shard may change between sessions.
+    ``shard``: this process generates only its part of the split (see :class:`cfbench.runstore.Shard`)."""
 
     model: str
     split: str
@@ -54,11 +55,12 @@ class RunSettings:
     batch_size: int = 1
     device: str = "cpu"
     options: dict[str, str] = field(default_factory=dict)
+    shard: Shard | None = None
 
 
 @dataclass
 class GenerateReport:
-    total: int          # samples in scope (split, after --limit)
+    total: int          # samples in scope (split, after --limit, this shard's part)
     already_done: int   # finished in earlier sessions
     generated: int      # finished in this session
     failed: list[str]   # "sample: error" for samples that failed in this session
@@ -123,13 +125,16 @@ def generate(
         "batch_size": settings.batch_size,
         "device": settings.device,
         "limit": settings.limit,
+        "shard": None if settings.shard is None else [settings.shard.index, settings.shard.count],
         "versions": package_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
     }
     samples = dataset.samples[: settings.limit] if settings.limit else dataset.samples
+    if settings.shard is not None:
+        samples = [sample for sample in samples if settings.shard.owns(sample.sample_id)]
     failed: list[str] = []
-    with RunStore(settings.out, run_identity(settings, dataset, model)) as store:
+    with RunStore(settings.out, run_identity(settings, dataset, model), runtime, shard=settings.shard) as store:
         store.update_runtime(runtime)
         done = store.finished()
         todo = [sample for sample in samples if sample.sample_id not in done]

@@ -130,3 +130,45 @@ def test_eval_of_identity_measures_no_change(random_dataset, tmp_path):
     assert report["metrics"]["mae_to_target"]["value"] == pytest.approx(expected, abs=1e-4)
     assert report["n_samples"] == 6 and "change_outside_lesion" not in report["metrics"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == report
+
+
+def test_shards_are_disjoint_cover_the_split_and_match_an_unsharded_run(tmp_path):
+    from cfbench.runstore import Shard, read_results
+
+    data = write_random_dataset(tmp_path / "data", n=12)
+    generate(settings(data, tmp_path / "whole", batch_size=3), progress=False)
+    reports = [generate(settings(data, tmp_path / "sharded", batch_size=2, shard=Shard(k, 3)), progress=False)
+               for k in range(3)]
+    assert sum(report.total for report in reports) == 12 and all(report.failed == [] for report in reports)
+    ledgers = sorted(path.name for path in (tmp_path / "sharded").glob("results*.jsonl"))
+    assert ledgers == [f"results.shard-{k}-of-3.jsonl" for k in range(3)]
+    owners = [{r["sample_id"] for r in read_jsonl(tmp_path / "sharded" / name)} for name in ledgers]
+    assert sum(len(ids) for ids in owners) == 12 and len(set().union(*owners)) == 12  # disjoint and complete
+    whole = run_outputs(tmp_path / "whole")
+    sharded = {r["sample_id"]: r for r in read_results(tmp_path / "sharded")}
+    for sample_id, (image, guidance, explanation, seed, _) in whole.items():
+        assert (tmp_path / "sharded" / "images" / f"{sample_id}.png").read_bytes() == image
+        assert (sharded[sample_id]["explanation"], sharded[sample_id]["seed"]) == (explanation, seed)
+    assert "sessions" not in read_manifest(tmp_path / "sharded")  # each shard keeps its own runtime record
+    assert json.loads((tmp_path / "sharded" / "runtime.shard-1-of-3.json").read_text())["shard"] == [1, 3]
+    # an unsharded session afterwards finds everything done
+    assert generate(settings(data, tmp_path / "sharded"), progress=False).already_done == 12
+    with pytest.raises(ValueError, match="INDEX/COUNT"):
+        Shard.parse("2 of 4")
+    with pytest.raises(ValueError, match="0 <= index < count"):
+        Shard.parse("4/4")
+
+
+def test_concurrent_shard_processes_under_a_launcher_environment(tmp_path):
+    data = write_random_dataset(tmp_path / "data", n=10)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+               WORLD_SIZE="2")
+    command = [sys.executable, "-m", "cfbench.cli", "--quiet", "generate", "--model", "fake_models:NoisyEditModel",
+               "--split", "holdout", "--data", str(data), "--resolution", "32", "--out", str(tmp_path / "run"),
+               "--shard", "auto"]
+    processes = [subprocess.Popen(command, env=dict(env, RANK=str(rank)), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    report = evaluate_run(tmp_path / "run", evaluator="none", progress=False, cache_dir=tmp_path / "cache")
+    assert report["n_samples"] == 10 and report["n_failed"] == 0
