@@ -48,10 +48,12 @@ def subject_race(admissions: pd.DataFrame) -> pd.Series:
     return groups.dropna()
 
 
-def age_at_study(anchor_age: pd.Series, anchor_year: pd.Series, study_date: pd.Series) -> pd.Series:
-    """anchor_age + (StudyDate // 10000) - anchor_year, in years (StudyDate as YYYYMMDD)."""
-    year = pd.to_numeric(study_date).astype("int64") // 10000
-    return pd.to_numeric(anchor_age) + year - pd.to_numeric(anchor_year)
+def age_at_study(anchor_age: str | int, anchor_year: str | int, study_date: str | int) -> float | None:
+    """anchor_age + (StudyDate // 10000) - anchor_year, in years (StudyDate as YYYYMMDD); None when a
+    value is blank."""
+    if "" in (str(anchor_age).strip(), str(anchor_year).strip(), str(study_date).strip()):
+        return None
+    return float(int(float(anchor_age)) + int(float(study_date)) // 10000 - int(float(anchor_year)))
 
 
 def study_time_key(study_date: str, study_time: str) -> float:

@@ -18,7 +18,6 @@ of :mod:`cfbench.dataset` plus a dataset card.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,12 +96,12 @@ def plan_mimic_pairs(sources: MimicSources, differences: DifferenceReport | None
     metadata = sources.table(METADATA, METADATA_COLUMNS)
     splits = sources.table(SPLIT, SPLIT_COLUMNS)
     chexpert = sources.table(CHEXPERT, CHEXPERT_FILE_COLUMNS)
-    patients = sources.table("patients.csv", PATIENT_COLUMNS).set_index("subject_id")
+    patients = {row["subject_id"]: row for row in sources.table("patients.csv", PATIENT_COLUMNS).to_dict("records")}
     admissions = sources.table("admissions.csv", ("subject_id",))
-    race = mimic.subject_race(admissions)
+    race = mimic.subject_race(admissions).to_dict()
 
     pa_of_study = _first_pa_per_study(metadata)
-    study_rows = metadata.drop_duplicates("study_id").set_index("study_id")
+    study_rows = {row["study_id"]: row for row in metadata.drop_duplicates("study_id").to_dict("records")}
     official_split = dict(zip(splits["dicom_id"], splits["split"]))
     labels_of_study = {row["study_id"]: row for row in chexpert.to_dict("records")}
 
@@ -123,7 +122,7 @@ def plan_mimic_pairs(sources: MimicSources, differences: DifferenceReport | None
             plan.funnel["dropped: a study has no PA image"] += 1
             continue
         past_study, current_study, operations = pair.ref_id, pair.study_id, pair.operations
-        past_row, current_row = study_rows.loc[past_study], study_rows.loc[current_study]
+        past_row, current_row = study_rows[past_study], study_rows[current_study]
         past_time = mimic.study_time_key(past_row["StudyDate"], past_row["StudyTime"])
         current_time = mimic.study_time_key(current_row["StudyDate"], current_row["StudyTime"])
         if past_time > current_time:  # the given order is wrong: the main study is the earlier one
@@ -173,14 +172,12 @@ def _clause_order(operation) -> int:
     return ("change", "add", "remove").index(operation.op)
 
 
-def _demographics(subject: str, study_date: str, patients: pd.DataFrame, race: pd.Series) -> dict:
-    if subject not in patients.index:
+def _demographics(subject: str, study_date: str, patients: dict[str, dict], race: dict[str, str]) -> dict:
+    patient = patients.get(subject)
+    if patient is None:
         return {"age": None, "sex": None, "race": race.get(subject)}
-    patient = patients.loc[subject]
-    age = mimic.age_at_study(pd.Series([patient["anchor_age"]]), pd.Series([patient["anchor_year"]]),
-                             pd.Series([study_date])).iloc[0]
-    return {"age": None if math.isnan(age) else float(age), "sex": patient["gender"] or None,
-            "race": race.get(subject)}
+    return {"age": mimic.age_at_study(patient["anchor_age"], patient["anchor_year"], study_date),
+            "sex": patient["gender"] or None, "race": race.get(subject)}
 
 
 def build_mimic_dataset(sources: MimicSources, out: str | Path, settings: PairSettings = PairSettings(),
