@@ -381,7 +381,8 @@ def cmd_data_build_nih(args) -> int:
 def cmd_data_build_mimic(args) -> int:
     from cfbench.mimic_build import MimicSources, build_mimic_dataset
 
-    sources = MimicSources(Path(args.mimic_cxr), Path(args.diff_vqa), Path(args.mimic_iv))
+    sources = MimicSources(Path(args.mimic_cxr), Path(args.diff_vqa), Path(args.mimic_iv),
+                           Path(args.reports) if args.reports else None)
     try:
         info = build_mimic_dataset(sources, args.out, settings=_pair_settings(args), workers=args.workers,
                                    limit=args.limit, ms_cxr=args.ms_cxr, progress=_progress(args))
@@ -710,6 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="MIMIC-IV folder with patients.csv.gz and admissions.csv.gz (or its hosp/ or core/)")
     mimic.add_argument("--ms-cxr", metavar="CSV",
                        help="MS_CXR_Local_Alignment_v1.1.0.csv: also write OUT/pseudo_masks.npz")
+    mimic.add_argument("--reports", metavar="DIR",
+                       help="MIMIC-CXR reports root (files/p1x/p.../s....txt): the later study's impression becomes "
+                            "target_report, the prompt of text-to-image baselines")
     mimic.add_argument("--out", required=True, metavar="DIR")
     _add_pair_options(mimic)
     mimic.set_defaults(handler=cmd_data_build_mimic)

@@ -7,6 +7,7 @@ pandas tables with the real column names; ids are kept as strings.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -74,6 +75,38 @@ def subject_folder(subject_id: str) -> str:
 def image_path(root: str | Path, subject_id: str, study_id: str, dicom_id: str) -> Path:
     """files/p{first two digits}/p{subject_id}/s{study_id}/{dicom_id}.jpg under the MIMIC-CXR-JPG root."""
     return Path(root) / "files" / subject_folder(subject_id) / f"p{subject_id}" / f"s{study_id}" / f"{dicom_id}.jpg"
+
+
+def report_path(root: str | Path, subject_id: str, study_id: str) -> Path:
+    """files/p{first two digits}/p{subject_id}/s{study_id}.txt under the MIMIC-CXR reports root."""
+    return Path(root) / "files" / subject_folder(subject_id) / f"p{subject_id}" / f"s{study_id}.txt"
+
+
+_SECTION = re.compile(r"^\s*([A-Z][A-Z /&()-]{2,}):", re.MULTILINE)
+
+
+def report_sections(text: str) -> dict[str, str]:
+    """The sections of a free-text MIMIC-CXR report: upper-case ``NAME:`` headers at a line start (FINAL
+    REPORT, EXAMINATION, INDICATION, COMPARISON, FINDINGS, IMPRESSION, ...) -> their text, whitespace
+    collapsed. Text before the first header is under ""."""
+    sections: dict[str, str] = {}
+    headers = list(_SECTION.finditer(text))
+    starts = [(match.group(1).strip(), match.end()) for match in headers]
+    ends = [match.start() for match in headers[1:]] + [len(text)]
+    if headers:
+        sections[""] = " ".join(text[: headers[0].start()].split())
+    for (name, start), end in zip(starts, ends):
+        sections[name] = " ".join(text[start:end].split())
+    return sections
+
+
+def report_impression(text: str) -> str | None:
+    """The IMPRESSION of a report, else its FINDINGS (some reports have only one), else None."""
+    sections = report_sections(text)
+    for name in ("IMPRESSION", "FINDINGS"):
+        if sections.get(name):
+            return sections[name]
+    return None
 
 
 def our_split(subject_id: str, official_split: str) -> str:

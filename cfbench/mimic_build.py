@@ -6,6 +6,8 @@ Inputs (the real releases, unchanged):
 - Medical-Diff-VQA ``mimic_pair_questions.csv``
 - MIMIC-IV folder holding ``patients.csv(.gz)`` and ``admissions.csv(.gz)`` (directly, or in ``hosp/`` for
   v2+, or ``core/`` for v1.0)
+- optionally the MIMIC-CXR free-text reports (``files/p1x/p.../s....txt``): the later study's impression
+  becomes ``target_report``, the prompt of text-to-image baselines
 
 Planning (:func:`plan_mimic_pairs`) is pure table work: each Diff-VQA difference pair that changed becomes
 one sample; both studies need a PA image; the pair is put in time order by StudyDate/StudyTime (the given
@@ -54,11 +56,12 @@ def find_file(folder: str | Path, name: str, subfolders: tuple[str, ...] = ("",)
 
 @dataclass(frozen=True)
 class MimicSources:
-    """The three PhysioNet downloads (and optionally MS-CXR for pseudo masks)."""
+    """The three PhysioNet downloads, and optionally the MIMIC-CXR reports root."""
 
     mimic_cxr: Path
     diff_vqa: Path
     mimic_iv: Path
+    reports: Path | None = None
 
     def table(self, name: str, required: tuple[str, ...]) -> pd.DataFrame:
         if name.startswith("mimic-cxr"):
@@ -157,6 +160,10 @@ def plan_mimic_pairs(sources: MimicSources, differences: DifferenceReport | None
         )
         if not sample.labels:
             plan.funnel["kept without CheXpert labels (study not in the chexpert file)"] += 1
+        if sources.reports is not None:
+            sample.target_report = _impression(sources.reports, subject, current_study)
+            if sample.target_report is None:
+                plan.funnel["kept without a target report (no report file or no impression)"] += 1
         plan.samples.append(sample)
         plan.jobs.append(PairJob(
             sample.sample_id,
@@ -165,6 +172,14 @@ def plan_mimic_pairs(sources: MimicSources, differences: DifferenceReport | None
             past_dicom, current_dicom))
     plan.funnel["planned pairs"] = len(plan.samples)
     return plan
+
+
+def _impression(reports: Path, subject: str, study: str) -> str | None:
+    path = mimic.report_path(reports, subject, study)
+    try:
+        return mimic.report_impression(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return None
 
 
 def _clause_order(operation) -> int:
@@ -196,7 +211,8 @@ def build_mimic_dataset(sources: MimicSources, out: str | Path, settings: PairSe
 
         ms_cxr_pseudo_masks(ms_cxr, find_file(sources.mimic_cxr, METADATA), settings.size).save(
             out / "pseudo_masks.npz")
-    info = {"kind": "mimic-edit-instruction", "sources": {k: str(v) for k, v in vars(sources).items()},
+    paths = {name: None if value is None else str(value) for name, value in vars(sources).items()}
+    info = {"kind": "mimic-edit-instruction", "sources": paths,
             "funnel": funnel, "unknown_phrases": dict(plan.differences.unknown.most_common()),
             "unparsed_sentences": dict(plan.differences.unparsed.most_common())}
     return write_dataset(out, samples, outcomes, settings, info, "MIMIC-EDIT-INSTRUCTION (rebuilt)")

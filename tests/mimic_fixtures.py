@@ -7,6 +7,7 @@
 - ``mimic-iv/hosp/{patients,admissions}.csv.gz`` (v2: ``race``) or ``mimic-iv/core/...`` (v1.0: ``ethnicity``)
 - ``medical-diff-vqa/mimic_pair_questions.csv`` (difference questions plus other question types)
 - ``ms-cxr/MS_CXR_Local_Alignment_v1.1.0.csv``
+- ``mimic-cxr-reports/files/p1x/p.../s....txt`` (free-text reports; one study has none, one only FINDINGS)
 
 and returns the paths. The subjects cover every rule of the builder (see ``SUBJECTS``).
 """
@@ -98,6 +99,20 @@ SUBJECTS: tuple[Subject, ...] = (
         "two race values -> no race; unknown phrase and an unparsed sentence reported"),
 )
 MISSING_IMAGE_STUDY = "56000002"
+NO_REPORT_STUDY = "52000002"
+FINDINGS_ONLY_STUDY = "53000001"
+REPORT = """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ 
+ INDICATION:  ___ with shortness of breath
+ 
+ COMPARISON:  ___
+ 
+ FINDINGS: 
+ 
+ Heart size is normal.  There is a new
+ {finding}.
+ {impression}"""
 
 
 def dicom_id(study_id: str, view: str) -> str:
@@ -112,13 +127,14 @@ class MimicRelease:
     mimic_iv: Path
     diff_vqa: Path
     ms_cxr: Path
+    reports: Path
 
 
 def write_mimic_release(root: Path, mimic_iv_version: int = 2) -> MimicRelease:
     """Write the miniature release under ``root`` (see the module docstring)."""
     cxr, iv = root / "mimic-cxr-jpg", root / "mimic-iv" / ("hosp" if mimic_iv_version >= 2 else "core")
-    vqa, ms = root / "medical-diff-vqa", root / "ms-cxr"
-    for folder in (cxr, iv, vqa, ms):
+    vqa, ms, reports = root / "medical-diff-vqa", root / "ms-cxr", root / "mimic-cxr-reports"
+    for folder in (cxr, iv, vqa, ms, reports):
         folder.mkdir(parents=True, exist_ok=True)
     metadata, splits, chexpert, patients, admissions, questions = [], [], [], [], [], []
     for index, subject in enumerate(SUBJECTS):
@@ -131,6 +147,12 @@ def write_mimic_release(root: Path, mimic_iv_version: int = 2) -> MimicRelease:
                                "admittime": "2180-05-06 19:00:00", "admission_type": "EW EMER.",
                                "race" if mimic_iv_version >= 2 else "ethnicity": race, "insurance": "Other"})
         for frame, study in zip(frames, subject.studies):
+            if study.study_id != NO_REPORT_STUDY:
+                impression = "" if study.study_id == FINDINGS_ONLY_STUDY else (
+                    f"\n IMPRESSION: \n \n Findings of study {study.study_id}.\n")
+                report = reports / "files" / f"p{subject.subject_id[:2]}" / f"p{subject.subject_id}" / f"s{study.study_id}.txt"
+                report.parent.mkdir(parents=True, exist_ok=True)
+                report.write_text(REPORT.format(finding=f"opacity in study {study.study_id}", impression=impression))
             chexpert.append({"subject_id": subject.subject_id, "study_id": study.study_id, **study.labels})
             for view in study.views:
                 dicom = dicom_id(study.study_id, view)
@@ -171,4 +193,4 @@ def write_mimic_release(root: Path, mimic_iv_version: int = 2) -> MimicRelease:
          "image_width": 80, "image_height": 96, "split": "test"},
     ]).to_csv(ms / "MS_CXR_Local_Alignment_v1.1.0.csv", index=False)
     return MimicRelease(cxr, root / "mimic-iv", vqa / "mimic_pair_questions.csv",
-                        ms / "MS_CXR_Local_Alignment_v1.1.0.csv")
+                        ms / "MS_CXR_Local_Alignment_v1.1.0.csv", reports)

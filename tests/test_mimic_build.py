@@ -61,6 +61,17 @@ def test_plan_applies_every_rule(tmp_path, mimic_iv_version):
     assert plan.differences.unparsed["the patient looks better"] == 1
 
 
+def test_target_report_is_the_later_studys_impression(tmp_path):
+    release = write_mimic_release(tmp_path)
+    plan = plan_mimic_pairs(MimicSources(release.mimic_cxr, release.diff_vqa, release.mimic_iv, release.reports))
+    samples = by_subject(plan)
+    assert samples["10000032"].target_report == "Findings of study 53189527."
+    assert samples["12000003"].target_report == "Heart size is normal. There is a new opacity in study 53000001."
+    assert samples["11000002"].target_report is None  # no report file
+    assert plan.funnel["kept without a target report (no report file or no impression)"] == 1
+    assert plan_mimic_pairs(sources_of(release)).samples[0].target_report is None  # reports not given
+
+
 def test_missing_table_names_every_path_tried(tmp_path):
     release = write_mimic_release(tmp_path)
     (release.mimic_iv / "hosp" / "patients.csv.gz").unlink()
@@ -73,7 +84,8 @@ def test_cli_build_then_run(tmp_path, capsys):
     out = tmp_path / "dataset"
     status = main(["--quiet", "data", "build", "mimic", "--mimic-cxr", str(release.mimic_cxr),
                    "--diff-vqa", str(release.diff_vqa), "--mimic-iv", str(release.mimic_iv),
-                   "--ms-cxr", str(release.ms_cxr), "--out", str(out), "--size", "64", "--workers", "2"])
+                   "--ms-cxr", str(release.ms_cxr), "--reports", str(release.reports), "--out", str(out),
+                   "--size", "64", "--workers", "2"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "wrote 5 of 6 MIMIC-EDIT-INSTRUCTION pairs" in captured.out
@@ -95,6 +107,7 @@ def test_cli_build_then_run(tmp_path, capsys):
 
     holdout = EditDataset(out, "holdout", resolution=64)
     assert len(holdout) == 1 and holdout.past_image(holdout.samples[0]).shape == (64, 64)
+    assert holdout.samples[0].target_report == "Findings of study 51000002."
     status = main(["--quiet", "run", "--model", "identity", "--split", "holdout", "--data", str(out),
                    "--resolution", "64", "--out", str(tmp_path / "run"), "--evaluator", "none", "--bootstrap", "10"])
     assert status == 0, capsys.readouterr().err
