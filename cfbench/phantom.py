@@ -164,6 +164,25 @@ class FindingState:
     def empty(self) -> bool:
         return all(getattr(self, name) is None for name in _FIELDS)
 
+    def impression(self) -> str:
+        """A radiology-impression-style sentence list of the findings ("Small left pleural effusion.
+        Mild cardiomegaly."), or "No acute cardiopulmonary process." when there are none: the target
+        report a text-to-image baseline is prompted with."""
+        phrases = []
+        if self.effusion is not None:
+            phrases.append(f"{self.effusion[1]} {self.effusion[0]} pleural effusion")
+        if self.cardiomegaly is not None:
+            phrases.append(f"{self.cardiomegaly} cardiomegaly")
+        if self.edema is not None:
+            phrases.append(f"{self.edema} pulmonary edema")
+        if self.pneumothorax is not None:
+            phrases.append(f"{self.pneumothorax[1]} {self.pneumothorax[0]} pneumothorax")
+        if self.atelectasis is not None:
+            phrases.append(f"atelectasis at the {self.atelectasis}")
+        if not phrases:
+            return "No acute cardiopulmonary process."
+        return " ".join(phrase[0].upper() + phrase[1:] + "." for phrase in phrases)
+
 
 @dataclass(frozen=True)
 class Pose:

@@ -41,6 +41,9 @@ def assign_splits(n: int, fractions: dict[str, float], seed: int) -> list[str]:
     return assigned
 
 
+DATASET_FORMAT = 2  # bump when the written columns change (the cached demo split is rebuilt): 2 = target_report
+
+
 def phantom_sample(pair: PhantomPair, index: int, dataset_seed: int, split: str) -> Sample:
     subject = f"ph{dataset_seed}-{index:06d}"
     return Sample(
@@ -57,6 +60,7 @@ def phantom_sample(pair: PhantomPair, index: int, dataset_seed: int, split: str)
         age=round(pair.patient.age, 2),
         sex=pair.patient.sex,
         race=pair.patient.group,
+        target_report=pair.current.impression(),
     )
 
 
@@ -98,7 +102,7 @@ def demo_dataset(cache_dir: str | Path, size: int = 512, progress: bool = True) 
     Built in a temporary folder and renamed into place, so concurrent first uses are safe.
     """
     cache_dir = Path(cache_dir)
-    folder = cache_dir / f"demo-phantom-v{PHANTOM_VERSION}-n{DEMO_SIZE}-s{size}"
+    folder = cache_dir / f"demo-phantom-v{PHANTOM_VERSION}.{DATASET_FORMAT}-n{DEMO_SIZE}-s{size}"
     if (folder / CSV_NAME).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)

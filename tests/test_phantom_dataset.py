@@ -36,6 +36,7 @@ def test_rows_match_the_rendered_pairs(tmp_path):
         assert sample.operations == list(pair.operations)
         assert sample.labels == pair.current.labels() and sample.past_labels == pair.past.labels()
         assert (sample.sex, sample.race) == (pair.patient.sex, pair.patient.group)
+        assert sample.target_report == pair.current.impression()
         assert np.abs(dataset.past_image(sample) - rendered.past).max() <= 0.5 / 65535 + 1e-7
         assert np.array_equal(dataset.lesion_mask(sample), rendered.lesion_change_mask)
 
@@ -87,3 +88,13 @@ def test_demo_prints_reference_table(tmp_path, capsys):
     assert identity["change outside"] == "0.0000" and identity["change in lesion"] == "0.0000"
     assert exact["MAE to true CF"] == "0.0000" and exact["change outside"] == "0.0000"
     assert float(truth["KL"]) == 0.0 and float(truth["FID"]) == 0.0
+
+
+def test_impression_names_each_current_finding_with_its_level_and_side():
+    from cfbench.phantom import FindingState
+
+    assert FindingState().impression() == "No acute cardiopulmonary process."
+    state = FindingState(effusion=("left", "small"), cardiomegaly="mild", pneumothorax=("right", "large"),
+                         atelectasis="left base")
+    assert state.impression() == ("Small left pleural effusion. Mild cardiomegaly. Large right pneumothorax. "
+                                  "Atelectasis at the left base.")
