@@ -9,7 +9,9 @@ What lives here, so that no adapter keeps a private copy:
   (the gray image is replicated to 3 channels and mapped to [-1, 1]);
 - text encoding, per-sample seeded noise;
 - InstructPix2Pix's three-branch classifier-free guidance and the explicit DDIM editing loop with an
-  optional keep-region (latents outside an edit mask are replaced by the noised source latents).
+  optional keep-region (latents outside an edit mask are replaced by the noised source latents);
+- the text-to-image loop with two-branch classifier-free guidance (RoentGen and other text-to-image
+  baselines), with DDIM or the folder's own scheduler.
 
 diffusers and transformers are imported inside the functions, so importing this module is cheap.
 """
@@ -79,6 +81,7 @@ def load_diffusion_components(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     expected_unet_in_channels: int | None = None,
+    scheduler: str = "ddim",
 ) -> DiffusionComponents:
     """Load a diffusers pipeline folder (``model_index.json`` + component folders) from a local path.
 
@@ -86,8 +89,13 @@ def load_diffusion_components(
         ``"StableDiffusionInstructPix2PixPipeline"`` or ``"StableDiffusionPipeline"``.
     expected_unet_in_channels: 8 for InstructPix2Pix (noisy latents + image latents), 4 for text-to-image;
         a mismatch raises ValueError naming the folder.
+    scheduler: "ddim" (the folder's noise schedule with Stable Diffusion's DDIM settings, see
+        :func:`latent_ddim_scheduler`) or "folder" (the scheduler class and config saved in the folder, as
+        the pipeline's own ``__call__`` would use).
     No network access: ``local_files_only``; the safety checker is never loaded.
     """
+    if scheduler not in ("ddim", "folder"):
+        raise ValueError(f"scheduler must be 'ddim' or 'folder', got {scheduler!r}")
     import diffusers
 
     folder = Path(folder)
@@ -114,7 +122,7 @@ def load_diffusion_components(
         vae=pipeline.vae,
         text_encoder=pipeline.text_encoder,
         tokenizer=pipeline.tokenizer,
-        scheduler=latent_ddim_scheduler(pipeline.scheduler.config),
+        scheduler=latent_ddim_scheduler(pipeline.scheduler.config) if scheduler == "ddim" else pipeline.scheduler,
         device=device,
         dtype=dtype,
     )
@@ -219,16 +227,20 @@ def _predict_noise_branches(
     components: DiffusionComponents,
     latents: torch.Tensor,
     timestep: torch.Tensor | int,
-    branch_image_latents: Sequence[torch.Tensor],
+    branch_image_latents: Sequence[torch.Tensor] | None,
     branch_embeddings: Sequence[torch.Tensor],
 ) -> list[torch.Tensor]:
     """One UNet call for several conditioning branches of the same noisy latents.
 
-    Each branch i sees ``cat([latents, branch_image_latents[i]], channel)`` and ``branch_embeddings[i]``;
-    the branches are stacked along the batch. Returns one float32 ``B x 4 x h x w`` prediction per branch.
+    Each branch i sees ``cat([latents, branch_image_latents[i]], channel)`` (just ``latents`` when
+    ``branch_image_latents`` is None: text-to-image UNets) and ``branch_embeddings[i]``; the branches are
+    stacked along the batch. Returns one float32 ``B x 4 x h x w`` prediction per branch.
     """
     branches = len(branch_embeddings)
-    model_input = torch.cat([torch.cat([latents, image], dim=1) for image in branch_image_latents])
+    if branch_image_latents is None:
+        model_input = torch.cat([latents] * branches)
+    else:
+        model_input = torch.cat([torch.cat([latents, image], dim=1) for image in branch_image_latents])
     embeddings = torch.cat(list(branch_embeddings))
     prediction = components.unet(
         model_input.to(components.dtype), timestep, encoder_hidden_states=embeddings, return_dict=False,
@@ -330,4 +342,33 @@ def edit_with_instruct_pix2pix(
             else:
                 background = source_latents
             latents = edit_mask * latents + (1.0 - edit_mask) * background
+    return latents
+
+
+@torch.no_grad()
+def generate_from_text(
+    components: DiffusionComponents,
+    noise: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    null_embeddings: torch.Tensor,
+    num_steps: int,
+    guidance: float,
+) -> torch.Tensor:
+    """The explicit text-to-image loop of Stable Diffusion with classifier-free guidance.
+
+    noise: float32 ``B x 4 x h x w`` per-sample standard normal noise (see :func:`seeded_noise`), scaled by
+        the scheduler's initial sigma to start. text_embeddings / null_embeddings: ``B x L x D``.
+    Each step: one UNet call with 2B samples, ``eps = eps_null + guidance (eps_text - eps_null)``, then the
+    scheduler's step (whatever scheduler the components carry: DDIM, or the folder's own, e.g. PNDM).
+    Returns the denoised scaled latents, float32 ``B x 4 x h x w``.
+    """
+    scheduler = components.scheduler
+    scheduler.set_timesteps(num_steps, device="cpu")
+    latents = noise * float(scheduler.init_noise_sigma)
+    for timestep in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(latents, timestep)
+        with_text, unconditional = _predict_noise_branches(
+            components, model_input, timestep, None, [text_embeddings, null_embeddings])
+        guided = unconditional + guidance * (with_text - unconditional)
+        latents = scheduler.step(guided, timestep, latents, return_dict=False)[0]
     return latents

@@ -40,7 +40,6 @@ the starting latents); both make results reproducible and independent of the bat
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from cfbench.interface import (
     EditResult,
     LoadContext,
 )
+from cfbench.options import ModelOptions
 from cfbench.registry import register, resolve_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +75,7 @@ WEIGHTS_HELP = (
 
 
 @dataclass(frozen=True)
-class InstructX2XSettings:
+class InstructX2XSettings(ModelOptions):
     """Sampling and RSE parameters (see the module docstring for meanings and defaults)."""
 
     steps: int = 100
@@ -89,25 +89,6 @@ class InstructX2XSettings:
     precision: str = "auto"
     latent_mask: str = "official"
     background_timestep: str = "current"
-
-    @classmethod
-    def from_options(cls, options: dict[str, str]) -> InstructX2XSettings:
-        """Build from ``--option`` strings, converting each to its field's type; unknown keys are errors."""
-        fields = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - set(fields))
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown}; known options: {sorted(fields)}")
-        converters = {"int": int, "float": float, "str": str}
-        values = {}
-        for key, text in options.items():
-            converter = converters[fields[key].type]
-            try:
-                values[key] = converter(text)
-            except ValueError as error:
-                raise ValueError(f"option {key}={text!r}: expected {fields[key].type}") from error
-        settings = cls(**values)
-        settings.check()
-        return settings
 
     def check(self) -> None:
         if self.steps < 1:

@@ -1,0 +1,134 @@
+"""RoentGen: a Stable Diffusion model fine-tuned on MIMIC-CXR impressions (text -> chest X-ray).
+
+A text-to-image baseline: it does not see the input X-ray. Each request is prompted with the target
+study's impression (``EditRequest.target_report``; build MIMIC-EDIT-INSTRUCTION with ``--reports``,
+phantom datasets carry one), or with the instruction when ``prompt=instruction``. The loop, text
+encoding and VAE decoding are the shared ones of :mod:`cfbench.diffusion`; sampling follows the model's
+published usage: 75 steps, guidance scale 4, the folder's own scheduler, no safety checker.
+
+Options (``--option key=value``):
+
+==========  ==============  ======================================================================
+option      default         meaning
+==========  ==============  ======================================================================
+steps       75              denoising steps
+guidance    4.0             classifier-free guidance scale
+prompt      target_report   "target_report" (the target study's impression) or "instruction"
+scheduler   folder          "folder" (the scheduler saved with the weights) or "ddim"
+resolution  512             side in pixels the networks run at (outputs resized to the request's size)
+precision   auto            auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
+==========  ==============  ======================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cfbench.interface import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
+from cfbench.options import ModelOptions
+from cfbench.registry import register, resolve_model_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cfbench.diffusion import DiffusionComponents
+
+WEIGHTS_HELP = (
+    "RoentGen's weights are on the Hugging Face hub as StanfordAIMI/roent-gen-v1-0 (credentialed access: "
+    "accept the terms there). Download the repository and point --model-path (or {weights_dir}/roentgen) at "
+    "the folder holding model_index.json, unet/, vae/, text_encoder/, tokenizer/ and scheduler/."
+)
+
+
+@dataclass(frozen=True)
+class RoentGenSettings(ModelOptions):
+    """Sampling parameters (see the module docstring for meanings and defaults)."""
+
+    steps: int = 75
+    guidance: float = 4.0
+    prompt: str = "target_report"
+    scheduler: str = "folder"
+    resolution: int = 512
+    precision: str = "auto"
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.prompt not in ("target_report", "instruction"):
+            raise ValueError(f"prompt must be target_report or instruction, got {self.prompt!r}")
+        if self.scheduler not in ("folder", "ddim"):
+            raise ValueError(f"scheduler must be folder or ddim, got {self.scheduler!r}")
+        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
+
+
+@register
+class RoentGenModel(CounterfactualModel):
+    name = "roentgen"
+    capabilities = Capabilities(edits_image=False)
+    description = "RoentGen: Stable Diffusion fine-tuned on MIMIC-CXR, prompted with the target impression"
+    native_resolution = 512
+    weights_subdir = "roentgen"
+    weights_help = WEIGHTS_HELP
+
+    def __init__(self, components: DiffusionComponents, settings: RoentGenSettings, weights_folder: Path):
+        self.components = components
+        self.settings = settings
+        self.weights_folder = Path(weights_folder)
+
+    @classmethod
+    def load(cls, context: LoadContext) -> RoentGenModel:
+        from cfbench import diffusion
+
+        settings = RoentGenSettings.from_options(context.options)
+        folder = resolve_model_path(cls, context.model_path)
+        components = diffusion.load_diffusion_components(
+            folder, "StableDiffusionPipeline", device=context.device,
+            dtype=diffusion.resolve_dtype(settings.precision, context.device), expected_unet_in_channels=4,
+            scheduler=settings.scheduler,
+        )
+        if settings.resolution % components.image_size_multiple:
+            raise ValueError(f"option resolution={settings.resolution} must be a multiple of "
+                             f"{components.image_size_multiple} for the networks in {folder}")
+        return cls(components, settings, folder)
+
+    def identity(self) -> dict[str, Any]:
+        from cfbench import diffusion
+
+        return {"weights_sha256": diffusion.weights_identity(self.weights_folder),
+                "scheduler": type(self.components.scheduler).__name__}
+
+    def prompt(self, request: EditRequest) -> str:
+        """The text a request is generated from; ValueError naming the sample when it has none."""
+        if self.settings.prompt == "instruction":
+            return request.instruction
+        if not request.target_report:
+            raise ValueError(f"sample {request.sample_id!r} has no target_report (the target study's impression) "
+                             "for RoentGen's prompt: build the dataset with `cfbench data build mimic --reports DIR`, "
+                             "or pass --option prompt=instruction")
+        return request.target_report
+
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        """Generate a batch in one pass (2 guidance branches x batch per UNet call); each sample's noise
+        comes from its own seed, so results do not depend on the batch."""
+        from cfbench import diffusion
+
+        if not requests:
+            return []
+        components, settings = self.components, self.settings
+        prompts = [self.prompt(request) for request in requests]
+        side = settings.resolution // components.vae_scale_factor
+        noise = diffusion.seeded_noise([request.seed for request in requests],
+                                       (components.unet.config.in_channels, side, side), components.device)
+        latents = diffusion.generate_from_text(
+            components, noise, diffusion.encode_text(components, prompts),
+            diffusion.encode_text(components, [""] * len(requests)), settings.steps, settings.guidance)
+        images = diffusion.decode_latents(components, latents).cpu()
+        results = []
+        for request, image, prompt in zip(requests, images, prompts):
+            resized = diffusion.resize_images(image[None], request.image.shape)[0]
+            results.append(EditResult(image=resized.numpy().astype(np.float32), info={"prompt": prompt}))
+        return results
