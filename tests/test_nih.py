@@ -35,10 +35,11 @@ def write_fixture(folder):
     table.to_csv(folder / "Data_Entry_2017_v2020.csv.gz", index=False)
     images = folder / "images"
     images.mkdir()
-    for index, name in enumerate(table["Image Index"]):
+    for name, patient, follow_up in zip(table["Image Index"], table["Patient ID"], table["Follow-up #"]):
         if name == "00000004_001.png":
             continue
-        image = render_pair(sample_pair(index), 128).past
+        rendered = render_pair(sample_pair(int(patient)), 128)  # one phantom patient per NIH patient
+        image = (rendered.past, rendered.current, rendered.counterfactual)[int(follow_up) % 3]
         Image.fromarray((image * 255).round().astype(np.uint8)).save(images / name)
     return folder / "Data_Entry_2017_v2020.csv.gz", images
 
