@@ -22,7 +22,8 @@ Pixel measures (intensity units of the [0, 1] scale, per-sample means averaged o
   ``change_inside_lesion`` = mean |generated - input| inside the true lesion-change mask, and
   ``change_outside_lesion`` = the same outside it (0 = perfectly local edit).
 - other data: ``change_inside_pseudo_mask`` / ``change_outside_pseudo_mask``, the same around the pseudo
-  mask of the instruction's findings (:mod:`cfbench.pseudo_masks`; NIH box unions by default).
+  mask of the instruction's findings (:mod:`cfbench.pseudo_masks`; the dataset's own ``pseudo_masks.npz``
+  when it has one, e.g. MS-CXR boxes, else NIH box unions).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from cfbench.evaluator import Evaluator, check_outputs
 from cfbench.findings import EVALUATED_FINDINGS
 from cfbench.output_cache import EvaluatorOutputCache
 from cfbench.prefetch import prefetched
-from cfbench.pseudo_masks import PseudoMasks, nih_pseudo_masks
+from cfbench.pseudo_masks import PseudoMasks, default_pseudo_masks
 from cfbench.runner import package_versions
 from cfbench.runstore import METRICS, load_generated, read_failures, read_manifest, read_results
 from cfbench.scoring import Protocol, SampleTable, score
@@ -242,7 +243,8 @@ def evaluate_run(
     if overlap:
         raise EvaluationError(f"several evaluators give the same outputs {overlap}; use one per output")
     cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
-    masks = None if has_true_lesions(dataset) else (pseudo_masks or nih_pseudo_masks(dataset.resolution))
+    masks = None if has_true_lesions(dataset) else (pseudo_masks or default_pseudo_masks(dataset.root,
+                                                                                          dataset.resolution))
     table = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
     scores = score(table, protocol)
     failures = {record["sample_id"] for record in read_failures(run_folder)} - finished

@@ -207,10 +207,9 @@ def build_mimic_dataset(sources: MimicSources, out: str | Path, settings: PairSe
     if limit:
         funnel["left out by --limit"] = len(plan.samples) - len(samples)
     if ms_cxr:
-        from cfbench.pseudo_masks import ms_cxr_pseudo_masks
+        from cfbench.pseudo_masks import DATASET_MASKS, ms_cxr_pseudo_masks
 
-        ms_cxr_pseudo_masks(ms_cxr, find_file(sources.mimic_cxr, METADATA), settings.size).save(
-            out / "pseudo_masks.npz")
+        ms_cxr_pseudo_masks(ms_cxr, find_file(sources.mimic_cxr, METADATA), settings.size).save(out / DATASET_MASKS)
     paths = {name: None if value is None else str(value) for name, value in vars(sources).items()}
     info = {"kind": "mimic-edit-instruction", "sources": paths,
             "funnel": funnel, "unknown_phrases": dict(plan.differences.unknown.most_common()),

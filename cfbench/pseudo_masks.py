@@ -163,3 +163,14 @@ def ms_cxr_pseudo_masks(ms_cxr_csv: str | Path, metadata_csv: str | Path, size: 
     pa = boxes[boxes["ViewPosition"].fillna("").str.upper() == "PA"]
     pa = pa.assign(finding=pa["category_name"].str.strip().str.lower())
     return boxes_to_masks(pa, None, size, source=f"MS-CXR {Path(ms_cxr_csv).name}, PA, {len(pa)} boxes")
+
+
+DATASET_MASKS = "pseudo_masks.npz"  # written into a dataset folder by `cfbench data build mimic --ms-cxr`
+
+
+def default_pseudo_masks(dataset_root: str | Path | None, size: int) -> PseudoMasks:
+    """The pseudo masks a dataset comes with (``{root}/pseudo_masks.npz``, e.g. MS-CXR boxes as in the
+    InstructX2X paper), else the public NIH ChestX-ray14 box unions."""
+    if dataset_root is not None and (Path(dataset_root) / DATASET_MASKS).is_file():
+        return PseudoMasks.load(Path(dataset_root) / DATASET_MASKS)
+    return nih_pseudo_masks(size)

@@ -22,8 +22,9 @@ image_guidance     1.5        s_I, image classifier-free guidance scale
 t_rel              0.8        relevance timestep as a fraction of the training timesteps (0.8 -> t = 800)
 iqr_factor         1.5        relevance clipped at Q3 + iqr_factor * IQR
 tau                0.1        binary edit mask threshold on the guidance map (G >= tau)
-pseudo_masks       nih        "nih" (NIH ChestX-ray14 boxes shipped with torchxrayvision) or a file
-                              written by ``cfbench masks build`` / ``PseudoMasks.save``
+pseudo_masks       auto       "auto" (the dataset's ``pseudo_masks.npz``, e.g. MS-CXR boxes written by
+                              ``cfbench data build mimic --ms-cxr``, else NIH), "nih" (NIH ChestX-ray14
+                              boxes shipped with torchxrayvision) or a file from ``cfbench masks build``
 resolution         512        side in pixels the networks run at (inputs are resized, outputs resized back)
 precision          auto       auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
 latent_mask        official   latent-grid edit mask: "official" = (M downsampled) * R_latent >= tau, as the
@@ -84,7 +85,7 @@ class InstructX2XSettings(ModelOptions):
     t_rel: float = 0.8
     iqr_factor: float = 1.5
     tau: float = 0.1
-    pseudo_masks: str = "nih"
+    pseudo_masks: str = "auto"
     resolution: int = 512
     precision: str = "auto"
     latent_mask: str = "official"
@@ -105,10 +106,12 @@ class InstructX2XSettings(ModelOptions):
             raise ValueError(f"background_timestep must be current or next, got {self.background_timestep!r}")
 
 
-def load_pseudo_masks(source: str, size: int):
-    """The pseudo masks named by the ``pseudo_masks`` option: "nih" or a saved PseudoMasks file."""
-    from cfbench.pseudo_masks import PseudoMasks, nih_pseudo_masks
+def load_pseudo_masks(source: str, size: int, dataset_root: Path | None = None):
+    """The pseudo masks named by the ``pseudo_masks`` option: "auto", "nih" or a saved PseudoMasks file."""
+    from cfbench.pseudo_masks import PseudoMasks, default_pseudo_masks, nih_pseudo_masks
 
+    if source == "auto":
+        return default_pseudo_masks(dataset_root, size)
     if source == "nih":
         return nih_pseudo_masks(size=size)
     path = Path(source).expanduser()
@@ -168,7 +171,9 @@ class InstructPix2PixFamily(CounterfactualModel):
         if settings.resolution % components.image_size_multiple:
             raise ValueError(f"option resolution={settings.resolution} must be a multiple of "
                              f"{components.image_size_multiple} for the networks in {folder}")
-        pseudo_masks = load_pseudo_masks(settings.pseudo_masks, settings.resolution) if cls.uses_pseudo_mask else None
+        dataset_root = context.dataset.root if context.dataset is not None else None
+        pseudo_masks = (load_pseudo_masks(settings.pseudo_masks, settings.resolution, dataset_root)
+                        if cls.uses_pseudo_mask else None)
         return cls(components, settings, folder, pseudo_masks)
 
     def identity(self) -> dict[str, Any]:

@@ -297,3 +297,22 @@ def test_cli_run_on_demo_writes_images_and_guidance_maps(tiny_folder, tmp_path):
     guidance = sorted((out / "guidance").glob("*.png"))
     assert len(images) == 8
     assert [path.name for path in guidance] == [path.name for path in images]
+
+
+def test_default_pseudo_masks_are_the_datasets_own(tiny_folder, masks_file, tmp_path):
+    """pseudo_masks=auto (the default): a dataset folder's pseudo_masks.npz (MS-CXR from the MIMIC build)."""
+    import shutil
+
+    from cfbench.dataset import EditDataset
+    from conftest import write_random_dataset
+
+    root = write_random_dataset(tmp_path / "data", n=2, size=SIZE)
+    shutil.copy(masks_file, root / "pseudo_masks.npz")
+    dataset = EditDataset(root, "holdout", SIZE)
+    model = get_model_class("instructx2x").load(LoadContext(
+        model_path=tiny_folder, dataset=dataset, options={"resolution": str(SIZE), "steps": str(STEPS)}))
+    assert model.settings.pseudo_masks == "auto" and model.identity()["pseudo_masks"] == "synthetic"
+    guidance = model.edit([request(3)])[0].guidance_map
+    outside = np.ones((SIZE, SIZE), dtype=bool)
+    outside[CARDIOMEGALY] = False
+    assert np.all(guidance[outside] == 0.0)  # the dataset's cardiomegaly box, not NIH's
