@@ -91,6 +91,10 @@ class InstructX2XSettings(ModelOptions):
     latent_mask: str = "official"
     background_timestep: str = "current"
 
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "precision": ("auto", "fp32", "fp16", "bf16"), "latent_mask": ("official", "max-pool"),
+        "background_timestep": ("current", "next")}
+
     def check(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
@@ -98,12 +102,6 @@ class InstructX2XSettings(ModelOptions):
             raise ValueError(f"t_rel must lie in (0, 1], got {self.t_rel}")
         if self.resolution < 8:
             raise ValueError(f"resolution must be >= 8 px, got {self.resolution}")
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
-        if self.latent_mask not in ("official", "max-pool"):
-            raise ValueError(f"latent_mask must be official or max-pool, got {self.latent_mask!r}")
-        if self.background_timestep not in ("current", "next"):
-            raise ValueError(f"background_timestep must be current or next, got {self.background_timestep!r}")
 
 
 def load_pseudo_masks(source: str, size: int, dataset_root: Path | None = None):

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -54,15 +54,13 @@ class RoentGenSettings(ModelOptions):
     resolution: int = 512
     precision: str = "auto"
 
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "prompt": ("target_report", "instruction"), "scheduler": ("folder", "ddim"),
+        "precision": ("auto", "fp32", "fp16", "bf16")}
+
     def check(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.prompt not in ("target_report", "instruction"):
-            raise ValueError(f"prompt must be target_report or instruction, got {self.prompt!r}")
-        if self.scheduler not in ("folder", "ddim"):
-            raise ValueError(f"scheduler must be folder or ddim, got {self.scheduler!r}")
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {self.precision!r}")
 
 
 @register

@@ -236,6 +236,8 @@ def test_load_errors_name_the_problem(tmp_path, tiny_folder):
         model_class.load(LoadContext(model_path=tiny_folder, options={"steps": "many"}))
     with pytest.raises(ValueError, match="resolution=34 must be a multiple of 4"):
         model_class.load(LoadContext(model_path=tiny_folder, options={"resolution": "34"}))
+    with pytest.raises(ValueError, match="latent_mask must be one of official, max-pool, got 'mean'"):
+        model_class.load(LoadContext(model_path=tiny_folder, options={"latent_mask": "mean"}))
 
 
 def test_shared_loader_reads_text_to_image_folders_and_checks_unet_inputs(tmp_path):

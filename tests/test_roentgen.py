@@ -78,7 +78,7 @@ def test_prompt_source_and_errors(tiny_sd, tmp_path):
         model.edit([request(5, report=None)])
     by_instruction = load(tiny_sd, prompt="instruction").edit([request(5, report=None)])[0]
     assert by_instruction.info["prompt"] == "Add the finding of small left pleural effusion"
-    with pytest.raises(ValueError, match="prompt must be target_report or instruction"):
+    with pytest.raises(ValueError, match="prompt must be one of target_report, instruction"):
         load(tiny_sd, prompt="impression")
     with pytest.raises(ValueError, match="unknown option"):
         load(tiny_sd, guidance_scale="4")
