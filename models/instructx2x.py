@@ -166,9 +166,7 @@ class InstructPix2PixFamily(CounterfactualModel):
             folder, "StableDiffusionInstructPix2PixPipeline", device=context.device,
             dtype=diffusion.resolve_dtype(settings.precision, context.device), expected_unet_in_channels=8,
         )
-        if settings.resolution % components.image_size_multiple:
-            raise ValueError(f"option resolution={settings.resolution} must be a multiple of "
-                             f"{components.image_size_multiple} for the networks in {folder}")
+        diffusion.check_resolution(components, settings.resolution, folder)
         dataset_root = context.dataset.root if context.dataset is not None else None
         pseudo_masks = (load_pseudo_masks(settings.pseudo_masks, settings.resolution, dataset_root)
                         if cls.uses_pseudo_mask else None)

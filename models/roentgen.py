@@ -31,6 +31,7 @@ import numpy as np
 
 from cfbench.interface import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
 from cfbench.options import ModelOptions
+from cfbench.prompts import text_prompt
 from cfbench.registry import register, resolve_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,9 +89,7 @@ class RoentGenModel(CounterfactualModel):
             dtype=diffusion.resolve_dtype(settings.precision, context.device), expected_unet_in_channels=4,
             scheduler=settings.scheduler,
         )
-        if settings.resolution % components.image_size_multiple:
-            raise ValueError(f"option resolution={settings.resolution} must be a multiple of "
-                             f"{components.image_size_multiple} for the networks in {folder}")
+        diffusion.check_resolution(components, settings.resolution, folder)
         return cls(components, settings, folder)
 
     def identity(self) -> dict[str, Any]:
@@ -99,15 +98,6 @@ class RoentGenModel(CounterfactualModel):
         return {"weights_sha256": diffusion.weights_identity(self.weights_folder),
                 "scheduler": type(self.components.scheduler).__name__}
 
-    def prompt(self, request: EditRequest) -> str:
-        """The text a request is generated from; ValueError naming the sample when it has none."""
-        if self.settings.prompt == "instruction":
-            return request.instruction
-        if not request.target_report:
-            raise ValueError(f"sample {request.sample_id!r} has no target_report (the target study's impression) "
-                             "for RoentGen's prompt: build the dataset with `cfbench data build mimic --reports DIR`, "
-                             "or pass --option prompt=instruction")
-        return request.target_report
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         """Generate a batch in one pass (2 guidance branches x batch per UNet call); each sample's noise
@@ -117,7 +107,7 @@ class RoentGenModel(CounterfactualModel):
         if not requests:
             return []
         components, settings = self.components, self.settings
-        prompts = [self.prompt(request) for request in requests]
+        prompts = [text_prompt(request, settings.prompt, self.name) for request in requests]
         side = settings.resolution // components.vae_scale_factor
         noise = diffusion.seeded_noise([request.seed for request in requests],
                                        (components.unet.config.in_channels, side, side), components.device)

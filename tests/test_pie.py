@@ -1,0 +1,88 @@
+"""PIE (iterated image-to-image editing) on a tiny random Stable Diffusion folder loaded through from_pretrained."""
+
+import numpy as np
+import pytest
+import torch
+
+from cfbench import diffusion
+from cfbench.interface import EditRequest, LoadContext
+from cfbench.models.pie import round_seed
+from cfbench.registry import get_model_class
+from tiny_diffusion import save_tiny_stable_diffusion
+
+SIZE = 32
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "sd", sample_size=SIZE // 2)
+
+
+def load(folder, **options):
+    options = {"resolution": str(SIZE), "steps": "8", "iterations": "2", **options}
+    return get_model_class("pie").load(LoadContext(model_path=folder, options=options))
+
+
+def request(index: int, region_mask=None) -> EditRequest:
+    image = np.random.default_rng(index).random((SIZE, SIZE), dtype=np.float32)
+    return EditRequest(sample_id=f"s{index}", image=image, instruction="Add the finding of cardiomegaly",
+                       target_report="Moderate cardiomegaly.", region_mask=region_mask, seed=900 + index)
+
+
+def test_one_round_is_diffusers_img2img(tiny_sd):
+    """A round is Stable Diffusion img2img: same output as diffusers' pipeline from the same latents and noise."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    model = load(tiny_sd, iterations="1", strength="0.5", guidance="7.5")
+    edit = request(1)
+    ours = model.edit([edit])[0].image
+
+    components = model.components
+    start = diffusion.encode_images(components, torch.from_numpy(edit.image)[None]) * components.latent_scaling
+    pipeline = StableDiffusionImg2ImgPipeline.from_pretrained(tiny_sd, safety_checker=None,
+                                                              requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator("cpu").manual_seed(round_seed(edit.seed, 0))
+    reference = pipeline(edit.target_report, image=start, strength=0.5, num_inference_steps=8, guidance_scale=7.5,
+                         generator=generator, output_type="pt").images
+    np.testing.assert_allclose(ours, reference[0].mean(dim=0).numpy(), atol=1e-4)
+
+
+def test_rounds_compound_and_batches_do_not_matter(tiny_sd):
+    one, two = load(tiny_sd, iterations="1"), load(tiny_sd, iterations="2")
+    edits = [request(2), request(3)]
+    first, second = one.edit(edits[:1])[0].image, two.edit(edits[:1])[0].image
+    assert np.abs(first - second).max() > 1e-3  # the second round edits the first round's output
+    batched = two.edit(edits)
+    for edit, together in zip(edits, batched):
+        np.testing.assert_allclose(together.image, two.edit([edit])[0].image, atol=1e-5)
+    assert together.info == {"prompt": "Moderate cardiomegaly.", "iterations": 2}
+
+
+def test_region_mask_weighting_and_latent_grid(tiny_sd):
+    """Masked mode: the mask reaches the latent grid (bilinear, all ones for unmasked requests) and each round
+    ends with init + beta_1 (z - init) outside, init + beta_2 (z - init) inside; unmasked requests unchanged."""
+    model = load(tiny_sd, beta_1="0.1", beta_2="0.5")
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[:, : SIZE // 2] = True
+    requests = [request(4, region_mask=mask), request(5)]
+    region = model.latent_region(requests, (SIZE // 2, SIZE // 2))
+    assert region.shape == (2, 1, SIZE // 2, SIZE // 2)
+    assert torch.all(region[0, 0, :, : SIZE // 4] == 1) and torch.all(region[0, 0, :, SIZE // 4:] == 0)
+    assert torch.all(region[1] == 1)
+    original = torch.zeros(2, 4, SIZE // 2, SIZE // 2)
+    latents = torch.ones(2, 4, SIZE // 2, SIZE // 2)
+    weighted = model.weigh_change(latents, original, region, requests)
+    assert torch.allclose(weighted[0, :, :, : SIZE // 4], torch.tensor(0.5))
+    assert torch.allclose(weighted[0, :, :, SIZE // 4:], torch.tensor(0.1))
+    assert torch.equal(weighted[1], latents[1])
+    free, masked = model.edit([request(4)])[0].image, model.edit(requests[:1])[0].image
+    assert np.abs(free - masked).max() > 1e-3 and np.isfinite(masked).all()
+
+
+def test_options_are_checked(tiny_sd):
+    with pytest.raises(ValueError, match="strength must lie in"):
+        load(tiny_sd, strength="0.01")
+    with pytest.raises(ValueError, match="sample 's5' has no target_report"):
+        load(tiny_sd).edit([EditRequest("s5", np.zeros((SIZE, SIZE), np.float32), "Remove the finding of edema")])
