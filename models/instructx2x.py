@@ -51,13 +51,12 @@ import numpy as np
 from cfbench.findings import Operation, parse_instruction
 from cfbench.interface import (
     Capabilities,
-    CounterfactualModel,
     EditRequest,
     EditResult,
     LoadContext,
 )
-from cfbench.options import ModelOptions
-from cfbench.registry import register, resolve_model_path
+from cfbench.models.diffusers_folder import DiffusersFolderModel, DiffusionOptions
+from cfbench.registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -76,7 +75,7 @@ WEIGHTS_HELP = (
 
 
 @dataclass(frozen=True)
-class InstructX2XSettings(ModelOptions):
+class InstructX2XSettings(DiffusionOptions):
     """Sampling and RSE parameters (see the module docstring for meanings and defaults)."""
 
     steps: int = 100
@@ -86,22 +85,16 @@ class InstructX2XSettings(ModelOptions):
     iqr_factor: float = 1.5
     tau: float = 0.1
     pseudo_masks: str = "auto"
-    resolution: int = 512
-    precision: str = "auto"
     latent_mask: str = "official"
     background_timestep: str = "current"
 
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
-        "precision": ("auto", "fp32", "fp16", "bf16"), "latent_mask": ("official", "max-pool"),
-        "background_timestep": ("current", "next")}
+        **DiffusionOptions.choices, "latent_mask": ("official", "max-pool"), "background_timestep": ("current", "next")}
 
     def check(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        super().check()
         if not 0.0 < self.t_rel <= 1.0:
             raise ValueError(f"t_rel must lie in (0, 1], got {self.t_rel}")
-        if self.resolution < 8:
-            raise ValueError(f"resolution must be >= 8 px, got {self.resolution}")
 
 
 def load_pseudo_masks(source: str, size: int, dataset_root: Path | None = None):
@@ -130,7 +123,7 @@ def instruction_operations(request: EditRequest) -> list[Operation]:
         return []
 
 
-class InstructPix2PixFamily(CounterfactualModel):
+class InstructPix2PixFamily(DiffusersFolderModel):
     """InstructPix2Pix sampling with optional Region-Specific Editing; subclasses choose the RSE parts.
 
     uses_relevance: multiply the guidance map by the relevance map R (one extra two-branch UNet call).
@@ -141,42 +134,29 @@ class InstructPix2PixFamily(CounterfactualModel):
 
     uses_relevance: ClassVar[bool] = False
     uses_pseudo_mask: ClassVar[bool] = False
-    native_resolution = 512
     weights_subdir = "instructx2x"
     weights_help = WEIGHTS_HELP
+    settings_class = InstructX2XSettings
+    pipeline_class = "StableDiffusionInstructPix2PixPipeline"
+    unet_in_channels = 8
 
     def __init__(self, components: DiffusionComponents, settings: InstructX2XSettings,
                  weights_folder: Path, pseudo_masks=None):
-        self.components = components
-        self.settings = settings
-        self.weights_folder = Path(weights_folder)
+        super().__init__(components, settings, weights_folder)
         self.pseudo_masks = pseudo_masks
 
     @classmethod
     def uses_rse(cls) -> bool:
         return cls.uses_relevance or cls.uses_pseudo_mask
 
-    @classmethod
-    def load(cls, context: LoadContext) -> InstructPix2PixFamily:
-        from cfbench import diffusion
+    def prepare(self, context: LoadContext) -> None:
+        """The pseudo masks of the ``pseudo_masks`` option (variants that use them)."""
+        if self.uses_pseudo_mask:
+            dataset_root = context.dataset.root if context.dataset is not None else None
+            self.pseudo_masks = load_pseudo_masks(self.settings.pseudo_masks, self.settings.resolution, dataset_root)
 
-        settings = InstructX2XSettings.from_options(context.options)
-        folder = resolve_model_path(cls, context.model_path)
-        components = diffusion.load_diffusion_components(
-            folder, "StableDiffusionInstructPix2PixPipeline", device=context.device,
-            dtype=diffusion.resolve_dtype(settings.precision, context.device), expected_unet_in_channels=8,
-        )
-        diffusion.check_resolution(components, settings.resolution, folder)
-        dataset_root = context.dataset.root if context.dataset is not None else None
-        pseudo_masks = (load_pseudo_masks(settings.pseudo_masks, settings.resolution, dataset_root)
-                        if cls.uses_pseudo_mask else None)
-        return cls(components, settings, folder, pseudo_masks)
-
-    def identity(self) -> dict[str, Any]:
-        from cfbench import diffusion
-
-        return {"weights_sha256": diffusion.weights_identity(self.weights_folder),
-                "pseudo_masks": getattr(self.pseudo_masks, "source", None),
+    def identity_extra(self) -> dict[str, Any]:
+        return {"pseudo_masks": getattr(self.pseudo_masks, "source", None),
                 "rse": {"relevance": self.uses_relevance, "pseudo_mask": self.uses_pseudo_mask}}
 
     # ----------------------------------------------------------------------------------- edit

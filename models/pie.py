@@ -36,20 +36,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cfbench.interface import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
-from cfbench.options import ModelOptions
+from cfbench.interface import Capabilities, EditRequest, EditResult
+from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
 from cfbench.prompts import text_prompt
-from cfbench.registry import register, resolve_model_path
+from cfbench.registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from cfbench.diffusion import DiffusionComponents
 
 WEIGHTS_HELP = (
     "PIE runs on a Stable Diffusion folder fine-tuned on chest X-rays: download IrohXu/stable-diffusion-mimic-cxr-v0.1 "
@@ -59,7 +56,7 @@ WEIGHTS_HELP = (
 
 
 @dataclass(frozen=True)
-class PIESettings(ModelOptions):
+class PIESettings(TextPromptedOptions):
     """Sampling parameters (see the module docstring for meanings and defaults)."""
 
     iterations: int = 10
@@ -68,18 +65,11 @@ class PIESettings(ModelOptions):
     guidance: float = 7.5
     beta_1: float = 0.01
     beta_2: float = 0.75
-    prompt: str = "target_report"
-    scheduler: str = "folder"
-    resolution: int = 512
-    precision: str = "auto"
-
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {
-        "prompt": ("target_report", "instruction"), "scheduler": ("folder", "ddim"),
-        "precision": ("auto", "fp32", "fp16", "bf16")}
 
     def check(self) -> None:
-        if self.iterations < 1 or self.steps < 1:
-            raise ValueError(f"iterations and steps must be >= 1, got {self.iterations} and {self.steps}")
+        super().check()
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if not 0.0 < self.strength <= 1.0 or int(self.steps * self.strength) < 1:
             raise ValueError(f"strength must lie in (0, 1] and leave at least one step, got {self.strength}")
 
@@ -90,38 +80,13 @@ def round_seed(seed: int, round_index: int) -> int:
 
 
 @register
-class PIEModel(CounterfactualModel):
+class PIEModel(TextPromptedModel):
     name = "pie"
     capabilities = Capabilities(edits_image=True)
     description = "PIE: iterated image-to-image Stable Diffusion towards the target report (progressive editing)"
-    native_resolution = 512
     weights_subdir = "pie"
     weights_help = WEIGHTS_HELP
-
-    def __init__(self, components: DiffusionComponents, settings: PIESettings, weights_folder: Path):
-        self.components = components
-        self.settings = settings
-        self.weights_folder = Path(weights_folder)
-
-    @classmethod
-    def load(cls, context: LoadContext) -> PIEModel:
-        from cfbench import diffusion
-
-        settings = PIESettings.from_options(context.options)
-        folder = resolve_model_path(cls, context.model_path)
-        components = diffusion.load_diffusion_components(
-            folder, "StableDiffusionPipeline", device=context.device,
-            dtype=diffusion.resolve_dtype(settings.precision, context.device), expected_unet_in_channels=4,
-            scheduler=settings.scheduler,
-        )
-        diffusion.check_resolution(components, settings.resolution, folder)
-        return cls(components, settings, folder)
-
-    def identity(self) -> dict[str, Any]:
-        from cfbench import diffusion
-
-        return {"weights_sha256": diffusion.weights_identity(self.weights_folder),
-                "scheduler": type(self.components.scheduler).__name__}
+    settings_class = PIESettings
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         """All rounds for a batch at once; each sample's noise comes from its own seed and the round, so
@@ -143,7 +108,8 @@ class PIEModel(CounterfactualModel):
         for round_index in range(settings.iterations):
             noise = diffusion.seeded_noise([round_seed(r.seed, round_index) for r in requests],
                                            tuple(original.shape[1:]), components.device)
-            start = diffusion.encode_images(components, current) * components.latent_scaling
+            start = original if round_index == 0 else (
+                diffusion.encode_images(components, current) * components.latent_scaling)
             keep = None if region is None else diffusion.KeepRegion(region, original, noise)
             latents = diffusion.generate_from_text(components, noise, text, null, settings.steps, settings.guidance,
                                                    start_latents=start, strength=settings.strength, keep=keep)

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from cfbench.interface import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
-from cfbench.options import ModelOptions
+from cfbench.interface import Capabilities, EditRequest, EditResult
+from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
 from cfbench.prompts import text_prompt
-from cfbench.registry import register, resolve_model_path
-
-if TYPE_CHECKING:  # pragma: no cover
-    from cfbench.diffusion import DiffusionComponents
+from cfbench.registry import register
 
 WEIGHTS_HELP = (
     "RoentGen's weights are on the Hugging Face hub as StanfordAIMI/roent-gen-v1-0 (credentialed access: "
@@ -45,59 +40,21 @@ WEIGHTS_HELP = (
 
 
 @dataclass(frozen=True)
-class RoentGenSettings(ModelOptions):
+class RoentGenSettings(TextPromptedOptions):
     """Sampling parameters (see the module docstring for meanings and defaults)."""
 
     steps: int = 75
     guidance: float = 4.0
-    prompt: str = "target_report"
-    scheduler: str = "folder"
-    resolution: int = 512
-    precision: str = "auto"
-
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {
-        "prompt": ("target_report", "instruction"), "scheduler": ("folder", "ddim"),
-        "precision": ("auto", "fp32", "fp16", "bf16")}
-
-    def check(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
 
 @register
-class RoentGenModel(CounterfactualModel):
+class RoentGenModel(TextPromptedModel):
     name = "roentgen"
     capabilities = Capabilities(edits_image=False)
     description = "RoentGen: Stable Diffusion fine-tuned on MIMIC-CXR, prompted with the target impression"
-    native_resolution = 512
     weights_subdir = "roentgen"
     weights_help = WEIGHTS_HELP
-
-    def __init__(self, components: DiffusionComponents, settings: RoentGenSettings, weights_folder: Path):
-        self.components = components
-        self.settings = settings
-        self.weights_folder = Path(weights_folder)
-
-    @classmethod
-    def load(cls, context: LoadContext) -> RoentGenModel:
-        from cfbench import diffusion
-
-        settings = RoentGenSettings.from_options(context.options)
-        folder = resolve_model_path(cls, context.model_path)
-        components = diffusion.load_diffusion_components(
-            folder, "StableDiffusionPipeline", device=context.device,
-            dtype=diffusion.resolve_dtype(settings.precision, context.device), expected_unet_in_channels=4,
-            scheduler=settings.scheduler,
-        )
-        diffusion.check_resolution(components, settings.resolution, folder)
-        return cls(components, settings, folder)
-
-    def identity(self) -> dict[str, Any]:
-        from cfbench import diffusion
-
-        return {"weights_sha256": diffusion.weights_identity(self.weights_folder),
-                "scheduler": type(self.components.scheduler).__name__}
-
+    settings_class = RoentGenSettings
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         """Generate a batch in one pass (2 guidance branches x batch per UNet call); each sample's noise
