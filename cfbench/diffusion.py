@@ -128,6 +128,17 @@ def load_diffusion_components(
     )
 
 
+COMPONENT_CONFIGS: tuple[str, ...] = ("unet/config.json", "vae/config.json", "text_encoder/config.json",
+                                      "scheduler/scheduler_config.json")
+
+
+def missing_pipeline_parts(folder: Path,
+                           parts: tuple[str, ...] = ("model_index.json", *COMPONENT_CONFIGS)) -> list[str]:
+    """The files of ``parts`` and the ``tokenizer/`` folder that a pipeline folder lacks ([] when complete)."""
+    missing = [name for name in parts if not (folder / name).is_file()]
+    return missing + ([] if (folder / "tokenizer").is_dir() else ["tokenizer/"])
+
+
 def check_resolution(components: DiffusionComponents, resolution: int, folder: str | Path) -> None:
     """ValueError unless the networks in ``folder`` can run at ``resolution`` (a multiple of
     :attr:`DiffusionComponents.image_size_multiple`)."""

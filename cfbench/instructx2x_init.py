@@ -16,15 +16,10 @@ from pathlib import Path
 
 import torch
 
+from cfbench.diffusion import missing_pipeline_parts
+
 LATENT_CHANNELS = 4
 INSTRUCT_PIX2PIX_IN_CHANNELS = 2 * LATENT_CHANNELS
-REQUIRED_FILES: tuple[str, ...] = (
-    "model_index.json",
-    "unet/config.json",
-    "vae/config.json",
-    "text_encoder/config.json",
-    "scheduler/scheduler_config.json",
-)
 
 
 class BaseModelError(ValueError):
@@ -52,9 +47,7 @@ def check_base_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise BaseModelError(f"base model folder not found: {folder}")
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if not (folder / "tokenizer").is_dir():
-        missing.append("tokenizer/")
+    missing = missing_pipeline_parts(folder)
     if missing:
         raise BaseModelError(
             f"{folder} is not a diffusers Stable Diffusion / InstructPix2Pix folder: missing {', '.join(missing)}. "

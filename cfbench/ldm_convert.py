@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
+from cfbench.diffusion import COMPONENT_CONFIGS, missing_pipeline_parts
+
 UNET_PREFIX = "model.diffusion_model."
 EMA_PREFIX = "model_ema."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIXES: tuple[str, ...] = ("cond_stage_model.transformer.", "cond_stage_model.model.")
 CONV_IN_KEY = UNET_PREFIX + "input_blocks.0.0.weight"
-CONFIG_FILES: tuple[str, ...] = ("unet/config.json", "vae/config.json", "text_encoder/config.json",
-                                 "scheduler/scheduler_config.json")
 WEIGHT_CHOICES: tuple[str, ...] = ("auto", "ema", "raw")
 
 
@@ -95,9 +95,7 @@ def check_config_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise LdmCheckpointError(f"config folder not found: {folder}")
-    missing = [name for name in CONFIG_FILES if not (folder / name).is_file()]
-    if not (folder / "tokenizer").is_dir():
-        missing.append("tokenizer/")
+    missing = missing_pipeline_parts(folder, COMPONENT_CONFIGS)
     if missing:
         raise LdmCheckpointError(
             f"config folder {folder} lacks {', '.join(missing)}: pass a diffusers folder of the same "
