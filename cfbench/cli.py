@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -123,8 +124,6 @@ SHARD_ENVIRONMENTS = (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SL
 def _shard_and_device(text: str | None, device: str):
     """The Shard of ``--shard`` (None without it) and the device: under ``auto``, from the launcher's
     environment, with a bare ``cuda`` device made the process's local GPU."""
-    import os
-
     from cfbench.runstore import Shard
 
     if text is None:

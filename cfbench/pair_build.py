@@ -153,7 +153,7 @@ def process_pairs(jobs: Iterable[PairJob], out: str | Path, settings: PairSettin
     with JsonlLedger(out / LEDGER) as ledger:
         bar = tqdm(total=len(todo), desc="pairs", unit="pair", disable=not progress)
         for outcome in _run(todo, out, settings, max(1, workers), itk_threads):
-            ledger.append({k: v for k, v in asdict(outcome).items()})
+            ledger.append(asdict(outcome))
             done[outcome.pair_id] = outcome
             if outcome.status == FAILED:
                 log.warning("pair %s failed: %s", outcome.pair_id, outcome.error)
