@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfbench import weights
-from cfbench import evaluate as evaluate_module
-from cfbench.evaluate import evaluate_run
-from cfbench.phantom_dataset import build_phantom_dataset
-from cfbench.runner import RunSettings, generate
-from cfbench.runstore import load_generated
-from cfbench.scoring import Protocol
+from cfbench.evaluation import weights
+from cfbench.evaluation import evaluate as evaluate_module
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.phantom.dataset import build_phantom_dataset
+from cfbench.runs.generate import RunSettings, generate
+from cfbench.runs.store import load_generated
+from cfbench.evaluation.protocol import Protocol
 
 PROTOCOL = Protocol(bootstrap_resamples=1000, fid_bootstrap_resamples=0)
 
@@ -47,7 +47,7 @@ def random_densenet_evaluator(folder: Path):
     """XRVPathologyEvaluator on a randomly initialised DenseNet-121 saved like the release file."""
     import torchxrayvision as xrv
 
-    from cfbench.xrv_evaluators import XRVPathologyEvaluator
+    from cfbench.evaluation.xrv import XRVPathologyEvaluator
 
     torch.manual_seed(0)
     entry = weights.get("xrv-densenet121-all")
@@ -77,7 +77,7 @@ def overhead_and_cache(n: int, size: int, layout: str) -> None:
             for folder in ("counterfactual", "lesion_mask"):
                 shutil.rmtree(data / folder)
         evaluator = random_densenet_evaluator(scratch / "xrv-cache")
-        from cfbench.dataset import EditDataset
+        from cfbench.datasets.edit_dataset import EditDataset
 
         dataset = EditDataset(data, "holdout", size)
         generated = np.stack([load_generated(runs["identity"], s.sample_id, size) for s in dataset])

@@ -24,7 +24,8 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cfbench.phantom import PHANTOM_VERSION, render, render_pair, sample_pair, sample_pose  # noqa: E402
+from cfbench.phantom.render import render, render_pair
+from cfbench.phantom.scenario import PHANTOM_VERSION, sample_pair, sample_pose
 
 import numpy as np  # noqa: E402
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cfbench.phantom_evaluators import PhantomEvaluator  # noqa: E402
+from cfbench.phantom.evaluator import PhantomEvaluator  # noqa: E402
 
 
 def main() -> None:

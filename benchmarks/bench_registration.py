@@ -4,7 +4,7 @@ Run: ``python benchmarks/bench_registration.py [--pairs N] [--workers 1 2] [--si
 
 Makes N longitudinal pairs from the real X-rays in ``../shared/data/real-cxr`` (re-posed and re-exposed
 copies; phantom pairs when that folder is absent), saves them as 8-bit PNGs at 1024 px like the NIH
-release, and builds them with :func:`cfbench.pair_build.process_pairs` (read + resize + SimpleITK
+release, and builds them with :func:`cfbench.datasets.pair_engine.process_pairs` (read + resize + SimpleITK
 registration + two 16-bit PNG writes per pair) into a fresh folder for each configuration: first one
 worker with one SimpleITK thread (the serial baseline), then each worker count with SimpleITK's threads
 set to cores / workers (the builders' default). Prints pairs/s and the speed-up over the serial
@@ -25,8 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cfbench.images import load_image, resize  # noqa: E402
-from cfbench.pair_build import PairJob, PairSettings, process_pairs  # noqa: E402
+from cfbench.core.images import load_image, resize  # noqa: E402
+from cfbench.datasets.pair_engine import PairJob, PairSettings, process_pairs  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-cxr"
 
@@ -34,7 +34,8 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-cxr"
 def source_images(folder: Path = REAL) -> tuple[list[np.ndarray], str]:
     if folder.is_dir() and list(folder.glob("*.png")):
         return [load_image(path) for path in sorted(folder.glob("*.png"))], f"real X-rays from {folder}"
-    from cfbench.phantom import render_pair, sample_pair
+    from cfbench.phantom.render import render_pair
+    from cfbench.phantom.scenario import sample_pair
 
     return [render_pair(sample_pair(seed), 512).past for seed in range(2)], "phantoms (real-cxr folder absent)"
 
@@ -43,7 +44,7 @@ def follow_up(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A re-posed, re-exposed copy: rotation up to 5 degrees, scale up to 5 %, shift up to 15 px, gamma, noise."""
     import SimpleITK as sitk
 
-    from cfbench.registration import to_sitk
+    from cfbench.datasets.registration import to_sitk
 
     transform = sitk.Similarity2DTransform()
     transform.SetCenter(((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2))

@@ -34,7 +34,7 @@ from cfbench.models.instructx2x import (
 )
 
 from cfbench import diffusion
-from cfbench.interface import EditRequest
+from cfbench.api.model import EditRequest
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 INSTRUCTIONS = ("Add the finding of cardiomegaly", "Add the finding of small left pleural effusion",

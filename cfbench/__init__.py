@@ -1,12 +1,12 @@
 """cfbench: an open benchmark harness for counterfactual chest X-ray generators.
 
-Data flow: split (:mod:`cfbench.dataset`) -> ``model.edit`` (:mod:`cfbench.interface`, adapters in
-:mod:`cfbench.models`) -> run folder (:mod:`cfbench.runner`, :mod:`cfbench.runstore`) -> evaluators and
-metrics (:mod:`cfbench.evaluate`, :mod:`cfbench.metrics`) -> leaderboard.
+Data flow: split (:mod:`cfbench.datasets.edit_dataset`) -> ``model.edit`` (:mod:`cfbench.api.model`, adapters in
+:mod:`cfbench.models`) -> run folder (:mod:`cfbench.runs.generate`, :mod:`cfbench.runs.store`) -> evaluators and
+metrics (:mod:`cfbench.evaluation.evaluate`, :mod:`cfbench.metrics`) -> leaderboard.
 """
 
-from cfbench.findings import Operation
-from cfbench.interface import (
+from cfbench.core.findings import Operation
+from cfbench.api.model import (
     Capabilities,
     CounterfactualModel,
     EditRequest,
@@ -15,7 +15,8 @@ from cfbench.interface import (
     ResultValidationError,
     validate_result,
 )
-from cfbench.registry import register
+from cfbench.api.registry import register
+from cfbench.core.errors import MissingWeights, WeightsNotFoundError
 
 __version__ = "0.1.0"
 
@@ -25,8 +26,10 @@ __all__ = [
     "EditRequest",
     "EditResult",
     "LoadContext",
+    "MissingWeights",
     "Operation",
     "ResultValidationError",
     "register",
     "validate_result",
+    "WeightsNotFoundError",
 ]

@@ -5,57 +5,41 @@ batch, ``compute()`` at the end. Memory is constant in the number of samples whe
 (FID's running sums, mean probabilities); metrics that need ranks or pairs (AUROC,
 Pearson r, F1 for the bootstrap) keep a few scalars per sample, never images. Each of those provides
 ``compute_on(indices)`` and ``num_samples`` for paired bootstrap intervals (``cfbench.metrics.bootstrap``).
+
+Submodules load on first use (``from cfbench.metrics import FrechetDistance`` imports only what it needs), so
+importing one light module such as :mod:`cfbench.metrics.cmig` does not pull in SciPy.
 """
 
-from cfbench.metrics.bootstrap import (
-    ConfidenceInterval,
-    bootstrap_ci,
-    bootstrap_many,
-    bootstrap_metric,
-    paired_difference_ci,
-)
-from cfbench.metrics.classification import (
-    BinaryAUROC,
-    LabelPolicy,
-    MulticlassAUROC,
-    PathologyAUROC,
-    PathologyF1,
-    binary_auroc,
-    binary_f1,
-)
-from cfbench.metrics.cmig import CMIGResult, cmig, cmig_from_metrics
-from cfbench.metrics.divergence import MeanProbability, PathologyKLDivergence, bernoulli_kl
-from cfbench.metrics.fid import (
-    FrechetDistance,
-    frechet_distance,
-    frechet_distance_from_factors,
-    frechet_distance_from_features,
-)
-from cfbench.metrics.regression import PearsonCorrelation, pearson_r
+from __future__ import annotations
 
-__all__ = [
-    "BinaryAUROC",
-    "CMIGResult",
-    "ConfidenceInterval",
-    "FrechetDistance",
-    "LabelPolicy",
-    "MeanProbability",
-    "MulticlassAUROC",
-    "PathologyAUROC",
-    "PathologyF1",
-    "PathologyKLDivergence",
-    "PearsonCorrelation",
-    "bernoulli_kl",
-    "binary_auroc",
-    "binary_f1",
-    "bootstrap_ci",
-    "bootstrap_many",
-    "bootstrap_metric",
-    "cmig",
-    "cmig_from_metrics",
-    "frechet_distance",
-    "frechet_distance_from_factors",
-    "frechet_distance_from_features",
-    "paired_difference_ci",
-    "pearson_r",
-]
+import importlib
+
+# cmig is pure Python and its module shares a name with its function: bind the function now, so that
+# ``cfbench.metrics.cmig`` is the function however the submodule is imported later.
+from cfbench.metrics.cmig import CMIGResult, cmig, cmig_from_metrics
+
+_EXPORTS: dict[str, str] = {
+    "ConfidenceInterval": "bootstrap", "bootstrap_ci": "bootstrap", "bootstrap_many": "bootstrap",
+    "bootstrap_metric": "bootstrap", "paired_difference_ci": "bootstrap",
+    "BinaryAUROC": "classification", "LabelPolicy": "classification", "MulticlassAUROC": "classification",
+    "PathologyAUROC": "classification", "PathologyF1": "classification", "binary_auroc": "classification",
+    "binary_f1": "classification",
+    "MeanProbability": "divergence", "PathologyKLDivergence": "divergence", "bernoulli_kl": "divergence",
+    "FrechetDistance": "fid", "frechet_distance": "fid", "frechet_distance_from_factors": "fid",
+    "frechet_distance_from_features": "fid",
+    "PearsonCorrelation": "regression", "pearson_r": "regression",
+}
+
+__all__ = sorted([*_EXPORTS, "CMIGResult", "cmig", "cmig_from_metrics"])
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

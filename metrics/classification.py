@@ -24,38 +24,10 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from cfbench.findings import EVALUATED_FINDINGS
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.metrics._inputs import PerSampleStore, check_indices, float_array
 
 UNCERTAIN_LABEL = -1.0
-
-
-# ----------------------------------------------------------------------------------------------------
-# Input checks shared by the metric objects of this module
-# ----------------------------------------------------------------------------------------------------
-
-
-def _float_array(values, name: str, metric: str, ndim: int, allow_nan: bool = False) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != ndim:
-        raise ValueError(f"{metric}: {name} must have {ndim} dimension(s), got shape {array.shape}")
-    if not allow_nan and np.isnan(array).any():
-        raise ValueError(f"{metric}: {name} contains NaN")
-    if np.isinf(array).any():
-        raise ValueError(f"{metric}: {name} contains infinite values")
-    return array
-
-
-def _check_indices(indices, n: int, metric: str) -> np.ndarray:
-    indices = np.asarray(indices)
-    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"{metric}: indices must be a 1-D integer array, got {indices.dtype} {indices.shape}")
-    if indices.size and (indices.min() < 0 or indices.max() >= n):
-        raise ValueError(f"{metric}: indices must lie in [0, {n}), got [{indices.min()}, {indices.max()}]")
-    return indices
-
-
-def _empty_error(metric: str) -> RuntimeError:
-    return RuntimeError(f"{metric}: compute() called before any sample was added with update()")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -168,31 +140,6 @@ def _check_chexpert_labels(labels: np.ndarray, metric: str) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-class PerSampleStore:
-    """Storage shared by the metrics that need every sample: (prediction, truth) rows, appended per batch
-    and concatenated once on first read, so a bootstrap's thousand ``compute_on`` calls do not re-copy."""
-
-    def __init__(self) -> None:
-        self._predictions: list[np.ndarray] = []
-        self._truths: list[np.ndarray] = []
-
-    def _append(self, predictions: np.ndarray, truths: np.ndarray) -> None:
-        self._predictions.append(predictions)
-        self._truths.append(truths)
-
-    @property
-    def num_samples(self) -> int:
-        return sum(len(p) for p in self._predictions)
-
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._predictions:
-            raise _empty_error(type(self).__name__)
-        if len(self._predictions) > 1:
-            self._predictions = [np.concatenate(self._predictions)]
-            self._truths = [np.concatenate(self._truths)]
-        return self._predictions[0], self._truths[0]
-
-
 class BinaryAUROC(PerSampleStore):
     """Binary AUROC, e.g. sex: the predicted probability of class 1 against 0/1 labels.
 
@@ -206,8 +153,8 @@ class BinaryAUROC(PerSampleStore):
 
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
         name = type(self).__name__
-        scores = _float_array(scores, "scores", name, ndim=1)
-        labels = _float_array(labels, "labels", name, ndim=1)
+        scores = float_array(scores, "scores", name, ndim=1)
+        labels = float_array(labels, "labels", name, ndim=1)
         if scores.shape != labels.shape:
             raise ValueError(f"{name}: scores shape {scores.shape} differs from labels shape {labels.shape}")
         if not np.isin(labels, (0.0, 1.0)).all():
@@ -221,7 +168,7 @@ class BinaryAUROC(PerSampleStore):
     def compute_on(self, indices: np.ndarray) -> float:
         """AUROC on the samples at ``indices`` (with repetition, for the bootstrap)."""
         scores, labels = self._arrays()
-        indices = _check_indices(indices, len(scores), type(self).__name__)
+        indices = check_indices(indices, len(scores), type(self).__name__)
         return binary_auroc(labels[indices], scores[indices])
 
     def undefined_reason(self) -> str | None:
@@ -252,14 +199,14 @@ class MulticlassAUROC(PerSampleStore):
 
     def update(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
         name = type(self).__name__
-        probabilities = _float_array(probabilities, "probabilities", name, ndim=2)
+        probabilities = float_array(probabilities, "probabilities", name, ndim=2)
         labels = np.asarray(labels)
         if labels.ndim != 1 or probabilities.shape != (labels.shape[0], self.num_classes):
             raise ValueError(
                 f"{name}: expected probabilities (B, {self.num_classes}) and labels (B,), "
                 f"got {probabilities.shape} and {labels.shape}"
             )
-        labels = _float_array(labels, "labels", name, ndim=1)
+        labels = float_array(labels, "labels", name, ndim=1)
         if not (np.isin(labels, np.arange(self.num_classes))).all():
             raise ValueError(f"{name}: labels must be integers in [0, {self.num_classes}), got {np.unique(labels)[:5]}")
         self._append(probabilities, labels.astype(np.int64))
@@ -279,7 +226,7 @@ class MulticlassAUROC(PerSampleStore):
     def compute_on(self, indices: np.ndarray) -> float:
         """Macro AUROC on the samples at ``indices`` (with repetition, for the bootstrap)."""
         probabilities, labels = self._arrays()
-        indices = _check_indices(indices, len(labels), type(self).__name__)
+        indices = check_indices(indices, len(labels), type(self).__name__)
         return float(np.mean(self._per_class(probabilities[indices], labels[indices], self.num_classes)))
 
     def undefined_reason(self) -> str | None:
@@ -304,8 +251,8 @@ class _PathologyMetric(PerSampleStore):
     def update(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
         """Add a batch: probabilities (B, F) and raw labels (B, F) (1, 0, -1, NaN/None), F = len(findings)."""
         name = type(self).__name__
-        probabilities = _float_array(probabilities, "probabilities", name, ndim=2)
-        labels = _float_array(labels, "labels", name, ndim=2, allow_nan=True)
+        probabilities = float_array(probabilities, "probabilities", name, ndim=2)
+        labels = float_array(labels, "labels", name, ndim=2, allow_nan=True)
         expected = (probabilities.shape[0], len(self.findings))
         if probabilities.shape != expected or labels.shape != expected:
             raise ValueError(
@@ -394,7 +341,7 @@ class PathologyAUROC(_PathologyMetric):
     def compute_on(self, indices: np.ndarray, finding: str | None = None) -> float:
         """Mean AUROC (or one ``finding``'s AUROC) on the samples at ``indices``, for the bootstrap."""
         probabilities, labels = self._arrays()
-        indices = _check_indices(indices, len(labels), type(self).__name__)
+        indices = check_indices(indices, len(labels), type(self).__name__)
         probabilities, labels = probabilities[indices], labels[indices]
         if finding is not None:
             f = self._finding_index(finding)
@@ -463,7 +410,7 @@ class PathologyF1(_PathologyMetric):
     def compute_on(self, indices: np.ndarray, finding: str | None = None) -> float:
         """Macro F1 (or one ``finding``'s F1) on the samples at ``indices``, for the bootstrap."""
         probabilities, labels = self._arrays()
-        indices = _check_indices(indices, len(labels), type(self).__name__)
+        indices = check_indices(indices, len(labels), type(self).__name__)
         per_finding = self._per_finding(probabilities[indices], labels[indices])
         if finding is not None:
             return per_finding[self._finding_index(finding)]

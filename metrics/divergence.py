@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cfbench.findings import EVALUATED_FINDINGS
-from cfbench.metrics.classification import _check_indices, _empty_error, _float_array
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.metrics._inputs import check_indices, empty_error, float_array
 
 KL_EPS = 1e-7
 
@@ -31,7 +31,7 @@ def bernoulli_kl(p: np.ndarray, q: np.ndarray, eps: float = KL_EPS) -> np.ndarra
 
 
 def _check_probabilities(probabilities: np.ndarray, num_classes: int, metric: str) -> np.ndarray:
-    probabilities = _float_array(probabilities, "probabilities", metric, ndim=2)
+    probabilities = float_array(probabilities, "probabilities", metric, ndim=2)
     if probabilities.shape[1] != num_classes:
         raise ValueError(f"{metric}: expected probabilities of shape (B, {num_classes}), got {probabilities.shape}")
     if probabilities.size and (probabilities.min() < 0.0 or probabilities.max() > 1.0):
@@ -70,7 +70,7 @@ class MeanProbability:
 
     def compute_array(self) -> np.ndarray:
         if self.count == 0:
-            raise _empty_error(type(self).__name__)
+            raise empty_error(type(self).__name__)
         return self.sum / self.count
 
     def compute(self) -> dict[str, float]:
@@ -82,10 +82,10 @@ class MeanProbability:
         if not self.keep_samples:
             raise RuntimeError(f"{name}: compute_array_on needs the samples; construct with keep_samples=True")
         if self.count == 0:
-            raise _empty_error(name)
+            raise empty_error(name)
         if len(self._rows) > 1:
             self._rows = [np.concatenate(self._rows)]
-        indices = _check_indices(indices, self.count, name)
+        indices = check_indices(indices, self.count, name)
         if indices.size == 0:
             raise ValueError(f"{name}: empty index set")
         return self._rows[0][indices].mean(axis=0)

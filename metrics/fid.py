@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from cfbench.metrics.classification import _check_indices, _empty_error, _float_array
+from cfbench.metrics._inputs import check_indices, empty_error, float_array
 
 FID_BOOTSTRAP_RESAMPLES = 200
 
@@ -189,7 +189,7 @@ class FrechetDistance:
 
     def update(self, features: np.ndarray, *, real: bool) -> None:
         name = type(self).__name__
-        features = _float_array(features, "features", name, ndim=2)
+        features = float_array(features, "features", name, ndim=2)
         if features.shape[1] != self.num_features:
             raise ValueError(f"{name}: expected features of shape (B, {self.num_features}), got {features.shape}")
         self._statistics[bool(real)].update(features)
@@ -216,7 +216,7 @@ class FrechetDistance:
 
     def compute(self) -> float:
         if self.num_real == 0 and self.num_generated == 0:
-            raise _empty_error(type(self).__name__)
+            raise empty_error(type(self).__name__)
         for real, side in ((True, "real"), (False, "generated")):
             if self._statistics[real].count < 2:
                 count = self._statistics[real].count
@@ -244,14 +244,14 @@ class FrechetDistance:
         if not self.keep_features:
             raise RuntimeError(f"{name}: compute_on needs the features; construct with keep_features=True")
         if not self._features[False]:
-            raise _empty_error(name)
+            raise empty_error(name)
         generated = self._stored(False)
         real = self._stored(True)
         if real_indices is None:
             _ = self.num_samples  # checks the counts agree
             real_indices = indices
-        indices = _check_indices(indices, len(generated), name)
-        real_indices = _check_indices(real_indices, len(real), name)
+        indices = check_indices(indices, len(generated), name)
+        real_indices = check_indices(real_indices, len(real), name)
         if len(np.unique(indices)) < 2 or len(np.unique(real_indices)) < 2:
             return math.nan
         return _resample_fid(real, real_indices, generated, indices)

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from cfbench.metrics.classification import PerSampleStore, _check_indices, _float_array
+from cfbench.metrics._inputs import PerSampleStore, check_indices, float_array
 
 
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
@@ -42,8 +42,8 @@ class PearsonCorrelation(PerSampleStore):
 
     def update(self, predicted: np.ndarray, target: np.ndarray) -> None:
         name = type(self).__name__
-        predicted = _float_array(predicted, "predicted", name, ndim=1)
-        target = _float_array(target, "target", name, ndim=1)
+        predicted = float_array(predicted, "predicted", name, ndim=1)
+        target = float_array(target, "target", name, ndim=1)
         if predicted.shape != target.shape:
             raise ValueError(f"{name}: predicted shape {predicted.shape} differs from target shape {target.shape}")
         self._append(predicted, target)
@@ -54,7 +54,7 @@ class PearsonCorrelation(PerSampleStore):
     def compute_on(self, indices: np.ndarray) -> float:
         """r on the pairs at ``indices`` (with repetition, for the bootstrap)."""
         predicted, target = self._arrays()
-        indices = _check_indices(indices, len(predicted), type(self).__name__)
+        indices = check_indices(indices, len(predicted), type(self).__name__)
         return pearson_r(predicted[indices], target[indices])
 
     def undefined_reason(self) -> str | None:

@@ -1,5 +1,5 @@
 """The shared bases of adapters that run a local diffusers pipeline folder (InstructX2X and its ablations,
-RoentGen, PIE): options common to them, loading through :func:`cfbench.diffusion.load_diffusion_components`
+RoentGen, PIE): options common to them, loading through :func:`cfbench.diffusion.components.load_diffusion_components`
 with the checks every such adapter needs, and the weights identity; plus the text-prompted Stable
 Diffusion variant (RoentGen, PIE). Not registered models themselves.
 """
@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cfbench.interface import CounterfactualModel, LoadContext
-from cfbench.options import ModelOptions
-from cfbench.registry import resolve_model_path
+from cfbench.api.model import CounterfactualModel, LoadContext
+from cfbench.api.options import ModelOptions
+from cfbench.api.registry import resolve_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cfbench.diffusion import DiffusionComponents
+    from cfbench.diffusion.components import DiffusionComponents
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class DiffusersFolderModel(CounterfactualModel):
 
     @classmethod
     def scheduler_choice(cls, settings: DiffusionOptions) -> str:
-        """"ddim" or "folder" (see :func:`cfbench.diffusion.load_diffusion_components`)."""
+        """"ddim" or "folder" (see :func:`cfbench.diffusion.components.load_diffusion_components`)."""
         return "ddim"
 
     @classmethod
@@ -86,7 +86,7 @@ class DiffusersFolderModel(CounterfactualModel):
 @dataclass(frozen=True)
 class TextPromptedOptions(DiffusionOptions):
     """Options of Stable Diffusion models prompted with text: ``prompt`` ("target_report": the target
-    study's impression, or "instruction"; see :func:`cfbench.prompts.text_prompt`) and ``scheduler``
+    study's impression, or "instruction"; see :func:`cfbench.api.prompts.text_prompt`) and ``scheduler``
     ("folder": the one saved with the weights, or "ddim")."""
 
     prompt: str = "target_report"

@@ -8,8 +8,8 @@ Registry names (one class hierarchy; the variants differ only in which RSE parts
 - ``instructpix2pix``: no RSE at all (the papers' "wo RSE" row): the plain InstructPix2Pix loop.
 
 Any InstructPix2Pix-format diffusers folder loads (the official InstructX2X checkpoint or another
-InstructPix2Pix fine-tune). The sampling loop, guidance and VAE handling live in :mod:`cfbench.diffusion`,
-the RSE maps in :mod:`cfbench.rse`; this module only wires them to the benchmark's request/result contract.
+InstructPix2Pix fine-tune). The sampling loop, guidance and VAE handling live in :mod:`cfbench.diffusion.components`,
+the RSE maps in :mod:`cfbench.diffusion.rse`; this module only wires them to the benchmark's request/result contract.
 
 Options (``--option key=value``), defaults from the paper / official inference code:
 
@@ -48,22 +48,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from cfbench.findings import Operation, parse_instruction
-from cfbench.interface import (
+from cfbench.core.findings import Operation, parse_instruction
+from cfbench.api.model import (
     Capabilities,
     EditRequest,
     EditResult,
     LoadContext,
 )
 from cfbench.models.diffusers_folder import DiffusersFolderModel, DiffusionOptions
-from cfbench.registry import register
+from cfbench.api.registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from cfbench.diffusion import DiffusionComponents, InstructPix2PixConditioning
 
-# torch, diffusers and the modules built on them (cfbench.diffusion, cfbench.rse) are imported inside the
+# torch, diffusers and the modules built on them (cfbench.diffusion.components, cfbench.diffusion.rse) are imported inside the
 # methods that run the networks, so that registering these models (e.g. for `cfbench models`) stays cheap.
 
 WEIGHTS_HELP = (
@@ -99,7 +99,7 @@ class InstructX2XSettings(DiffusionOptions):
 
 def load_pseudo_masks(source: str, size: int, dataset_root: Path | None = None):
     """The pseudo masks named by the ``pseudo_masks`` option: "auto", "nih" or a saved PseudoMasks file."""
-    from cfbench.pseudo_masks import PseudoMasks, default_pseudo_masks, nih_pseudo_masks
+    from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks, nih_pseudo_masks
 
     if source == "auto":
         return default_pseudo_masks(dataset_root, size)
@@ -168,7 +168,9 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         result does not depend on the batch it is in (up to floating-point reduction order)."""
         import torch
 
-        from cfbench import diffusion, rse
+        from cfbench import diffusion
+
+        from cfbench.diffusion import rse
 
         if not requests:
             return []
@@ -227,7 +229,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         None) without RSE."""
         import torch
 
-        from cfbench import rse
+        from cfbench.diffusion import rse
 
         if not self.uses_rse():
             return None, None
@@ -246,8 +248,9 @@ class InstructPix2PixFamily(DiffusersFolderModel):
                        conditioning: InstructPix2PixConditioning) -> torch.Tensor:
         """R on the latent grid, float32 ``B x h x w`` in [0, 1] (CPU): one two-branch UNet pass on the source
         latents noised to ``t_rel`` with the sample's own noise (the same draw the sampling loop uses, so R is
-        seeded too). Upsample with :func:`cfbench.rse.resize_maps` for the image-size map."""
-        from cfbench import diffusion, rse
+        seeded too). Upsample with :func:`cfbench.diffusion.rse.resize_maps` for the image-size map."""
+        from cfbench import diffusion
+        from cfbench.diffusion import rse
 
         components = self.components
         timestep = min(round(self.settings.t_rel * components.scheduler.config.num_train_timesteps),

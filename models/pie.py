@@ -6,7 +6,7 @@ round's input. With a user ``region_mask`` (``EditRequest.region_mask``), as in 
 each round the latents outside the mask follow the *original* input's noising path, and each round ends
 with ``init + beta_1 (z - init)`` outside the mask and ``init + beta_2 (z - init)`` inside it (``init``:
 the original input's latents). Weights: a Stable Diffusion folder fine-tuned on chest X-rays (the PIE
-authors use ``IrohXu/stable-diffusion-mimic-cxr-v0.1``). The loop is :func:`cfbench.diffusion.generate_from_text`.
+authors use ``IrohXu/stable-diffusion-mimic-cxr-v0.1``). The loop is :func:`cfbench.diffusion.text_to_image.generate_from_text`.
 
 Options (``--option key=value``):
 
@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cfbench.interface import Capabilities, EditRequest, EditResult
+from cfbench.api.model import Capabilities, EditRequest, EditResult
 from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
-from cfbench.prompts import text_prompt
-from cfbench.registry import register
+from cfbench.api.prompts import text_prompt
+from cfbench.api.registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -126,7 +126,7 @@ class PIEModel(TextPromptedModel):
         all ones for requests without one; None when no request has one."""
         import torch
 
-        from cfbench import rse
+        from cfbench.diffusion import rse
 
         if all(request.region_mask is None for request in requests):
             return None

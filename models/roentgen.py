@@ -3,7 +3,7 @@
 A text-to-image baseline: it does not see the input X-ray. Each request is prompted with the target
 study's impression (``EditRequest.target_report``; build MIMIC-EDIT-INSTRUCTION with ``--reports``,
 phantom datasets carry one), or with the instruction when ``prompt=instruction``. The loop, text
-encoding and VAE decoding are the shared ones of :mod:`cfbench.diffusion`; sampling follows the model's
+encoding and VAE decoding are the shared ones of :mod:`cfbench.diffusion.components`; sampling follows the model's
 published usage: 75 steps, guidance scale 4, the folder's own scheduler, no safety checker.
 
 Options (``--option key=value``):
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cfbench.interface import Capabilities, EditRequest, EditResult
+from cfbench.api.model import Capabilities, EditRequest, EditResult
 from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
-from cfbench.prompts import text_prompt
-from cfbench.registry import register
+from cfbench.api.prompts import text_prompt
+from cfbench.api.registry import register
 
 WEIGHTS_HELP = (
     "RoentGen's weights are on the Hugging Face hub as StanfordAIMI/roent-gen-v1-0 (credentialed access: "

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cfbench.dataset import DatasetWriter, Sample
-from cfbench.findings import Operation, render_instruction
+from cfbench.datasets.edit_dataset import DatasetWriter, Sample
+from cfbench.core.findings import Operation, render_instruction
 
 TESTS_DIR = Path(__file__).parent
 REAL_CXR_DIR = TESTS_DIR.parent.parent / "shared" / "data" / "real-cxr"

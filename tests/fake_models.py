@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cfbench.evaluator import Evaluator, check_images
-from cfbench.interface import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
+from cfbench.api.evaluator import Evaluator, check_images
+from cfbench.api.model import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
 
 
 class NoisyEditModel(CounterfactualModel):

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cfbench.findings import CHEXPERT_COLUMNS
-from cfbench.phantom import render_pair, sample_pair
+from cfbench.core.findings import CHEXPERT_COLUMNS
+from cfbench.phantom.render import render_pair
+from cfbench.phantom.scenario import sample_pair
 
 ADD_ONE = "the main image has an additional finding of {} than the reference image. "
 ADD_MANY = "the main image has additional findings of {} than the reference image. "

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 open_clip = pytest.importorskip("open_clip")
 
-from cfbench.biomedclip import (  # noqa: E402
+from cfbench.evaluation.biomedclip import (  # noqa: E402
     CONFIG_NAME,
     HUB_REPO,
     PREPROCESSING_VERSION,
@@ -188,7 +188,7 @@ def test_matches_open_clip_local_dir_pipeline(models):
 
 
 def test_identity(models):
-    from cfbench.weights import file_sha256
+    from cfbench.core.hashing import file_sha256
 
     folder, _ = models["timm"]
     identity = BiomedCLIPEmbedder.from_folder(folder).identity()

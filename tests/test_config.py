@@ -1,4 +1,4 @@
-from cfbench import config
+from cfbench.core import config
 
 
 def test_precedence_flag_env_file_default(monkeypatch, isolated_settings):

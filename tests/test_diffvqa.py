@@ -2,8 +2,8 @@
 
 import pytest
 
-from cfbench.diffvqa import area_location, parse_difference_answer, split_items
-from cfbench.findings import Operation
+from cfbench.datasets.diffvqa import area_location, parse_difference_answer, split_items
+from cfbench.core.findings import Operation
 
 
 def test_single_addition_with_trailing_space():
@@ -71,7 +71,7 @@ def test_split_items():
 def test_read_pairs_from_the_real_schema(tmp_path):
     import pandas as pd
 
-    from cfbench.diffvqa import read_difference_pairs
+    from cfbench.datasets.diffvqa import read_difference_pairs
 
     rows = [
         # study_id, subject_id, ref_id, question_type, question, answer, split

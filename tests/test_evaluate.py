@@ -11,11 +11,13 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
 from cfbench.cli import main
-from cfbench.evaluate import evaluate_run, load_table
-from cfbench.findings import EVALUATED_FINDINGS
-from cfbench.phantom_dataset import build_phantom_dataset
-from cfbench.runner import RunSettings, generate
-from cfbench.scoring import Protocol, compare_tables
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.evaluation.results import load_table
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.phantom.dataset import build_phantom_dataset
+from cfbench.runs.generate import RunSettings, generate
+from cfbench.evaluation.protocol import Protocol
+from cfbench.evaluation.scoring import compare_tables
 from fake_models import RegionStatisticsEvaluator
 
 FAST = Protocol(bootstrap_resamples=200, fid_bootstrap_resamples=20)
@@ -165,7 +167,7 @@ def test_datasets_without_labels_skip_with_reasons(tmp_path, random_dataset):
 
 def test_text_metrics_of_explanations(tmp_path):
     pytest.importorskip("rouge_score")
-    from cfbench.dataset import DatasetWriter
+    from cfbench.datasets.edit_dataset import DatasetWriter
     from cfbench.metrics.text import TextSimilarity
     from conftest import make_samples
 
@@ -227,7 +229,7 @@ def test_cmig_uses_sex_when_the_data_has_no_race(phantom_runs, tmp_path):
 def test_fid_interval_is_the_percentile_interval_shifted_by_the_bootstrap_bias(phantom_runs, tmp_path):
     """FID is biased upwards on resamples; the reported interval is moved down by replicate_mean - value."""
     from cfbench.metrics.bootstrap import bootstrap_many
-    from cfbench.scoring import _fid_metric
+    from cfbench.evaluation.scoring import _fid_metric
 
     _, runs = phantom_runs
     report = evaluate(runs["fake_models:NoisyEditModel"], tmp_path)

@@ -1,6 +1,6 @@
 import pytest
 
-from cfbench.findings import Operation, parse_instruction, render_instruction
+from cfbench.core.findings import Operation, parse_instruction, render_instruction
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cfbench.gallery import write_gallery
-from cfbench.leaderboard import load_runs
+from cfbench.leaderboard.gallery import write_gallery
+from cfbench.leaderboard.table_model import load_runs
 from test_leaderboard import make_evaluated_runs
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")

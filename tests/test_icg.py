@@ -5,9 +5,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from cfbench.dataset import EditDataset
-from cfbench.findings import CHEXPERT_COLUMNS, Operation
-from cfbench.icg import build_icg_dataset
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.core.findings import CHEXPERT_COLUMNS, Operation
+from cfbench.datasets.icg import build_icg_dataset
 
 
 def write_pair(root, name, past_labels, current_labels, split="test", broken=False):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cfbench.images import ImageReadError, load_image, load_mask, resize, save_mask_png, save_png16
+from cfbench.core.images import ImageReadError, load_image, load_mask, resize, save_mask_png, save_png16
 
 
 def test_png16_round_trip_is_within_quantisation(tmp_path):

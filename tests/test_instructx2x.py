@@ -11,11 +11,14 @@ import pytest
 import torch
 from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
-from cfbench import diffusion, rse
-from cfbench.findings import Operation
-from cfbench.interface import EditRequest, LoadContext
-from cfbench.pseudo_masks import PseudoMasks
-from cfbench.registry import WeightsNotFoundError, get_model_class
+from cfbench import diffusion
+
+from cfbench.diffusion import rse
+from cfbench.core.findings import Operation
+from cfbench.api.model import EditRequest, LoadContext
+from cfbench.datasets.pseudo_masks import PseudoMasks
+from cfbench.api.registry import get_model_class
+from cfbench.core.errors import WeightsNotFoundError
 
 SIZE = 32
 STEPS = 6
@@ -226,7 +229,7 @@ def test_batched_equals_one_by_one_and_seeds_decide(load):
 
 def test_load_errors_name_the_problem(tmp_path, tiny_folder):
     model_class = get_model_class("instructx2x")
-    with pytest.raises(WeightsNotFoundError, match="instructx2x.*nowhere.*InstructX2X checkpoint"):
+    with pytest.raises(WeightsNotFoundError, match="(?s)instructx2x.*nowhere.*InstructX2X checkpoint"):
         model_class.load(LoadContext(model_path=tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         model_class.load(LoadContext(model_path=tmp_path))
@@ -305,7 +308,7 @@ def test_default_pseudo_masks_are_the_datasets_own(tiny_folder, masks_file, tmp_
     """pseudo_masks=auto (the default): a dataset folder's pseudo_masks.npz (MS-CXR from the MIMIC build)."""
     import shutil
 
-    from cfbench.dataset import EditDataset
+    from cfbench.datasets.edit_dataset import EditDataset
     from conftest import write_random_dataset
 
     root = write_random_dataset(tmp_path / "data", n=2, size=SIZE)

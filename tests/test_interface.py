@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cfbench.interface import EditRequest, EditResult, ResultValidationError, validate_result
+from cfbench.api.model import EditRequest, EditResult, ResultValidationError, validate_result
 
 
 def request(shape=(16, 16)):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
-from cfbench.ldm_convert import (
+from cfbench.training.ldm_convert import (
     LdmCheckpointError,
     convert_ldm_checkpoint,
     read_checkpoint_file,

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from cfbench.cli import main
-from cfbench.evaluate import evaluate_run, load_table
-from cfbench.leaderboard import (
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.evaluation.results import load_table
+from cfbench.leaderboard.table_model import (
     LAYOUTS,
     REFERENCE,
     REPORTED,
@@ -24,12 +25,13 @@ from cfbench.leaderboard import (
     by_operation,
     load_runs,
 )
-from cfbench.leaderboard_output import write_leaderboard
-from cfbench.leaderboard_tables import to_csv, to_latex, to_markdown
-from cfbench.phantom_dataset import build_phantom_dataset
-from cfbench.reported import ALL_TABLES, INSTRUCTX2X_V2_TABLE2, PROGEMU_TABLE1
-from cfbench.runner import RunSettings, generate
-from cfbench.scoring import Protocol, score
+from cfbench.leaderboard.write import write_leaderboard
+from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
+from cfbench.phantom.dataset import build_phantom_dataset
+from cfbench.leaderboard.reported import ALL_TABLES, INSTRUCTX2X_V2_TABLE2, PROGEMU_TABLE1
+from cfbench.runs.generate import RunSettings, generate
+from cfbench.evaluation.protocol import Protocol
+from cfbench.evaluation.scoring import score
 from fake_models import RegionStatisticsEvaluator
 
 FAST = Protocol(bootstrap_resamples=100, fid_bootstrap_resamples=10)

@@ -11,7 +11,7 @@ import scipy.linalg
 from scipy.stats import norm, pearsonr
 from sklearn.metrics import f1_score, roc_auc_score
 
-from cfbench.findings import EVALUATED_FINDINGS
+from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.metrics import (
     BinaryAUROC,
     FrechetDistance,

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from cfbench.mimic import (
+from cfbench.datasets.mimic_tables import (
     age_at_study,
     image_path,
     our_split,

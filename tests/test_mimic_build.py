@@ -5,12 +5,12 @@ import json
 import pandas as pd
 import pytest
 
-from cfbench import pair_build
+from cfbench.datasets import pair_engine as pair_build
 from cfbench.cli import main
-from cfbench.dataset import EditDataset
-from cfbench.findings import Operation
-from cfbench.mimic_build import MimicSources, build_mimic_dataset, plan_mimic_pairs
-from cfbench.pair_build import PairSettings, read_outcomes
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.core.findings import Operation
+from cfbench.datasets.mimic_build import MimicSources, build_mimic_dataset, plan_mimic_pairs
+from cfbench.datasets.pair_engine import PairSettings, read_outcomes
 from mimic_fixtures import MISSING_IMAGE_STUDY, dicom_id, write_mimic_release
 
 

@@ -5,11 +5,12 @@ import pandas as pd
 from PIL import Image
 
 from cfbench.cli import main
-from cfbench.dataset import EditDataset
-from cfbench.findings import Operation
-from cfbench.nih import build_nih_dataset, consecutive_pairs, patient_split
-from cfbench.pair_build import PairSettings
-from cfbench.phantom import render_pair, sample_pair
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.core.findings import Operation
+from cfbench.datasets.nih import build_nih_dataset, consecutive_pairs, patient_split
+from cfbench.datasets.pair_engine import PairSettings
+from cfbench.phantom.render import render_pair
+from cfbench.phantom.scenario import sample_pair
 
 HEADER = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
           "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]

@@ -3,9 +3,10 @@
 import numpy as np
 from PIL import Image
 
-from cfbench.images import load_image
-from cfbench.pair_build import PairJob, PairSettings, process_pairs, read_outcomes
-from cfbench.phantom import render_pair, sample_pair
+from cfbench.core.images import load_image
+from cfbench.datasets.pair_engine import PairJob, PairSettings, process_pairs, read_outcomes
+from cfbench.phantom.render import render_pair
+from cfbench.phantom.scenario import sample_pair
 
 
 def test_bad_images_are_recorded_and_good_ones_written(tmp_path):

@@ -8,16 +8,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cfbench.findings import EVALUATED_FINDINGS, Operation, parse_instruction
-from cfbench.phantom import (
-    GROUPS,
+from cfbench.core.findings import EVALUATED_FINDINGS, Operation, parse_instruction
+from cfbench.phantom.render import lesion_layer, render, render_pair
+from cfbench.phantom.scenario import (
     FindingState,
+    GROUPS,
+    operations_between,
     Patient,
     Pose,
-    lesion_layer,
-    operations_between,
-    render,
-    render_pair,
     sample_findings,
     sample_pair,
     sample_patient,
@@ -357,7 +355,7 @@ def test_operations_between_examples():
 
 
 def test_instruction_texts():
-    from cfbench.findings import render_instruction
+    from cfbench.core.findings import render_instruction
 
     ops = operations_between(FindingState(cardiomegaly="mild", edema="severe"),
                              FindingState(cardiomegaly="moderate", effusion=("left", "small")))

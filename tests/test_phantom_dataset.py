@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 
 from cfbench.cli import main
-from cfbench.dataset import EditDataset
-from cfbench.evaluate import evaluate_run
-from cfbench.phantom import render_pair, sample_pair
-from cfbench.phantom_dataset import assign_splits, build_phantom_dataset, demo_dataset, pair_seed
-from cfbench.runner import RunSettings, generate
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.phantom.render import render_pair
+from cfbench.phantom.scenario import sample_pair
+from cfbench.phantom.dataset import assign_splits, build_phantom_dataset, demo_dataset, pair_seed
+from cfbench.runs.generate import RunSettings, generate
 
 
 def test_cli_writes_phantom_dataset_with_splits(tmp_path, capsys):
@@ -91,7 +92,7 @@ def test_demo_prints_reference_table(tmp_path, capsys):
 
 
 def test_impression_names_each_current_finding_with_its_level_and_side():
-    from cfbench.phantom import FindingState
+    from cfbench.phantom.scenario import FindingState
 
     assert FindingState().impression() == "No acute cardiopulmonary process."
     state = FindingState(effusion=("left", "small"), cardiomegaly="mild", pneumothorax=("right", "large"),

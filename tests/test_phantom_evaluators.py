@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cfbench.evaluator import OUTPUT_KEYS
-from cfbench.findings import EVALUATED_FINDINGS
-from cfbench.phantom import GROUPS, PHANTOM_VERSION
-from cfbench.phantom_evaluators import (
+from cfbench.api.evaluator import OUTPUT_KEYS
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.phantom.scenario import GROUPS, PHANTOM_VERSION
+from cfbench.phantom.evaluator import (
     DEFAULT_WEIGHTS,
     INPUT_SIZE,
     SCORES_NAME,
@@ -24,7 +24,7 @@ from cfbench.phantom_evaluators import (
     resize_to_input,
     weights_metadata,
 )
-from cfbench.phantom_training import (
+from cfbench.phantom.evaluator_training import (
     TARGET_AGE_PEARSON,
     TARGET_AUROC,
     TEST_STREAM,
@@ -37,7 +37,7 @@ from cfbench.phantom_training import (
     stack_examples,
     train_phantom_evaluators,
 )
-from cfbench.phantom import render
+from cfbench.phantom.render import render
 
 N_FRESH = 160  # fresh held-out phantoms, rendered at the benchmark's default 512 px
 FRESH_SIZE = 512

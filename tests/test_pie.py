@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from cfbench import diffusion
-from cfbench.interface import EditRequest, LoadContext
+from cfbench.api.model import EditRequest, LoadContext
 from cfbench.models.pie import round_seed
-from cfbench.registry import get_model_class
+from cfbench.api.registry import get_model_class
 from tiny_diffusion import save_tiny_stable_diffusion
 
 SIZE = 32

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfbench.evaluate import evaluate_run
-from cfbench.findings import Operation
-from cfbench.pseudo_masks import PseudoMasks, boxes_to_masks, nih_pseudo_masks
-from cfbench.runner import RunSettings, generate
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.core.findings import Operation
+from cfbench.datasets.pseudo_masks import PseudoMasks, boxes_to_masks, nih_pseudo_masks
+from cfbench.runs.generate import RunSettings, generate
 
 
 def test_union_of_boxes_rescaled():
@@ -44,7 +44,7 @@ def test_locality_on_real_layout_data(random_dataset, tmp_path):
 
 
 def test_location_aware_masks():
-    from cfbench.pseudo_masks import location_region
+    from cfbench.datasets.pseudo_masks import location_region
 
     masks = PseudoMasks({"pleural effusion": np.ones((8, 8), bool)}, 8, "test")
     left = masks.mask_for([Operation("add", "pleural effusion", "left")])

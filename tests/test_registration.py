@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cfbench.images import load_image
-from cfbench.registration import CALIBRATED_MI_THRESHOLD, MI_THRESHOLD, mutual_information, register_pair, to_sitk
+from cfbench.core.images import load_image
+from cfbench.datasets.registration import CALIBRATED_MI_THRESHOLD, MI_THRESHOLD, mutual_information, register_pair, to_sitk
 
 REAL = Path(__file__).parent.parent.parent / "shared" / "data" / "real-cxr"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="real X-rays in ../shared/data/real-cxr not available")

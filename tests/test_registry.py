@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from cfbench.interface import CounterfactualModel
-from cfbench.registry import (
+from cfbench.api.model import CounterfactualModel
+from cfbench.core.errors import WeightsNotFoundError
+from cfbench.api.registry import (
     PluginError,
     UnknownModelError,
-    WeightsNotFoundError,
     available_models,
     get_model_class,
     register,
@@ -87,9 +87,9 @@ def test_entry_point_plugin_installed_from_a_package(tmp_path):
     assert "plugin cfbench-example-plugin" in listing.stdout
     assert "guidance_map" in listing.stdout.split("example-opacity", 1)[1].splitlines()[0]
     # and it runs end to end through the registry in that process
-    code = ("import numpy as np; from cfbench.registry import get_model_class; from cfbench import *;"
+    code = ("import numpy as np; from cfbench.api.registry import get_model_class; from cfbench import *;"
             "cls = get_model_class('example-opacity'); m = cls.load(LoadContext());"
-            "from cfbench.findings import parse_instruction as p;"
+            "from cfbench.core.findings import parse_instruction as p;"
             "r = m.edit([EditRequest('a', np.full((64, 64), .5, np.float32), 'Add the finding of left pleural effusion',"
             " p('Add the finding of left pleural effusion'))])[0];"
             "validate_result(r, EditRequest('a', np.zeros((64, 64), np.float32), ''), 'x');"

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cfbench import diffusion
-from cfbench.interface import EditRequest, LoadContext
-from cfbench.registry import get_model_class
+from cfbench.api.model import EditRequest, LoadContext
+from cfbench.api.registry import get_model_class
 from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 SIZE = 32
@@ -88,7 +88,7 @@ def test_prompt_source_and_errors(tiny_sd, tmp_path):
 
 def test_cli_run_on_the_phantom_demo_prompts_with_its_target_reports(tiny_sd, tmp_path):
     from cfbench.cli import main
-    from cfbench.runstore import read_results
+    from cfbench.runs.store import read_results
 
     out = tmp_path / "run"
     status = main(["--quiet", "generate", "--model", "roentgen", "--model-path", str(tiny_sd), "--split", "demo",

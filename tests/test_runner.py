@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cfbench.dataset import EditDataset
-from cfbench.evaluate import evaluate_run
-from cfbench.images import load_image
-from cfbench.runner import RunSettings, generate, sample_seed
-from cfbench.runstore import RunConfigMismatch, read_manifest
-from cfbench.storage import read_jsonl
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.core.images import load_image
+from cfbench.runs.generate import RunSettings, generate, sample_seed
+from cfbench.runs.manifest import RunManifest
+from cfbench.runs.store import RunConfigMismatch
+from cfbench.core.storage import read_jsonl
 from conftest import write_random_dataset
 
 TESTS_DIR = Path(__file__).parent
@@ -38,9 +39,9 @@ def run_outputs(folder: Path) -> dict:
 def test_generate_writes_run_folder(random_dataset, tmp_path):
     report = generate(settings(random_dataset, tmp_path / "run", batch_size=4), progress=False)
     assert (report.total, report.already_done, report.generated, report.failed) == (6, 0, 6, [])
-    manifest = read_manifest(tmp_path / "run")
-    assert manifest["config"]["model"] == "fake_models:NoisyEditModel"
-    assert manifest["runtime"]["versions"]["numpy"] == np.__version__
+    manifest = RunManifest.read(tmp_path / "run")
+    assert manifest.config.model == "fake_models:NoisyEditModel"
+    assert manifest.runtime.versions["numpy"] == np.__version__
     records = read_jsonl(tmp_path / "run" / "results.jsonl")
     assert [r["sample_id"] for r in records] == [f"s{i:03d}" for i in range(6)]
     assert records[0]["explanation"].startswith("edited: Add the finding of small pleural effusion")
@@ -61,7 +62,7 @@ def test_results_do_not_depend_on_batch_size_and_limit_extends(random_dataset, t
     resumed = generate(settings(random_dataset, tmp_path / "b", batch_size=5), progress=False)
     assert (resumed.already_done, resumed.generated) == (3, 3)
     assert run_outputs(tmp_path / "a") == run_outputs(tmp_path / "b")
-    assert len(read_manifest(tmp_path / "b")["sessions"]) == 2
+    assert len(RunManifest.read(tmp_path / "b").sessions) == 2
 
 
 def test_different_config_refuses_old_folder(random_dataset, tmp_path):
@@ -133,7 +134,7 @@ def test_eval_of_identity_measures_no_change(random_dataset, tmp_path):
 
 
 def test_shards_are_disjoint_cover_the_split_and_match_an_unsharded_run(tmp_path):
-    from cfbench.runstore import Shard, read_results
+    from cfbench.runs.store import Shard, read_results
 
     data = write_random_dataset(tmp_path / "data", n=12)
     generate(settings(data, tmp_path / "whole", batch_size=3), progress=False)
@@ -149,7 +150,7 @@ def test_shards_are_disjoint_cover_the_split_and_match_an_unsharded_run(tmp_path
     for sample_id, (image, guidance, explanation, seed, _) in whole.items():
         assert (tmp_path / "sharded" / "images" / f"{sample_id}.png").read_bytes() == image
         assert (sharded[sample_id]["explanation"], sharded[sample_id]["seed"]) == (explanation, seed)
-    assert "sessions" not in read_manifest(tmp_path / "sharded")  # each shard keeps its own runtime record
+    assert RunManifest.read(tmp_path / "sharded").sessions == []  # each shard keeps its own runtime record
     assert json.loads((tmp_path / "sharded" / "runtime.shard-1-of-3.json").read_text())["shard"] == [1, 3]
     # an unsharded session afterwards finds everything done
     assert generate(settings(data, tmp_path / "sharded"), progress=False).already_done == 12

@@ -10,17 +10,17 @@ import pytest
 import torch
 from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
-from cfbench.dataset import EditDataset
-from cfbench.edit_augment import (
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.training.edit_augment import (
     AugmentSettings,
     augment_pair,
     flip_operation,
     swap_left_right,
 )
-from cfbench.findings import Operation, parse_instruction, render_instruction
-from cfbench.instructx2x_init import BaseModelError, load_base_components
-from cfbench.phantom_dataset import build_phantom_dataset
-from cfbench.train_instructx2x import (
+from cfbench.core.findings import Operation, parse_instruction, render_instruction
+from cfbench.training.base_weights import BaseModelError, load_base_components
+from cfbench.phantom.dataset import build_phantom_dataset
+from cfbench.training.instructx2x import (
     NO_DROPOUT,
     ConditioningDropout,
     FrozenParts,
@@ -254,9 +254,9 @@ def test_training_lowers_the_loss_and_writes_a_loadable_pipeline(tiny_setup, tra
 
 
 def test_trained_folder_loads_in_the_instructx2x_adapter_and_edits(tiny_setup, trained):
-    from cfbench.interface import EditRequest, LoadContext, validate_result
-    from cfbench.pseudo_masks import PseudoMasks
-    from cfbench.registry import get_model_class
+    from cfbench.api.model import EditRequest, LoadContext, validate_result
+    from cfbench.datasets.pseudo_masks import PseudoMasks
+    from cfbench.api.registry import get_model_class
 
     out, _ = trained
     effusion = np.zeros((SIZE, SIZE), dtype=bool)

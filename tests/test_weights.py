@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cfbench import weights
-from cfbench.weights import MissingWeightsError, WeightsFile
+from cfbench.evaluation import weights
+from cfbench.core.errors import WeightsNotFoundError
+from cfbench.core.hashing import HASH_CACHE_NAME
+from cfbench.evaluation.weights import WeightsFile
 
 XRV_FOLDER = Path(".torchxrayvision") / "models_data"
 
@@ -33,7 +35,7 @@ def catalogue(monkeypatch):
 
 
 def test_catalogue_matches_installed_torchxrayvision():
-    from cfbench.xrv_evaluators import _import_xrv
+    from cfbench.evaluation.xrv import _import_xrv
 
     xrv = _import_xrv()
     for entry in weights.CATALOGUE.values():
@@ -63,7 +65,7 @@ def test_paths_follow_home_and_cache_dir(home, tmp_path):
 
 
 def test_require_names_path_url_and_command(home):
-    with pytest.raises(MissingWeightsError) as caught:
+    with pytest.raises(WeightsNotFoundError) as caught:
         weights.require("xrv-age")
     error = caught.value
     assert isinstance(error, FileNotFoundError)
@@ -93,7 +95,7 @@ def test_status_lists_present_and_missing_with_size_and_sha256(home):
     json.dumps([row.to_dict() for row in rows.values()])
 
     # the digest is remembered by (size, mtime) and recomputed when the file changes
-    cache = json.loads((present.parent / weights.HASH_CACHE_NAME).read_text())
+    cache = json.loads((present.parent / HASH_CACHE_NAME).read_text())
     assert cache[present.name]["sha256"] == race.sha256
     present.write_bytes(data[:-1])
     os.utime(present, ns=(1, 1))

@@ -30,8 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from cfbench import weights
-from cfbench.xrv_evaluators import (
+from cfbench.evaluation import weights
+from cfbench.evaluation.xrv import (
     PREPROCESSING_VERSION,
     XRVAgeEvaluator,
     XRVEvaluatorSuite,
@@ -344,7 +344,7 @@ def test_missing_weights_raise_a_clear_error_without_downloading(cls, key, tmp_p
 
     monkeypatch.setattr(xrv.utils, "download", no_download)
     monkeypatch.setattr("requests.get", no_download)
-    with pytest.raises(weights.MissingWeightsError) as caught:
+    with pytest.raises(weights.WeightsNotFoundError) as caught:
         cls()
     expected_path = tmp_path / ".torchxrayvision" / "models_data" / weights.get(key).filename
     message = str(caught.value)
@@ -359,7 +359,7 @@ def test_suite_lists_every_missing_file(xrv_home, tmp_path, monkeypatch):
     empty = tmp_path / "empty-home"
     empty.mkdir()
     monkeypatch.setenv("HOME", str(empty))
-    with pytest.raises(weights.MissingWeightsError) as caught:
+    with pytest.raises(weights.WeightsNotFoundError) as caught:
         XRVEvaluatorSuite()
     message = str(caught.value)
     for key in ("xrv-densenet121-all", "xrv-race", "xrv-age"):
@@ -371,7 +371,7 @@ def test_suite_lists_every_missing_file(xrv_home, tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not REAL_CXR.is_file(), reason="shared real CXR sample not present")
 def test_real_image_smoke(loaded, capsys):
-    from cfbench.images import load_image
+    from cfbench.core.images import load_image
 
     image = load_image(REAL_CXR, size=512)
     suite = XRVEvaluatorSuite(evaluators=[loaded[name] for name in ("pathology", "race", "age", "sex")])

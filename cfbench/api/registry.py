@@ -1,0 +1,129 @@
+"""The model registry: names -> CounterfactualModel classes.
+
+Three ways in:
+
+1. Built-in adapters in ``cfbench.models`` use the :func:`register` decorator.
+2. Other packages declare an entry point in the group ``cfbench.models``::
+
+       [project.entry-points."cfbench.models"]
+       my-model = "my_package.adapter:MyModel"
+
+   The entry point's name is the registry name; it must load a CounterfactualModel subclass.
+3. For quick experiments, ``--model my_package.adapter:MyModel`` imports a class by path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from cfbench.core.config import resolve_path
+from cfbench.core.errors import MissingWeights, WeightsNotFoundError
+from cfbench.api.model import CounterfactualModel
+
+ENTRY_POINT_GROUP = "cfbench.models"
+
+_BUILTIN: dict[str, type[CounterfactualModel]] = {}
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+class PluginError(RuntimeError):
+    pass
+
+
+def register(cls: type[CounterfactualModel]) -> type[CounterfactualModel]:
+    """Class decorator registering a built-in model under ``cls.name``."""
+    _check_model_class(cls, origin=f"{cls.__module__}.{cls.__qualname__}")
+    if cls.name in _BUILTIN and _BUILTIN[cls.name] is not cls:
+        raise ValueError(f"model name {cls.name!r} is registered twice")
+    _BUILTIN[cls.name] = cls
+    return cls
+
+
+def _check_model_class(obj: object, origin: str) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, CounterfactualModel)):
+        raise PluginError(f"{origin} is not a subclass of cfbench.CounterfactualModel")
+    if not obj.name:
+        raise PluginError(f"{origin} has no `name`")
+
+
+def _load_builtins() -> None:
+    importlib.import_module("cfbench.models")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    model_class: type[CounterfactualModel]
+    origin: str  # "built-in", "plugin <distribution>", or "import path"
+
+
+def _plugin_entries() -> dict[str, ModelEntry]:
+    entries: dict[str, ModelEntry] = {}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        distribution = point.dist.name if point.dist is not None else "unknown package"
+        try:
+            loaded = point.load()
+        except Exception as error:  # a broken plugin must not break the whole CLI
+            raise PluginError(
+                f"plugin {point.name!r} from {distribution} failed to import ({point.value}): {error}"
+            ) from error
+        _check_model_class(loaded, origin=f"entry point {point.name!r} ({point.value}) of {distribution}")
+        entries[point.name] = ModelEntry(point.name, loaded, f"plugin {distribution}")
+    return entries
+
+
+def available_models() -> dict[str, ModelEntry]:
+    """Every registered model: built-ins first, then plugins (a plugin may not shadow a built-in)."""
+    _load_builtins()
+    models = {name: ModelEntry(name, cls, "built-in") for name, cls in sorted(_BUILTIN.items())}
+    for name, entry in sorted(_plugin_entries().items()):
+        if name in models:
+            raise PluginError(f"plugin model {name!r} ({entry.origin}) clashes with a built-in model name")
+        models[name] = entry
+    return models
+
+
+def get_model_class(name: str) -> type[CounterfactualModel]:
+    """The class registered as ``name``, or imported from ``module:Class``."""
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            loaded = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise UnknownModelError(f"cannot import model class {name!r}: {error}") from error
+        _check_model_class(loaded, origin=name)
+        return loaded
+    models = available_models()
+    if name not in models:
+        raise UnknownModelError(
+            f"unknown model {name!r}. Available: {', '.join(models) or 'none'}. "
+            "Run `cfbench models` for details, or pass module:Class."
+        )
+    return models[name].model_class
+
+
+def expected_weights_path(model_class: type[CounterfactualModel]) -> Path | None:
+    """Where the model's weights are expected by default: ``{weights_dir}/{weights_subdir}``
+    (None for models that need no weights)."""
+    if model_class.weights_subdir is None:
+        return None
+    return resolve_path("weights_dir") / model_class.weights_subdir
+
+
+def resolve_model_path(model_class: type[CounterfactualModel], model_path: str | Path | None) -> Path | None:
+    """The weights path to use (the given one, else the default), checked to exist."""
+    path = Path(model_path).expanduser() if model_path else expected_weights_path(model_class)
+    if path is not None and not path.exists():
+        how = model_class.weights_help or "See the model's documentation."
+        raise WeightsNotFoundError(MissingWeights(
+            f"weights for model {model_class.name!r}", path,
+            f"{how} Then pass --model-path, or place them at {{weights_dir}}/{model_class.weights_subdir} "
+            "(see `cfbench config`)."))
+    return path

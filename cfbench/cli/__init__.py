@@ -1,0 +1,65 @@
+"""The ``cfbench`` command line: one verb per job.
+
+    cfbench demo                                  the whole pipeline on the embedded phantom suite
+    cfbench run --model NAME --split SPLIT        generate, then evaluate
+    cfbench generate --model NAME --split SPLIT   generate only (resumable)
+    cfbench eval --run DIR                        evaluate a run folder
+    cfbench models                                registered models, capabilities, weights
+    cfbench config [set KEY VALUE]                settings in force and where they come from
+    cfbench data phantom --n 600 --out DIR        write a phantom dataset
+    cfbench train instructx2x --data D --base B --out O   fine-tune InstructX2X (resumable)
+    cfbench convert-ckpt CKPT --config DIR --out DIR      LDM checkpoint -> diffusers folder
+    cfbench data build mimic|nih|icg ...          build an edit dataset from a public or PhysioNet release
+    cfbench masks build [--ms-cxr CSV ...]        pseudo masks for edit locality and RSE
+    cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots and an HTML gallery
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cfbench.api.registry import PluginError, UnknownModelError
+from cfbench.cli import data, leaderboard, phantom, run, settings, train
+from cfbench.cli.common import CliError
+from cfbench.core import config
+from cfbench.core.errors import WeightsNotFoundError
+from cfbench.datasets.layout import DatasetError
+from cfbench.evaluation.protocol import EvaluationError
+from cfbench.runs.store import RunConfigMismatch
+
+VERB_GROUPS = (leaderboard, run, settings, phantom, data, train)  # the order of `cfbench --help`
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cfbench",
+        description="Benchmark counterfactual chest X-ray generators: "
+                    "split -> model.edit -> run folder -> evaluators -> metrics -> leaderboard.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for group in VERB_GROUPS:
+        group.add_verbs(verbs)
+    return parser
+
+
+USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
+               config.ConfigError, EvaluationError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"cfbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cfbench: interrupted; finished samples are kept, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Verbs that end in tables, plots and a gallery: ``leaderboard`` and ``demo`` (the whole pipeline on the
+phantom demo split)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cfbench.api.model import DEFAULT_RESOLUTION
+from cfbench.cli.common import CliError, progress
+from cfbench.core import config
+from cfbench.core.storage import atomic_write_text
+
+
+def cmd_demo(args) -> int:
+    from cfbench.leaderboard.demo import format_table, run_demo
+
+    runs_dir = Path(args.out) if args.out else config.resolve_path("runs_dir") / "demo"
+    rows = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
+                    progress=progress(args))
+    table = format_table(rows)
+    print()
+    print(table)
+    atomic_write_text(runs_dir / "summary.md", table + "\n")
+    print(f"\nrun folders and summary.md under {runs_dir}")
+    if not args.no_leaderboard:
+        from cfbench.leaderboard.demo import write_demo_leaderboard
+
+        leaderboard_dir = Path(args.leaderboard) if args.leaderboard else runs_dir / "leaderboard"
+        result = write_demo_leaderboard(runs_dir, leaderboard_dir)
+        print(f"leaderboard (tables, plots, gallery) under {leaderboard_dir}")
+        for reason in result["skipped"]:
+            print(f"  not written: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from cfbench.leaderboard.table_model import LeaderboardError
+    from cfbench.leaderboard.write import write_leaderboard
+
+    if args.gallery_samples < 1 or args.thumbnail < 16:
+        raise CliError("--gallery-samples must be >= 1 and --thumbnail >= 16")
+    try:
+        result = write_leaderboard(args.runs, args.out, include_reported=not args.no_reported,
+                                   bold_reported=args.bold_reported, plots=not args.no_plots,
+                                   gallery=not args.no_gallery, gallery_samples=args.gallery_samples,
+                                   thumbnail=args.thumbnail, title=args.title)
+    except LeaderboardError as error:
+        raise CliError(str(error)) from error
+    what = f"{len(args.runs)} runs" if args.runs else "the papers' reported tables only (no run folders given)"
+    print(f"wrote {len(result['written'])} files for {what} to {args.out}; start with {Path(args.out) / 'README.md'}")
+    for reason in result["skipped"]:
+        print(f"  not written: {reason}", file=sys.stderr)
+    return 0
+
+
+def add_verbs(verbs) -> None:
+    """The ``demo`` and ``leaderboard`` verbs."""
+    demo = verbs.add_parser("demo", help="run the reference models on the embedded phantom demo split")
+    demo.add_argument("--out", metavar="DIR", help="folder for the demo runs (default {runs_dir}/demo)")
+    demo.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    demo.add_argument("--leaderboard", metavar="DIR",
+                      help="folder for the demo's leaderboard: tables, plots, gallery (default {out}/leaderboard)")
+    demo.add_argument("--no-leaderboard", action="store_true", help="skip writing the leaderboard")
+    demo.set_defaults(handler=cmd_demo)
+
+    board = verbs.add_parser(
+        "leaderboard", help="tables (Markdown, CSV, LaTeX), plots and an HTML gallery from evaluated run folders",
+        description="Write a leaderboard folder from evaluated run folders: the papers' table layouts "
+                    "(InstructX2X, ProgEmu) with bootstrap intervals, run ids and the best value in bold, the "
+                    "papers' reported values as marked rows, plots (PNG + PDF) and an HTML gallery. "
+                    "With no run folders, writes only the papers' reported tables.")
+    board.add_argument("runs", nargs="*", metavar="RUN_DIR", help="evaluated run folders (metrics.json present)")
+    board.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. leaderboards/NAME")
+    board.add_argument("--no-reported", action="store_true", help="leave out the papers' reported rows")
+    board.add_argument("--bold-reported", action="store_true",
+                       help="let reported rows compete for bold with measured rows (off by default: other test "
+                            "sets, and the papers' KL scale is unpublished)")
+    board.add_argument("--no-plots", action="store_true", help="skip the plots")
+    board.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery")
+    board.add_argument("--gallery-samples", type=int, default=8, metavar="N", help="samples in the gallery (default 8)")
+    board.add_argument("--thumbnail", type=int, default=192, metavar="PX", help="gallery thumbnail side (default 192)")
+    board.add_argument("--title", help="title of the leaderboard (default: from the output folder name)")
+    board.set_defaults(handler=cmd_leaderboard)
+

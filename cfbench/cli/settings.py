@@ -1,0 +1,102 @@
+"""Verbs about the installation: ``models`` (what is registered, weights present), ``config`` (settings
+and where each comes from), ``weights`` (the evaluators' weights files: list, fetch)."""
+
+from __future__ import annotations
+
+import json
+
+from cfbench.api.registry import available_models, expected_weights_path
+from cfbench.cli.common import CliError, progress
+from cfbench.core import config
+
+
+def cmd_models(args) -> int:
+    models = available_models()
+    rows = []
+    for name, entry in models.items():
+        cls = entry.model_class
+        caps = cls.capabilities
+        weights = expected_weights_path(cls)
+        rows.append({
+            "name": name,
+            "origin": entry.origin,
+            "input": "edits the input image" if caps.edits_image else "does not edit the input",
+            "guidance_map": caps.guidance_map,
+            "explanation": caps.explanation,
+            "native_resolution": cls.native_resolution,
+            "weights": str(weights) if weights else None,
+            "weights_present": None if weights is None else weights.exists(),
+            "description": cls.description,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        flags = [row["input"]] + [flag for flag in ("guidance_map", "explanation") if row[flag]]
+        if row["weights"] is None:
+            weights = "no weights needed"
+        else:
+            weights = f"weights {'present' if row['weights_present'] else 'MISSING'} at {row['weights']}"
+        print(f"{row['name']:<22} [{', '.join(flags)}] {row['native_resolution']} px, {row['origin']}; {weights}")
+        if row["description"]:
+            print(f"{'':<22} {row['description']}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    if args.action == "set":
+        if not args.key or args.value is None:
+            raise CliError("usage: cfbench config set KEY VALUE")
+        path = config.set_value(args.key, args.value)
+        print(f"wrote {args.key} = {args.value} to {path}")
+        return 0
+    print(f"config file: {config.config_file_path()}")
+    for setting in config.all_settings():
+        print(f"{setting.key:<12} {setting.value or '(unset)':<50} from {setting.source}")
+        print(f"{'':<12} {config.SETTINGS[setting.key]}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from cfbench.evaluation import weights
+
+    if args.action == "fetch":
+        keys = list(weights.CATALOGUE) if args.all else (args.keys or None)
+        try:
+            rows = weights.fetch(keys, progress=progress(args), force=args.force, cache_dir=args.cache_dir)
+        except (weights.FetchError, KeyError) as error:
+            raise CliError(error.args[0] if error.args else str(error)) from error
+        print(weights.weights_table(rows))
+        return 0
+    if args.keys:
+        raise CliError("keys are only taken by `cfbench weights fetch KEY ...`")
+    rows = weights.weights_status(include_optional=args.all, cache_dir=args.cache_dir)
+    if args.json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+    else:
+        print(weights.weights_table(rows))
+    return 0
+
+
+def add_verbs(verbs) -> None:
+    """The ``models``, ``weights`` and ``config`` verbs."""
+    models = verbs.add_parser("models", help="list registered models, their capabilities and weights")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(handler=cmd_models)
+
+    weights_parser = verbs.add_parser(
+        "weights", help="list every weights file the evaluators need (path, size, SHA-256, present), or fetch them")
+    weights_parser.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
+    weights_parser.add_argument("keys", nargs="*", metavar="KEY", help="catalogue keys to fetch (default: the defaults)")
+    weights_parser.add_argument("--all", action="store_true", help="include optional files")
+    weights_parser.add_argument("--force", action="store_true", help="fetch again even if present")
+    weights_parser.add_argument("--json", action="store_true", help="machine-readable listing")
+    weights_parser.add_argument("--cache-dir", metavar="DIR", help="DenseNet cache folder (default torchxrayvision's)")
+    weights_parser.set_defaults(handler=cmd_weights)
+
+    conf = verbs.add_parser("config", help="show settings and their sources, or `config set KEY VALUE`")
+    conf.add_argument("action", nargs="?", choices=["show", "set"], default="show")
+    conf.add_argument("key", nargs="?", choices=sorted(config.SETTINGS))
+    conf.add_argument("value", nargs="?")
+    conf.set_defaults(handler=cmd_config)
+

@@ -1,0 +1,95 @@
+"""Verbs that train or convert generators: ``train instructx2x`` and ``convert-ckpt``."""
+
+from __future__ import annotations
+
+from cfbench.api.model import DEFAULT_RESOLUTION
+from cfbench.cli.common import CliError, progress
+from cfbench.datasets.layout import SPLITS
+
+
+def cmd_train_instructx2x(args) -> int:
+    from cfbench.training.base_weights import BaseModelError
+    from cfbench.training.instructx2x import TrainConfig, TrainingError, train_instructx2x
+
+    train_config = TrainConfig(
+        data_dir=args.data, base_model=args.base, output_dir=args.out, split=args.split,
+        resolution=args.resolution, max_train_steps=args.steps, target_batch_size=args.target_batch_size,
+        per_device_batch_size=args.batch_size, learning_rate=args.lr, lr_warmup_steps=args.warmup_steps,
+        mixed_precision=args.mixed_precision, use_ema=not args.no_ema, ema_decay=args.ema_decay,
+        rotation_degrees=args.rotation, center_crop_fraction=args.crop_fraction, hflip_probability=args.hflip,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
+        seed=args.seed, num_workers=args.workers, gradient_checkpointing=args.gradient_checkpointing,
+    )
+    try:
+        summary = train_instructx2x(train_config, progress=progress(args))
+    except (TrainingError, BaseModelError) as error:
+        raise CliError(str(error)) from error
+    if summary:  # the main process
+        print(f"trained {summary['steps_this_session']} step(s) (resumed from step {summary['resumed_from_step']}), "
+              f"last loss {summary['last_loss']}; pipeline with {summary['exported_weights']} weights in {args.out}")
+    return 0
+
+
+def cmd_convert_ckpt(args) -> int:
+    from cfbench.training.ldm_convert import LdmCheckpointError, convert_ldm_checkpoint
+
+    try:
+        summary = convert_ldm_checkpoint(args.checkpoint, args.config, args.out, weights=args.weights,
+                                         allow_pickle=args.allow_pickle)
+    except LdmCheckpointError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {summary['pipeline']} ({summary['unet_weights']} UNet weights, UNet in_channels "
+          f"{summary['unet_in_channels']}) to {summary['out']}")
+    return 0
+
+
+def add_verbs(verbs) -> None:
+    """The ``train`` verb group and ``convert-ckpt``."""
+    train = verbs.add_parser("train", help="train generators on an edit dataset")
+    train_verbs = train.add_subparsers(dest="train_verb", required=True, metavar="MODEL")
+    x2x = train_verbs.add_parser(
+        "instructx2x", help="fine-tune an InstructPix2Pix UNet (accelerate; resumes from the last checkpoint)",
+        description="Fine-tune InstructX2X from an InstructPix2Pix or Stable Diffusion diffusers folder. "
+                    "Multi-GPU: accelerate launch -m cfbench.cli train instructx2x ... Re-run the same "
+                    "command to resume; OUT ends as a StableDiffusionInstructPix2PixPipeline folder (EMA weights).")
+    x2x.add_argument("--data", required=True, metavar="DIR", help="dataset folder (instructions.csv, past/, current/)")
+    x2x.add_argument("--base", required=True, metavar="PATH",
+                     help="InstructPix2Pix or Stable Diffusion diffusers folder (conv_in is widened for SD)")
+    x2x.add_argument("--out", required=True, metavar="DIR")
+    x2x.add_argument("--split", default="train", choices=SPLITS)
+    x2x.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    x2x.add_argument("--steps", type=int, default=6500, help="optimizer steps (default 6500)")
+    x2x.add_argument("--target-batch-size", type=int, default=576, metavar="N",
+                     help="effective batch per optimizer step (default 576); must be a multiple of "
+                          "--batch-size x processes, the quotient is the gradient accumulation")
+    x2x.add_argument("--batch-size", type=int, default=4, metavar="B", help="per-device micro-batch (default 4)")
+    x2x.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
+    x2x.add_argument("--warmup-steps", type=int, default=0, metavar="N")
+    x2x.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    x2x.add_argument("--no-ema", action="store_true", help="export the raw weights, keep no EMA")
+    x2x.add_argument("--ema-decay", type=float, default=0.9999)
+    x2x.add_argument("--rotation", type=float, default=2.0, metavar="DEG", help="max rotation (default 2)")
+    x2x.add_argument("--crop-fraction", type=float, default=1.0, metavar="F",
+                     help="centre crop side as a fraction of the image (default 1.0: none)")
+    x2x.add_argument("--hflip", type=float, default=0.5, metavar="P",
+                     help="horizontal flip probability; left/right words are swapped (default 0.5)")
+    x2x.add_argument("--checkpoint-every", type=int, default=500, metavar="K")
+    x2x.add_argument("--keep-checkpoints", type=int, default=2, metavar="N")
+    x2x.add_argument("--log-every", type=int, default=10, metavar="K")
+    x2x.add_argument("--seed", type=int, default=0)
+    x2x.add_argument("--workers", type=int, default=2, metavar="N", help="data-loading processes (default 2)")
+    x2x.add_argument("--gradient-checkpointing", action="store_true")
+    x2x.set_defaults(handler=cmd_train_instructx2x)
+
+    convert = verbs.add_parser(
+        "convert-ckpt", help="convert an original LDM .ckpt/.safetensors into a diffusers pipeline folder",
+        description="Uses diffusers' single-file conversion with a local config folder (nothing is fetched).")
+    convert.add_argument("checkpoint", metavar="CKPT", help="LDM checkpoint (.ckpt, .safetensors)")
+    convert.add_argument("--config", required=True, metavar="DIR",
+                         help="diffusers folder of the same architecture (configs + tokenizer; weights unused)")
+    convert.add_argument("--out", required=True, metavar="DIR", help="new output folder")
+    convert.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
+                         help="UNet weights: the EMA copy (auto: when present) or the raw ones")
+    convert.add_argument("--allow-pickle", action="store_true",
+                         help="allow Python objects in a .ckpt (only for trusted files)")
+    convert.set_defaults(handler=cmd_convert_ckpt)

@@ -1,0 +1,120 @@
+"""Settings: where data, weights, runs and caches live, and where each value came from.
+
+Precedence, highest first: command-line flag, environment variable, config file, built-in default.
+
+- config file: ``$CFBENCH_CONFIG`` if set, else ``~/.config/cfbench/config.toml`` (flat ``key = "value"``).
+- environment: ``CFBENCH_DATA_DIR``, ``CFBENCH_WEIGHTS_DIR``, ``CFBENCH_RUNS_DIR``, ``CFBENCH_CACHE_DIR``.
+
+``cfbench config`` prints the values in force with their sources; ``cfbench config set KEY VALUE``
+writes the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cfbench.core.storage import atomic_write_text
+
+SETTINGS: dict[str, str] = {
+    "data_dir": "dataset folder in the MIMIC-EDIT-INSTRUCTION layout (instructions.csv, past/, current/)",
+    "weights_dir": "folder holding one sub-folder of weights per model",
+    "runs_dir": "where run folders are created when --out is not given",
+    "cache_dir": "caches: the demo phantom set, evaluator outputs on real images",
+}
+
+
+# Files shipped inside the package (the phantom evaluator, and the phantom generator when present).
+PACKAGE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+
+def _default(key: str) -> str | None:
+    home = Path.home()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", home / ".cache")) / "cfbench"
+    return {
+        "data_dir": None,
+        "weights_dir": str(home / "cfbench-weights"),
+        "runs_dir": str(Path.cwd() / "runs"),
+        "cache_dir": str(cache),
+    }[key]
+
+
+def env_name(key: str) -> str:
+    return f"CFBENCH_{key.upper()}"
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get("CFBENCH_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "cfbench" / "config.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    value: str | None
+    source: str  # "flag", "env CFBENCH_X", "file PATH", "default"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    unknown = sorted(set(data) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown keys {unknown}; known keys: {sorted(SETTINGS)}")
+    return {key: str(value) for key, value in data.items()}
+
+
+def resolve(key: str, flag_value: str | os.PathLike | None = None) -> Setting:
+    """The value of one setting and where it came from."""
+    if key not in SETTINGS:
+        raise ConfigError(f"unknown setting {key!r}; known: {sorted(SETTINGS)}")
+    if flag_value is not None:
+        return Setting(key, str(flag_value), "flag")
+    env_value = os.environ.get(env_name(key))
+    if env_value:
+        return Setting(key, env_value, f"env {env_name(key)}")
+    path = config_file_path()
+    file_values = _read_file(path)
+    if key in file_values:
+        return Setting(key, file_values[key], f"file {path}")
+    return Setting(key, _default(key), "default")
+
+
+def resolve_path(key: str, flag_value: str | os.PathLike | None = None) -> Path | None:
+    setting = resolve(key, flag_value)
+    return Path(setting.value).expanduser() if setting.value else None
+
+
+def all_settings() -> list[Setting]:
+    return [resolve(key) for key in SETTINGS]
+
+
+def set_value(key: str, value: str) -> Path:
+    """Write ``key = value`` into the config file (other keys kept); returns the file's path."""
+    if key not in SETTINGS:
+        raise ConfigError(f"unknown setting {key!r}; known: {sorted(SETTINGS)}")
+    path = config_file_path()
+    values = _read_file(path)
+    values[key] = value
+    lines = [f"{name} = {_toml_string(values[name])}" for name in sorted(values)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

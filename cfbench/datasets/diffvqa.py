@@ -1,0 +1,201 @@
+"""Medical-Diff-VQA difference answers -> edit operations (the rules behind MIMIC-EDIT-INSTRUCTION).
+
+Answer grammar (``mimic_pair_questions.csv``, question_type "difference"; sentences end with ". ", so
+answers usually carry a trailing space), clauses in this order:
+
+- ``the level of {finding} has changed from {levels} to {levels}.``  -> change
+- ``the main image has an additional finding of {finding} than the reference image.``  -> add
+- ``the main image has additional findings of {a}, {b}, and {c} than the reference image.``  -> add each
+  (two items are written ``{a}, and {b}``)
+- ``the main image is missing the finding(s) of ... than the reference image.``  -> remove each
+- ``nothing has changed.``  -> no operation
+
+The question may name an area (``what has changed in the left lung area?``): its side becomes the
+location of the operations. Phrases outside the known vocabulary are kept (lower case) and reported in
+``unknown``; sentences outside the grammar are reported in ``unparsed``. Nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cfbench.core.findings import FINDING_TO_CHEXPERT, LEVEL_WORDS, Operation
+
+# Diff-VQA finding names not in the CheXpert mapping but known to appear in answers.
+OTHER_FINDINGS: tuple[str, ...] = (
+    "vascular congestion", "hilar congestion", "infection", "pulmonary edema", "blunting of the costophrenic angle",
+    "hernia", "calcification", "scoliosis", "emphysema", "granuloma", "nodule", "mass", "thickening", "tortuosity of the aorta",
+    "hypertension", "contusion", "fibrosis", "air collection", "heart failure", "hematoma", "pneumomediastinum",
+    "hydropneumothorax", "cyst", "infiltration", "lung opacity", "pleural thickening",
+)
+KNOWN_FINDINGS: frozenset[str] = frozenset(FINDING_TO_CHEXPERT) | frozenset(OTHER_FINDINGS)
+# Spelling variants -> the one vocabulary (applied before the vocabulary check).
+FINDING_SYNONYMS: dict[str, str] = {
+    "pulmonary edema": "edema",
+    "effusion": "pleural effusion",
+    "pleural effusions": "pleural effusion",
+    "enlarged cardiac silhouette": "cardiomegaly",
+}
+QUESTION_COLUMNS: tuple[str, ...] = ("study_id", "subject_id", "ref_id", "question_type", "question", "answer", "split")
+
+# Area of an area question -> location of the operations.
+AREA_LOCATIONS: dict[str, str] = {
+    "left lung": "left",
+    "right lung": "right",
+    "left": "left",
+    "right": "right",
+    "bilateral": "bilateral",
+    "bibasilar": "bibasilar",
+    "retrocardiac": "retrocardiac",
+    "left base": "left base",
+    "right base": "right base",
+}
+
+_AREA_QUESTION = re.compile(r"what has changed in the (?P<area>.+?) area\?")
+_CHANGE = re.compile(r"^the level of (?P<finding>.+?) has changed from (?P<levels>.+)$")
+_ADD = re.compile(r"^the main image has (?:an additional finding|additional findings) of (?P<items>.+?) than the reference image$")
+_REMOVE = re.compile(r"^the main image is missing the findings? of (?P<items>.+?) than the reference image$")
+_NOTHING = "nothing has changed"
+
+
+@dataclass
+class ParsedAnswer:
+    """The operations of one answer, plus what the rules did not recognise."""
+
+    operations: list[Operation] = field(default_factory=list)
+    nothing_changed: bool = False
+    unknown: list[str] = field(default_factory=list)    # findings or level words outside the vocabulary
+    unparsed: list[str] = field(default_factory=list)   # sentences outside the grammar
+
+
+def split_items(text: str) -> list[str]:
+    """``a``, ``a, and b``, ``a, b, and c`` (also ``a and b``) -> the items."""
+    parts = re.split(r",\s*(?:and\s+)?|\s+and\s+", text.strip())
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _split_levels(text: str) -> tuple[str, str] | None:
+    """``A to B`` where A and B may themselves contain "to" ("moderate to large"): prefer the split whose
+    both sides are known level phrases, else the first "to"."""
+    words = text.split(" to ")
+    if len(words) < 2:
+        return None
+    candidates = [(" to ".join(words[:i]), " to ".join(words[i:])) for i in range(1, len(words))]
+    for source, target in candidates:
+        if source in LEVEL_WORDS and target in LEVEL_WORDS:
+            return source, target
+    return candidates[0]
+
+
+def area_location(question: str) -> str | None:
+    """The location named by an area question, or None for the whole-image question."""
+    match = _AREA_QUESTION.search(question.strip().lower())
+    if not match:
+        return None
+    return AREA_LOCATIONS.get(match["area"], match["area"])
+
+
+def parse_difference_answer(answer: str, question: str = "") -> ParsedAnswer:
+    """Parse one difference answer (and optionally its question, for the area) into operations."""
+    parsed = ParsedAnswer()
+    location = area_location(question) if question else None
+    for sentence in re.split(r"\.\s*", answer.strip().lower()):
+        sentence = sentence.strip()
+        if not sentence:
+            continue
+        if sentence == _NOTHING:
+            parsed.nothing_changed = True
+        elif match := _CHANGE.match(sentence):
+            levels = _split_levels(match["levels"])
+            if levels is None:
+                parsed.unparsed.append(sentence)
+                continue
+            finding = _note(parsed, match["finding"].strip())
+            for level in levels:
+                if level not in LEVEL_WORDS:
+                    parsed.unknown.append(level)
+            parsed.operations.append(Operation("change", finding, location, levels[0], levels[1]))
+        elif match := _ADD.match(sentence):
+            for item in split_items(match["items"]):
+                parsed.operations.append(Operation("add", _note(parsed, item), location))
+        elif match := _REMOVE.match(sentence):
+            for item in split_items(match["items"]):
+                parsed.operations.append(Operation("remove", _note(parsed, item), location))
+        else:
+            parsed.unparsed.append(sentence)
+    return parsed
+
+
+def _note(parsed: ParsedAnswer, finding: str) -> str:
+    finding = FINDING_SYNONYMS.get(finding, finding)
+    if finding not in KNOWN_FINDINGS:
+        parsed.unknown.append(finding)
+    return finding
+
+
+@dataclass
+class PairEdits:
+    """The edit operations of one (reference study -> main study) pair of Medical-Diff-VQA."""
+
+    subject_id: str
+    study_id: str      # the main (later) study as given; order is checked against dates when building
+    ref_id: str        # the reference (earlier) study as given
+    split: str
+    operations: list[Operation]
+    nothing_changed: bool
+
+
+@dataclass
+class DifferenceReport:
+    pairs: list[PairEdits]
+    unknown: Counter          # phrase -> count, over all answers
+    unparsed: Counter         # sentence -> count
+    rows_read: int
+
+
+def merge_locations(whole: list[Operation], by_area: list[Operation]) -> list[Operation]:
+    """Give each operation of the whole-image answer the side(s) the area answers name for the same
+    (op, finding): one side -> that side, both sides -> "bilateral"; none -> unchanged."""
+    merged = []
+    for operation in whole:
+        sides = {o.location for o in by_area if (o.op, o.finding) == (operation.op, operation.finding) and o.location}
+        if not sides or operation.location:
+            merged.append(operation)
+            continue
+        location = sides.pop() if len(sides) == 1 else "bilateral"
+        merged.append(Operation(operation.op, operation.finding, location, operation.level_from, operation.level_to))
+    return merged
+
+
+def read_difference_pairs(csv_path: str | Path) -> DifferenceReport:
+    """Every pair's operations from ``mimic_pair_questions.csv`` (difference questions only).
+
+    Raises ValueError naming the missing columns. Pairs whose answer is "nothing has changed" are kept
+    with ``nothing_changed=True`` (the builder drops them, and counts them)."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = [column for column in QUESTION_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{csv_path} is missing column(s) {missing}; expected {list(QUESTION_COLUMNS)}")
+    table = table[table["question_type"] == "difference"]
+    unknown: Counter = Counter()
+    unparsed: Counter = Counter()
+    pairs = []
+    for (subject, study, ref), group in table.groupby(["subject_id", "study_id", "ref_id"], sort=True):
+        whole, by_area, nothing = [], [], False
+        for question, answer in zip(group["question"], group["answer"]):
+            parsed = parse_difference_answer(answer, question)
+            unknown.update(parsed.unknown)
+            unparsed.update(parsed.unparsed)
+            if area_location(question) is None:
+                whole += parsed.operations
+                nothing |= parsed.nothing_changed
+            else:
+                by_area += parsed.operations
+        pairs.append(PairEdits(subject, study, ref, group["split"].iloc[0], merge_locations(whole, by_area),
+                               nothing and not whole))
+    return DifferenceReport(pairs, unknown, unparsed, len(table))

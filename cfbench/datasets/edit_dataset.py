@@ -1,0 +1,290 @@
+"""Reading splits of a dataset in the MIMIC-EDIT-INSTRUCTION layout (:mod:`cfbench.datasets.layout`), and
+writing new datasets in it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from cfbench.core.findings import CHEXPERT_COLUMNS, Operation, parse_instruction
+from cfbench.core.images import ImageReadError, find_image, load_image, load_mask, save_mask_png, save_png16
+from cfbench.core.storage import atomic_write_json, atomic_write_text
+from cfbench.datasets.layout import CSV_NAME, LABEL_VALUES, REQUIRED_COLUMNS, SPLITS, DatasetError
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass
+class Sample:
+    """One row of a split. Labels are the target (current) study's CheXpert labels: 1.0, 0.0, -1.0 or
+    None (not mentioned). ``row`` is the 1-based data row in instructions.csv (the header is row 0)."""
+
+    sample_id: str
+    split: str
+    instruction: str
+    operations: list[Operation]
+    past_dicom_id: str
+    current_dicom_id: str
+    row: int
+    subject_id: str | None = None
+    past_study_id: str | None = None
+    current_study_id: str | None = None
+    labels: dict[str, float | None] = field(default_factory=dict)
+    past_labels: dict[str, float | None] = field(default_factory=dict)
+    age: float | None = None
+    sex: str | None = None
+    race: str | None = None
+    target_report: str | None = None
+    progression: str | None = None
+    reference_explanation: str | None = None
+
+
+def _text(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value)
+    return text if text != "" else None
+
+
+class EditDataset:
+    """One split of a dataset folder.
+
+    Images are read lazily: ``past_image(sample)`` etc. return float32 HxW in [0, 1] at ``resolution``.
+    """
+
+    def __init__(self, root: str | Path, split: str, resolution: int = 512):
+        self.root = Path(root)
+        self.split = split
+        self.resolution = resolution
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        csv_path = self.root / CSV_NAME
+        if not csv_path.is_file():
+            raise DatasetError(
+                f"no {CSV_NAME} in {self.root}: a dataset folder needs {CSV_NAME}, past/ and current/ "
+                "(build one with `cfbench data phantom` or `cfbench data build`)"
+            )
+        self.csv_path = csv_path
+        table = _read_table(csv_path)
+        self.samples: list[Sample] = [
+            _row_to_sample(table, index, csv_path) for index in np.flatnonzero(table["split"] == split)
+        ]
+        if not self.samples:
+            present = sorted(table["split"].dropna().unique())
+            raise DatasetError(f"{csv_path}: split {split!r} has no rows (splits present: {present})")
+        self._by_id = {sample.sample_id: sample for sample in self.samples}
+        info_path = self.root / "dataset.json"
+        self.info: dict = json.loads(info_path.read_text()) if info_path.is_file() else {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, sample_id: str) -> Sample:
+        try:
+            return self._by_id[sample_id]
+        except KeyError:
+            raise KeyError(f"sample {sample_id!r} is not in split {self.split!r} of {self.root}") from None
+
+    @property
+    def label_columns(self) -> list[str]:
+        return list(self.samples[0].labels)
+
+    def image_path(self, folder: str, stem: str, sample: Sample) -> Path:
+        """The file of an image of ``sample`` (``folder/stem.png|.jpg``); ImageReadError naming it if absent."""
+        path = find_image(self.root / folder, stem)
+        if path is None:
+            raise ImageReadError(
+                f"sample {sample.sample_id!r} (row {sample.row} of {self.csv_path}): image not found: "
+                f"{self.root / folder / stem}.png (or .jpg)"
+            )
+        return path
+
+    def current_path(self, sample: Sample) -> Path:
+        return self.image_path("current", sample.current_dicom_id, sample)
+
+    def _load(self, folder: str, stem: str, sample: Sample) -> np.ndarray:
+        path = self.image_path(folder, stem, sample)
+        try:
+            return load_image(path, self.resolution)
+        except ImageReadError as error:
+            raise ImageReadError(f"sample {sample.sample_id!r} (row {sample.row}): {error}") from error
+
+    def past_image(self, sample: Sample) -> np.ndarray:
+        return self._load("past", sample.past_dicom_id, sample)
+
+    def current_image(self, sample: Sample) -> np.ndarray:
+        return self._load("current", sample.current_dicom_id, sample)
+
+    def has_folder(self, folder: str) -> bool:
+        return (self.root / folder).is_dir()
+
+    def counterfactual_image(self, sample: Sample) -> np.ndarray:
+        """The exact counterfactual (phantom datasets only)."""
+        return self._load("counterfactual", sample.sample_id, sample)
+
+    def lesion_mask(self, sample: Sample) -> np.ndarray:
+        """The true lesion-change mask, bool HxW (phantom datasets only)."""
+        path = find_image(self.root / "lesion_mask", sample.sample_id)
+        if path is None:
+            raise ImageReadError(f"sample {sample.sample_id!r}: no lesion mask in {self.root / 'lesion_mask'}")
+        return load_mask(path, self.resolution)
+
+
+def _read_table(csv_path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot parse {csv_path}: {error}") from error
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise DatasetError(
+            f"{csv_path} is missing required column(s) {', '.join(missing)}; "
+            f"required: {', '.join(REQUIRED_COLUMNS)}; found: {', '.join(table.columns)}"
+        )
+    for column in REQUIRED_COLUMNS:
+        blank = np.flatnonzero(table[column].isna().to_numpy())
+        if len(blank):
+            rows = ", ".join(str(i + 1) for i in blank[:10])
+            raise DatasetError(f"{csv_path}: column {column!r} is blank in row(s) {rows}")
+    bad_split = sorted(set(table["split"]) - set(SPLITS))
+    if bad_split:
+        raise DatasetError(f"{csv_path}: unknown split value(s) {bad_split}; allowed: {', '.join(SPLITS)}")
+    if "sample_id" not in table.columns:
+        table["sample_id"] = table["past_dicom_id"] + "_" + table["current_dicom_id"]
+    duplicated = table["sample_id"][table["sample_id"].duplicated()].tolist()
+    if duplicated:
+        raise DatasetError(f"{csv_path}: duplicate sample ids {duplicated[:5]}")
+    unsafe = [s for s in table["sample_id"] if not _SAFE_ID.match(s)]
+    if unsafe:
+        raise DatasetError(f"{csv_path}: sample ids must be file-name safe ([A-Za-z0-9._-]): {unsafe[:5]}")
+    return table
+
+
+def _label(table: pd.DataFrame, index: int, column: str, csv_path: Path) -> float | None:
+    text = _text(table.at[index, column])
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if value not in LABEL_VALUES:
+        raise DatasetError(
+            f"{csv_path} row {index + 1}, column {column!r}: label {text!r} is not 1.0, 0.0, -1.0 or blank"
+        )
+    return value
+
+
+def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
+    def get(column: str) -> str | None:
+        return _text(table.at[index, column]) if column in table.columns else None
+
+    instruction = get("instruction")
+    operations_text = get("operations")
+    try:
+        if operations_text is not None:
+            operations = [Operation.from_dict(item) for item in json.loads(operations_text)]
+        else:
+            operations = parse_instruction(instruction)
+    except (ValueError, KeyError, TypeError) as error:
+        raise DatasetError(f"{csv_path} row {index + 1}: cannot read the operations: {error}") from error
+    labels = {c: _label(table, index, c, csv_path) for c in CHEXPERT_COLUMNS if c in table.columns}
+    past_labels = {
+        c: _label(table, index, f"past_{c}", csv_path) for c in CHEXPERT_COLUMNS if f"past_{c}" in table.columns
+    }
+    age_text = get("age")
+    try:
+        age = float(age_text) if age_text is not None else None
+    except ValueError:
+        raise DatasetError(f"{csv_path} row {index + 1}: age {age_text!r} is not a number") from None
+    return Sample(
+        sample_id=get("sample_id"),
+        split=get("split"),
+        instruction=instruction,
+        operations=operations,
+        past_dicom_id=get("past_dicom_id"),
+        current_dicom_id=get("current_dicom_id"),
+        row=index + 1,
+        subject_id=get("subject_id"),
+        past_study_id=get("past_study_id"),
+        current_study_id=get("current_study_id"),
+        labels=labels,
+        past_labels=past_labels,
+        age=age,
+        sex=get("sex"),
+        race=get("race"),
+        target_report=get("target_report"),
+        progression=get("progression"),
+        reference_explanation=get("reference_explanation"),
+    )
+
+
+class DatasetWriter:
+    """Write a dataset folder in the layout above. Images are written as they come (atomically);
+    ``instructions.csv`` and ``dataset.json`` are written by :meth:`close`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._rows: list[dict] = []
+
+    def add(
+        self,
+        sample: Sample,
+        past: np.ndarray,
+        current: np.ndarray,
+        counterfactual: np.ndarray | None = None,
+        lesion_mask: np.ndarray | None = None,
+    ) -> None:
+        save_png16(self.root / "past" / f"{sample.past_dicom_id}.png", past)
+        save_png16(self.root / "current" / f"{sample.current_dicom_id}.png", current)
+        if counterfactual is not None:
+            save_png16(self.root / "counterfactual" / f"{sample.sample_id}.png", counterfactual)
+        if lesion_mask is not None:
+            save_mask_png(self.root / "lesion_mask" / f"{sample.sample_id}.png", lesion_mask)
+        self.add_row(sample)
+
+    def add_row(self, sample: Sample, extra: dict | None = None) -> None:
+        """Record a sample whose images are already in ``past/`` and ``current/``; ``extra`` adds columns."""
+        self._rows.append({**sample_to_row(sample), **(extra or {})})
+
+    def close(self, info: dict | None = None) -> Path:
+        table = pd.DataFrame(self._rows, columns=None if self._rows else list(REQUIRED_COLUMNS))
+        atomic_write_text(self.root / CSV_NAME, table.to_csv(index=False))
+        if info is not None:
+            atomic_write_json(self.root / "dataset.json", info)
+        return self.root / CSV_NAME
+
+
+def sample_to_row(sample: Sample) -> dict:
+    """A sample as one CSV row (official columns first)."""
+    row = {
+        "instruction": sample.instruction,
+        "past_dicom_id": sample.past_dicom_id,
+        "current_dicom_id": sample.current_dicom_id,
+        "split": sample.split,
+        "sample_id": sample.sample_id,
+        "subject_id": sample.subject_id,
+        "past_study_id": sample.past_study_id,
+        "current_study_id": sample.current_study_id,
+        "operations": json.dumps([op.to_dict() for op in sample.operations]),
+        "age": sample.age,
+        "sex": sample.sex,
+        "race": sample.race,
+        "target_report": sample.target_report,
+        "progression": sample.progression,
+        "reference_explanation": sample.reference_explanation,
+    }
+    row.update(sample.labels)
+    row.update({f"past_{column}": value for column, value in sample.past_labels.items()})
+    return row

@@ -1,0 +1,34 @@
+"""The MIMIC-EDIT-INSTRUCTION layout every split is read from: folder, file and column names, splits, and the
+error a dataset that breaks it raises. Light to import (the command line reads its choices from here).
+
+Layout of a dataset folder::
+
+    instructions.csv     one row per sample (columns below)
+    past/                prior images, {past_dicom_id}.png|.jpg
+    current/             target images, {current_dicom_id}.png|.jpg
+    counterfactual/      (phantoms only) exact counterfactuals, {sample_id}.png
+    lesion_mask/         (phantoms only) true lesion-change masks, {sample_id}.png
+    dataset.json         (optional) how the dataset was made
+
+Columns of ``instructions.csv``:
+
+- official (required): ``instruction, past_dicom_id, current_dicom_id, split``
+- ours: ``sample_id`` (default ``{past_dicom_id}_{current_dicom_id}``), ``subject_id``, ``past_study_id``,
+  ``current_study_id``, ``operations`` (JSON list of operations; parsed from ``instruction`` when absent),
+  ``reference_explanation`` (the reference interpretation of the change, ICG-CXR style, for text metrics),
+  the CheXpert label columns of the target study (``Cardiomegaly``, ``Pleural Effusion``, ...; values
+  1.0 positive, 0.0 negative, -1.0 uncertain, blank not mentioned), the same for the prior study prefixed
+  ``past_``, ``age`` (years at the target study), ``sex`` (M/F), ``race`` (three-group rule, or a phantom
+  group), ``target_report``, ``progression``.
+"""
+
+from __future__ import annotations
+
+SPLITS: tuple[str, ...] = ("train", "holdout", "test", "val", "demo")
+REQUIRED_COLUMNS: tuple[str, ...] = ("instruction", "past_dicom_id", "current_dicom_id", "split")
+LABEL_VALUES = {1.0, 0.0, -1.0}
+CSV_NAME = "instructions.csv"
+
+
+class DatasetError(ValueError):
+    """The dataset folder or its CSV breaks the layout; the message names the file, row or column."""

@@ -1,0 +1,176 @@
+"""Pseudo masks: where a finding usually appears, from expert bounding boxes.
+
+InstructX2X's Region-Specific Editing builds, per finding, the union of all expert boxes of that finding
+on PA images (MS-CXR in the paper), rescaled to the image size; an instruction selects the masks of the
+findings it names (merged with max) and uses the whole image when it names no known finding. cfbench uses
+the same masks to measure edit locality on real data: how much a model changed the image inside vs
+outside the region of the instruction's findings.
+
+The public default is built from NIH ChestX-ray14's ``BBox_List_2017.csv.gz`` (984 boxes in 1024-px
+space), which ships inside the torchxrayvision wheel; PA images only (``View Position`` of
+``Data_Entry_2017_v2020.csv.gz``). NIH has no Edema boxes: Edema selects no mask (whole image).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from cfbench.core.findings import Operation
+from cfbench.core.storage import atomic_write_bytes
+
+NIH_IMAGE_SIZE = 1024
+# NIH box label -> finding as instructions spell it
+NIH_BOX_FINDINGS: dict[str, str] = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Effusion": "pleural effusion",
+    "Pneumothorax": "pneumothorax",
+    "Pneumonia": "pneumonia",
+    "Infiltrate": "infiltration",
+    "Mass": "mass",
+    "Nodule": "nodule",
+}
+
+
+def torchxrayvision_data_file(name: str) -> Path:
+    import torchxrayvision
+
+    path = Path(torchxrayvision.__file__).parent / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: this torchxrayvision install does not ship {name}")
+    return path
+
+
+@dataclass(eq=False)  # hashed by identity, for the union cache
+class PseudoMasks:
+    """One bool HxW mask per finding (instruction spelling), all at ``size`` x ``size``."""
+
+    masks: dict[str, np.ndarray]
+    size: int
+    source: str
+
+    def mask_for(self, operations: Iterable[Operation], size: int | None = None) -> np.ndarray:
+        """Union of the masks of the operations' findings, each restricted to the operation's location
+        (see :func:`location_region`); the whole image when no finding has a mask.
+        The result is shared between calls with the same findings: do not modify it."""
+        size = size or self.size
+        keys = tuple(sorted({(op.finding, op.location or "") for op in operations if op.finding in self.masks}))
+        return self._union(keys, size)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 -- a handful of finding sets per dataset
+    def _union(self, keys: tuple[tuple[str, str], ...], size: int) -> np.ndarray:
+        if not keys:
+            union = np.ones((size, size), dtype=bool)
+        else:
+            union = np.logical_or.reduce([self.masks[finding] & location_region(location, self.size)
+                                          for finding, location in keys])
+            union = union if size == self.size else _resize_mask(union, size)
+        union.flags.writeable = False
+        return union
+
+    def save(self, path: str | Path) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, size=np.array(self.size), source=np.array(self.source),
+                            **{f"mask/{name}": mask for name, mask in self.masks.items()})
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PseudoMasks":
+        with np.load(path, allow_pickle=False) as archive:
+            masks = {key[len("mask/"):]: archive[key].astype(bool) for key in archive.files if key.startswith("mask/")}
+            return cls(masks=masks, size=int(archive["size"]), source=str(archive["source"]))
+
+
+def location_region(location: str, size: int) -> np.ndarray:
+    """The part of a PA image a location phrase names (radiological convention: the patient's left is the
+    image right): left / right halves, base (lower half) / apical (upper half), both combined for
+    "left base" etc.; "bilateral", unknown phrases and none -> the whole image."""
+    region = np.ones((size, size), dtype=bool)
+    words = set(location.lower().replace("-", " ").split())
+    half = size // 2
+    if "left" in words:
+        region[:, :half] = False
+    elif "right" in words:
+        region[:, half:] = False
+    if words & {"base", "bibasilar", "basilar", "lower"}:
+        region[:half, :] = False
+    elif words & {"apical", "apex", "upper"}:
+        region[half:, :] = False
+    return region
+
+
+def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a square bool mask."""
+    index = (np.arange(size) * mask.shape[0] / size).astype(int)
+    return mask[np.ix_(index, index)]
+
+
+def boxes_to_masks(boxes: pd.DataFrame, source_size: int | None, size: int, source: str) -> PseudoMasks:
+    """Union of boxes per finding, rescaled to size x size (the dataset images are resized to a square).
+
+    ``boxes`` columns: finding, x, y, w, h (top-left corner and extent, source pixels), and either a
+    common ``source_size`` or per-box ``image_width`` / ``image_height`` columns (MS-CXR)."""
+    boxes = boxes.copy()
+    if source_size is not None:
+        boxes["image_width"] = boxes["image_height"] = source_size
+    masks: dict[str, np.ndarray] = {}
+    for finding, group in boxes.groupby("finding"):
+        mask = np.zeros((size, size), dtype=bool)
+        for x, y, w, h, width, height in group[["x", "y", "w", "h", "image_width", "image_height"]].astype(float).itertuples(index=False):
+            scale_x, scale_y = size / width, size / height
+            top, left = int(np.floor(y * scale_y)), int(np.floor(x * scale_x))
+            bottom, right = int(np.ceil((y + h) * scale_y)), int(np.ceil((x + w) * scale_x))
+            mask[max(top, 0) : min(bottom, size), max(left, 0) : min(right, size)] = True
+        masks[str(finding)] = mask
+    return PseudoMasks(masks=masks, size=size, source=source)
+
+
+def nih_pseudo_masks(size: int = 512, bbox_csv: str | Path | None = None,
+                     data_entry_csv: str | Path | None = None) -> PseudoMasks:
+    """Pseudo masks from NIH ChestX-ray14's boxes on PA images (the files torchxrayvision ships by default)."""
+    bbox_csv = Path(bbox_csv) if bbox_csv else torchxrayvision_data_file("BBox_List_2017.csv.gz")
+    data_entry_csv = Path(data_entry_csv) if data_entry_csv else torchxrayvision_data_file("Data_Entry_2017_v2020.csv.gz")
+    boxes = pd.read_csv(bbox_csv)
+    # header: Image Index, Finding Label, Bbox [x, y, w, h], plus empty columns
+    boxes = boxes.iloc[:, :6]
+    boxes.columns = ["image", "label", "x", "y", "w", "h"]
+    views = pd.read_csv(data_entry_csv, usecols=["Image Index", "View Position"])
+    boxes = boxes.merge(views.rename(columns={"Image Index": "image", "View Position": "view"}), on="image")
+    boxes = boxes[(boxes["view"] == "PA") & boxes["label"].isin(NIH_BOX_FINDINGS)]
+    boxes = boxes.assign(finding=boxes["label"].map(NIH_BOX_FINDINGS))
+    return boxes_to_masks(boxes, NIH_IMAGE_SIZE, size, source=f"NIH ChestX-ray14 BBox_List_2017, PA, {len(boxes)} boxes")
+
+
+MS_CXR_COLUMNS = ("dicom_id", "category_name", "x", "y", "w", "h", "image_width", "image_height")
+
+
+def ms_cxr_pseudo_masks(ms_cxr_csv: str | Path, metadata_csv: str | Path, size: int = 512) -> PseudoMasks:
+    """Pseudo masks from MS-CXR boxes on PA images (the paper's source): ``MS_CXR_Local_Alignment_*.csv``
+    and MIMIC-CXR's ``mimic-cxr-2.0.0-metadata.csv(.gz)`` for the view position."""
+    boxes = pd.read_csv(ms_cxr_csv, dtype={"dicom_id": str})
+    missing = [column for column in MS_CXR_COLUMNS if column not in boxes.columns]
+    if missing:
+        raise ValueError(f"{ms_cxr_csv} is missing column(s) {missing}")
+    views = pd.read_csv(metadata_csv, dtype=str, usecols=["dicom_id", "ViewPosition"])
+    boxes = boxes.merge(views, on="dicom_id", how="left")
+    pa = boxes[boxes["ViewPosition"].fillna("").str.upper() == "PA"]
+    pa = pa.assign(finding=pa["category_name"].str.strip().str.lower())
+    return boxes_to_masks(pa, None, size, source=f"MS-CXR {Path(ms_cxr_csv).name}, PA, {len(pa)} boxes")
+
+
+DATASET_MASKS = "pseudo_masks.npz"  # written into a dataset folder by `cfbench data build mimic --ms-cxr`
+
+
+def default_pseudo_masks(dataset_root: str | Path | None, size: int) -> PseudoMasks:
+    """The pseudo masks a dataset comes with (``{root}/pseudo_masks.npz``, e.g. MS-CXR boxes as in the
+    InstructX2X paper), else the public NIH ChestX-ray14 box unions."""
+    if dataset_root is not None and (Path(dataset_root) / DATASET_MASKS).is_file():
+        return PseudoMasks.load(Path(dataset_root) / DATASET_MASKS)
+    return nih_pseudo_masks(size)

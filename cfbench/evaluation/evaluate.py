@@ -1,0 +1,232 @@
+"""Evaluation: run store -> evaluators -> metrics -> metrics.json.
+
+Reads a run folder written by :func:`cfbench.runs.generate.generate`, pairs each finished sample with the real
+images of its split, and streams the generated images through an evaluator in batches (memory constant
+in N: only per-sample scalars and feature vectors are kept). Evaluator outputs on the real target images
+come from :class:`~cfbench.evaluation.output_cache.EvaluatorOutputCache`, so they are computed once per split and
+evaluator. The numbers themselves are computed by :mod:`cfbench.evaluation.scoring`.
+
+Writes into the run folder (files and readers in :mod:`cfbench.evaluation.results`):
+
+- ``metrics.json``: every metric with its bootstrap interval and n, the protocol choices, the evaluator's
+  identity (weights SHA-256, versions), components (CMIG terms, KL per finding, label counts) and
+  per-operation breakdowns;
+- ``predictions.csv``: one row per sample, every evaluator output and ground-truth value;
+- ``evaluation.npz``: the same per-sample table as arrays (read by ``cfbench compare``).
+
+Pixel measures (intensity units of the [0, 1] scale, per-sample means averaged over samples):
+
+- ``mae_to_target``: mean |generated - real target|. The target is a later study (other pose, other
+  acquisition): not 0 even for a perfect counterfactual on real data.
+- phantoms only (exact counterfactual and lesion-change mask known): ``mae_to_true_counterfactual``,
+  ``change_inside_lesion`` = mean |generated - input| inside the true lesion-change mask, and
+  ``change_outside_lesion`` = the same outside it (0 = perfectly local edit).
+- other data: ``change_inside_pseudo_mask`` / ``change_outside_pseudo_mask``, the same around the pseudo
+  mask of the instruction's findings (:mod:`cfbench.datasets.pseudo_masks`; the dataset's own ``pseudo_masks.npz``
+  when it has one, e.g. MS-CXR boxes, else NIH box unions).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cfbench.api.evaluator import Evaluator, check_outputs
+from cfbench.core import config
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.core.hashing import file_sha256
+from cfbench.core.prefetch import prefetched
+from cfbench.core.provenance import package_versions
+from cfbench.datasets.edit_dataset import EditDataset, Sample
+from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
+from cfbench.evaluation.metric_names import descriptions
+from cfbench.evaluation.output_cache import EvaluatorOutputCache
+from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol
+from cfbench.evaluation.results import open_run_dataset, save_table, write_metrics
+from cfbench.evaluation.scoring import SampleTable, score
+from cfbench.runs.store import load_generated, read_failures, read_results
+
+def is_phantom(dataset: EditDataset) -> bool:
+    return dataset.info.get("kind") == "phantom"
+
+
+def has_true_lesions(dataset: EditDataset) -> bool:
+    """Phantom datasets carry the exact counterfactual and the true lesion-change mask of every sample."""
+    return dataset.has_folder("counterfactual") and dataset.has_folder("lesion_mask")
+
+
+def make_evaluator(name: str, dataset: EditDataset, device: str = "cpu") -> Evaluator | None:
+    """The evaluator for a dataset: the shipped phantom CNN on phantom data, torchxrayvision otherwise."""
+    if name not in EVALUATORS:
+        raise EvaluationError(f"unknown evaluator {name!r}; choose one of {', '.join(EVALUATORS)}")
+    if name == "none":
+        return None
+    if name == "phantom-cnn" or (name == "auto" and is_phantom(dataset)):
+        from cfbench.phantom.evaluator import PhantomEvaluator
+
+        return PhantomEvaluator.from_file(device=device)
+    from cfbench.evaluation.xrv import XRVEvaluatorSuite
+
+    has_race = any(sample.race for sample in dataset)
+    return XRVEvaluatorSuite.for_dataset(has_race=has_race, device=device)
+
+
+def _ground_truth(samples: list[Sample], race_classes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def label(value: float | None) -> float:
+        return math.nan if value is None else value
+
+    race_index = {name: index for index, name in enumerate(race_classes)}
+    return {
+        "labels": np.array([[label(s.labels.get(f)) for f in EVALUATED_FINDINGS] for s in samples], np.float64),
+        "race": np.array([race_index.get(s.race, -1) for s in samples], np.int64),
+        "sex_male": np.array([{"M": 1.0, "F": 0.0}.get((s.sex or "").upper()[:1], math.nan) for s in samples]),
+        "age": np.array([math.nan if s.age is None else s.age for s in samples], np.float64),
+    }
+
+
+def _pixel_measures(generated: np.ndarray, target: np.ndarray, sample: Sample, dataset: EditDataset,
+                    phantom: bool, masks: PseudoMasks | None) -> dict[str, float]:
+    values = {"mae_to_target": float(np.abs(generated - target).mean())}
+    if phantom:
+        region = dataset.lesion_mask(sample)
+        values["mae_to_true_counterfactual"] = float(np.abs(generated - dataset.counterfactual_image(sample)).mean())
+        names = ("change_inside_lesion", "change_outside_lesion")
+    else:
+        region = masks.mask_for(sample.operations, dataset.resolution)
+        names = ("change_inside_pseudo_mask", "change_outside_pseudo_mask")
+    change = np.abs(generated - dataset.past_image(sample))
+    total, inside = float(change.sum(dtype=np.float64)), float(change.sum(where=region, dtype=np.float64))
+    n_inside = int(np.count_nonzero(region))
+    n_outside = region.size - n_inside
+    values[names[0]] = inside / n_inside if n_inside else math.nan
+    values[names[1]] = (total - inside) / n_outside if n_outside else math.nan
+    return values
+
+
+def collect(
+    run_folder: Path,
+    dataset: EditDataset,
+    samples: list[Sample],
+    evaluators: list[Evaluator],
+    cache_dir: Path,
+    masks: PseudoMasks | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> SampleTable:
+    """Stream generated images through the evaluators and pixel measures; real outputs from the cache.
+
+    Locality is measured around the true lesion masks on phantom data, else around ``masks``."""
+    resolution = dataset.resolution
+    phantom = has_true_lesions(dataset)
+    if not phantom and masks is None:
+        raise EvaluationError("pseudo masks are needed to measure locality on data without true lesion masks")
+    race_classes = next((tuple(e.race_classes) for e in evaluators if "race" in e.outputs), ())
+    truth = _ground_truth(samples, race_classes)
+    caches = [EvaluatorOutputCache(cache_dir, evaluator, resolution) for evaluator in evaluators]
+    digests = [file_sha256(dataset.current_path(sample)) for sample in samples]
+    real_rows = [cache.lookup(digests) for cache in caches]  # per evaluator: sample position -> outputs
+    generated: dict[str, list[np.ndarray]] = {}
+    pixel: dict[str, list[float]] = {}
+
+    def load(positions: list[int]) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+        batch = [samples[p] for p in positions]
+        images = np.stack([load_generated(run_folder, sample.sample_id, resolution) for sample in batch])
+        targets = np.stack([dataset.current_image(sample) for sample in batch])
+        measures = [_pixel_measures(image, target, sample, dataset, phantom, masks)
+                    for image, target, sample in zip(images, targets, batch)]
+        return images, targets, measures
+
+    batches = [list(range(start, min(start + batch_size, len(samples)))) for start in range(0, len(samples), batch_size)]
+    loaded = prefetched(batches, load)
+    for positions, (images, targets, measures) in tqdm(zip(batches, loaded), total=len(batches), desc="evaluating",
+                                                       unit="batch", disable=not progress):
+        for values in measures:
+            for name, value in values.items():
+                pixel.setdefault(name, []).append(value)
+        for evaluator, cache, rows in zip(evaluators, caches, real_rows):
+            outputs = check_outputs(evaluator.predict(images), evaluator, len(positions))
+            for key, value in outputs.items():
+                generated.setdefault(key, []).append(value)
+            missing = [offset for offset, p in enumerate(positions) if p not in rows]
+            if missing:  # the real target images are decoded already: score them in the same pass
+                filled = cache.fill([digests[positions[o]] for o in missing], targets[missing])
+                rows.update({positions[o]: row for o, row in zip(missing, filled)})
+    real: dict[str, np.ndarray] = {}
+    for rows in real_rows:
+        for key in (rows[0].keys() if rows else ()):
+            real[key] = np.stack([rows[p][key] for p in range(len(samples))])
+    explanations = {r["sample_id"]: r.get("explanation") for r in read_results(run_folder)}
+    return SampleTable(
+        sample_ids=[s.sample_id for s in samples],
+        operations=[tuple(sorted({op.op for op in s.operations})) for s in samples],
+        labels=truth["labels"], race=truth["race"], sex_male=truth["sex_male"], age=truth["age"],
+        race_classes=race_classes,
+        generated={key: np.concatenate(parts) for key, parts in generated.items()},
+        real=real,
+        pixel={name: np.asarray(values, np.float64) for name, values in pixel.items()},
+        explanations=[explanations.get(s.sample_id) for s in samples],
+        reference_explanations=[s.reference_explanation for s in samples],
+    )
+
+
+def evaluate_run(
+    run_folder: str | Path,
+    data_dir: str | Path | None = None,
+    evaluator: Evaluator | str = "auto",
+    protocol: Protocol = Protocol(),
+    extra_evaluators: tuple[Evaluator, ...] = (),
+    pseudo_masks: PseudoMasks | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz."""
+    run_folder = Path(run_folder)
+    manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
+    finished = {record["sample_id"] for record in read_results(run_folder)}
+    samples = [sample for sample in dataset if sample.sample_id in finished]
+    if not samples:
+        raise EvaluationError(f"run {run_folder} has no finished samples to evaluate")
+    if isinstance(evaluator, str):
+        evaluator = make_evaluator(evaluator, dataset, device)
+    evaluators = ([evaluator] if evaluator is not None else []) + list(extra_evaluators)
+    overlap = _overlapping_outputs(evaluators)
+    if overlap:
+        raise EvaluationError(f"several evaluators give the same outputs {overlap}; use one per output")
+    cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
+    masks = None if has_true_lesions(dataset) else (pseudo_masks or default_pseudo_masks(dataset.root,
+                                                                                          dataset.resolution))
+    table = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
+    scores = score(table, protocol)
+    failures = {record["sample_id"] for record in read_failures(run_folder)} - finished
+    report = {
+        "run": manifest.config.to_dict(),
+        "dataset": {"path": str(dataset.root), "split": dataset.split, "kind": dataset.info.get("kind", "unknown"),
+                    "csv_sha256": manifest.config.dataset_csv_sha256},
+        "n_samples": len(samples),
+        "n_in_split": len(dataset),
+        "n_failed": len(failures),
+        "evaluator": evaluator.identity() if evaluator is not None else None,
+        "extra_evaluators": [extra.identity() for extra in extra_evaluators],
+        "protocol": protocol.as_dict(),
+        "locality_region": "true lesion-change masks" if masks is None else f"pseudo masks: {masks.source}",
+        "versions": package_versions(),
+        "descriptions": descriptions(scores["metrics"]),
+        **scores,
+    }
+    save_table(run_folder, table)
+    write_metrics(run_folder, report)
+    return report
+
+
+def _overlapping_outputs(evaluators: list[Evaluator]) -> list[str]:
+    seen: set[str] = set()
+    overlap = []
+    for evaluator in evaluators:
+        overlap += [key for key in evaluator.outputs if key in seen]
+        seen.update(evaluator.outputs)
+    return overlap

@@ -1,0 +1,97 @@
+"""The metric vocabulary: every name that can appear in ``metrics.json``, with its short title, its
+direction and what it measures. Defined once; evaluation, leaderboards, plots and the console read it here.
+
+Per-finding metrics are named ``<family>/<Finding>`` (``pathology_auroc/Cardiomegaly``, ``f1/Edema``) and
+take their family's direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """One metric.
+
+    name: the key in metrics.json.
+    title: the short display name (table headers, plots, console).
+    higher_is_better: True / False, or None for descriptive measures that are neither ranked nor bolded.
+    unit: what the number is on the metrics.json scale ("[0, 1]", "nats", "0-100", "pixel intensity").
+    description: one line on what is compared with what.
+    """
+
+    name: str
+    title: str
+    higher_is_better: bool | None
+    unit: str
+    description: str
+
+    @property
+    def arrow(self) -> str:
+        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
+
+
+_METRICS = (
+    MetricName("pathology_mean_auroc", "Patho", True, "AUROC in [0, 1]",
+               "mean AUROC over the 5 findings: evaluator probabilities on generated images vs target labels"),
+    MetricName("race_auroc", "Race", True, "AUROC in [0, 1]",
+               "one-vs-rest macro AUROC of the race/group evaluator on generated images vs the patient's group"),
+    MetricName("sex_auroc", "Sex", True, "AUROC in [0, 1]",
+               "AUROC of P(male) on generated images vs the patient's sex"),
+    MetricName("age_pearson", "Age", True, "Pearson r in [-1, 1]",
+               "Pearson r of predicted age on generated images vs the patient's age"),
+    MetricName("cmig", "CMIG", True, "0-100",
+               "sqrt(a_bar * f_bar), geometric means of accuracy and retention terms, 0-100 scale"),
+    MetricName("kl_divergence", "KL", False, "nats",
+               "sum over findings of Bernoulli KL(P_real || Q_generated) of mean probabilities, nats"),
+    MetricName("fid", "FID", False, "squared feature distance",
+               "Frechet distance of evaluator features, real target vs generated images"),
+    MetricName("clip_i", "CLIP-I", True, "cosine in [-1, 1]",
+               "mean cosine similarity of BiomedCLIP image embeddings, generated vs real target (ProgEmu CLIP-I)"),
+    MetricName("f1_macro", "F1", True, "[0, 1]", "mean F1 over the 5 findings at the protocol's threshold"),
+    MetricName("bleu3", "BLEU-3", True, "[0, 1]",
+               "corpus BLEU (1- to 3-grams) of generated explanations vs reference explanations"),
+    MetricName("meteor", "METEOR", True, "[0, 1]", "mean sentence METEOR of generated vs reference explanations"),
+    MetricName("rouge_l", "ROUGE-L", True, "[0, 1]", "mean ROUGE-L F-measure of generated vs reference explanations"),
+    MetricName("mae_to_target", "MAE to target", None, "pixel intensity in [0, 1]",
+               "mean |generated - real target image| (pose differs; not 0 for a perfect edit)"),
+    MetricName("mae_to_true_counterfactual", "MAE to true CF", False, "pixel intensity in [0, 1]",
+               "mean |generated - exact counterfactual| (phantoms only; 0 is perfect)"),
+    MetricName("change_inside_lesion", "Change inside lesion", None, "pixel intensity in [0, 1]",
+               "mean |generated - input| inside the true lesion-change mask (phantoms only)"),
+    MetricName("change_outside_lesion", "Change outside lesion", False, "pixel intensity in [0, 1]",
+               "mean |generated - input| outside the true lesion-change mask (phantoms only; 0 = local)"),
+    MetricName("change_inside_pseudo_mask", "Change inside pseudo mask", None, "pixel intensity in [0, 1]",
+               "mean |generated - input| inside the pseudo mask of the instruction's findings"),
+    MetricName("change_outside_pseudo_mask", "Change outside pseudo mask", False, "pixel intensity in [0, 1]",
+               "mean |generated - input| outside the pseudo mask of the instruction's findings "
+               "(samples whose findings have no mask are skipped)"),
+)
+
+METRICS: dict[str, MetricName] = {metric.name: metric for metric in _METRICS}
+"""The headline metrics, in protocol order (the console and metrics.json list them in this order)."""
+
+_FAMILIES = {
+    "pathology_auroc": MetricName("pathology_auroc", "AUROC", True, "AUROC in [0, 1]",
+                                  "AUROC of the evaluator's probability for one finding vs its target label"),
+    "f1": MetricName("f1", "F1", True, "[0, 1]", "F1 of one finding at the protocol's threshold"),
+}
+
+
+def metric_name(name: str) -> MetricName:
+    """The entry of a metric, per-finding ones included (``pathology_auroc/Edema`` -> title "AUROC Edema")."""
+    if name in METRICS:
+        return METRICS[name]
+    family, sep, finding = name.partition("/")
+    if sep and family in _FAMILIES:
+        base = _FAMILIES[family]
+        return MetricName(name, f"{base.title} {finding}", base.higher_is_better, base.unit,
+                          f"{base.description} ({finding})")
+    raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRICS)} and per-finding "
+                   f"{', '.join(f + '/<Finding>' for f in _FAMILIES)}")
+
+
+def descriptions(names) -> dict[str, str]:
+    """``{name: description}`` for the known headline metrics among ``names`` (for metrics.json)."""
+    return {name: METRICS[name].description for name in METRICS if name in set(names)}

@@ -1,0 +1,168 @@
+"""A static HTML gallery of N samples: input | each run's output (and guidance-map overlay) | target.
+
+One folder that opens from disk with no server: ``index.html`` (inline CSS, no script, no external
+resource) and ``img/`` with 8-bit PNG thumbnails (``thumbnail`` pixels square; the run folders keep the
+full 16-bit images). Every link is relative. Each sample row shows the instruction, the sample id, and
+under each output the model's explanation when it gave one; under the target, the dataset's reference
+explanation when there is one.
+
+Guidance overlay: the model's output in grey with its guidance map (values in [0, 1]) in red on top,
+alpha = 0.6 x guidance, as the InstructX2X figures show it. Models without guidance maps get no column.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cfbench.evaluation.results import open_run_dataset
+from cfbench.core.images import load_image, resize
+from cfbench.leaderboard.table_model import RunSummary
+from cfbench.core.storage import atomic_write_text
+from cfbench.runs.manifest import RunFiles
+from cfbench.runs.store import read_results
+
+DEFAULT_SAMPLES = 8
+DEFAULT_THUMBNAIL = 192
+OVERLAY_ALPHA = 0.6
+
+
+class GalleryError(RuntimeError):
+    pass
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"
+
+
+def grey_thumbnail(image: np.ndarray, size: int) -> Image.Image:
+    """float32 HxW in [0, 1] -> 8-bit grayscale PIL image, size x size."""
+    small = resize(image, size)
+    return Image.fromarray(np.round(np.clip(small, 0, 1) * 255).astype(np.uint8), mode="L")
+
+
+def overlay_thumbnail(image: np.ndarray, guidance: np.ndarray, size: int, alpha: float = OVERLAY_ALPHA) -> Image.Image:
+    """The image in grey with the guidance map in red (per-pixel alpha = alpha x guidance), RGB 8-bit."""
+    grey = np.clip(resize(image, size), 0, 1)[..., None].repeat(3, axis=2)
+    weight = (alpha * np.clip(resize(guidance, size), 0, 1))[..., None]
+    red = np.array([1.0, 0.0, 0.0], np.float32)
+    rgb = grey * (1 - weight) + red * weight
+    return Image.fromarray(np.round(rgb * 255).astype(np.uint8), mode="RGB")
+
+
+def pick_samples(sample_ids: list[str], n: int) -> list[str]:
+    """n ids spread evenly over the list (deterministic; all of them when n >= len)."""
+    if n >= len(sample_ids):
+        return list(sample_ids)
+    positions = np.linspace(0, len(sample_ids) - 1, n).round().astype(int)
+    return [sample_ids[p] for p in sorted(set(positions.tolist()))]
+
+
+def _finished(run: RunSummary) -> dict[str, dict]:
+    return {record["sample_id"]: record for record in read_results(run.run_dir)}
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.3em; } p.note { font-size: 0.85em; color: #555; max-width: 70em; }
+table { border-collapse: collapse; }
+th { font-size: 0.8em; padding: 4px; vertical-align: bottom; background: #f3f3f3; }
+td { padding: 4px; vertical-align: top; text-align: center; border-top: 1px solid #ddd; }
+td.instruction { text-align: left; font-size: 0.9em; background: #fafafa; padding-top: 0.8em; }
+img { display: block; margin: 0 auto; image-rendering: auto; }
+.explanation { font-size: 0.75em; max-width: 14em; text-align: left; color: #333; margin: 0.3em auto 0; }
+.missing { font-size: 0.75em; color: #999; }
+code { font-size: 0.85em; }
+"""
+
+
+def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFAULT_SAMPLES,
+                  thumbnail: int = DEFAULT_THUMBNAIL, title: str = "cfbench gallery") -> Path:
+    """Write out/index.html and out/img/*.png for n_samples samples finished in every run; returns index.html.
+
+    The input and target images come from the dataset of the first run (its CSV must be unchanged);
+    runs made on another dataset are left out and listed in the page."""
+    if not runs:
+        raise GalleryError("no runs to show")
+    out = Path(out)
+    images_dir = out / "img"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    for old in images_dir.glob("*.png"):
+        old.unlink()
+    _, dataset = open_run_dataset(runs[0].run_dir)
+    csv_sha = runs[0].metrics.get("run", {}).get("dataset_csv_sha256")
+    shown = [run for run in runs if run.metrics.get("run", {}).get("dataset_csv_sha256") == csv_sha]
+    left_out = [run for run in runs if run not in shown]
+    finished = {run.label: _finished(run) for run in shown}
+    common = [s.sample_id for s in dataset if all(s.sample_id in done for done in finished.values())]
+    if not common:
+        raise GalleryError("no sample is finished in every run")
+    chosen = pick_samples(common, n_samples)
+    resolution = dataset.resolution
+    with_guidance = {run.label: any(finished[run.label][s].get("has_guidance") for s in chosen) for run in shown}
+
+    def write(image: Image.Image, sample_id: str, what: str) -> str:
+        name = f"{_safe(sample_id)}__{_safe(what)}.png"
+        image.save(images_dir / name, optimize=True)
+        return f"img/{name}"
+
+    def img(src: str, alt: str) -> str:
+        return (f'<img src="{html.escape(src)}" alt="{html.escape(alt)}" width="{thumbnail}" '
+                f'height="{thumbnail}" loading="eager">')
+
+    header = ["<th>input</th>"]
+    for index, run in enumerate(shown):
+        header.append(f"<th>{html.escape(run.label)}<br><code>{html.escape(run.run_id)}</code></th>")
+        if with_guidance[run.label]:
+            header.append(f"<th>{html.escape(run.label)}<br>guidance map overlay</th>")
+    header.append("<th>target (real later study)</th>")
+    width = len(header)
+    body = []
+    for sample_id in chosen:
+        sample = dataset[sample_id]
+        operations = ", ".join(sorted({op.op for op in sample.operations})) or "none"
+        body.append(f'<tr><td class="instruction" colspan="{width}"><b>{html.escape(sample.instruction)}</b> '
+                    f"&nbsp;<code>{html.escape(sample_id)}</code> &middot; operations: {html.escape(operations)}"
+                    "</td></tr>")
+        cells = [f"<td>{img(write(grey_thumbnail(dataset.past_image(sample), thumbnail), sample_id, 'input'), 'input')}</td>"]
+        for index, run in enumerate(shown):
+            record = finished[run.label][sample_id]
+            output = load_image(RunFiles(run.run_dir).image(sample_id), resolution)
+            tag = f"{index:02d}_{run.label}"
+            cell = img(write(grey_thumbnail(output, thumbnail), sample_id, tag), f"{run.label} output")
+            if record.get("explanation"):
+                cell += f'<p class="explanation">{html.escape(record["explanation"])}</p>'
+            cells.append(f"<td>{cell}</td>")
+            if with_guidance[run.label]:
+                guidance_path = RunFiles(run.run_dir).guidance_map(sample_id)
+                if record.get("has_guidance") and guidance_path.is_file():
+                    overlay = overlay_thumbnail(output, load_image(guidance_path, resolution), thumbnail)
+                    cells.append(f"<td>{img(write(overlay, sample_id, tag + '_guidance'), run.label + ' guidance')}</td>")
+                else:
+                    cells.append('<td><span class="missing">no guidance map</span></td>')
+        target = img(write(grey_thumbnail(dataset.current_image(sample), thumbnail), sample_id, "target"), "target")
+        if sample.reference_explanation:
+            target += f'<p class="explanation">reference: {html.escape(sample.reference_explanation)}</p>'
+        cells.append(f"<td>{target}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    notes = [f"{len(chosen)} of {len(common)} samples finished in every run (spread evenly over the split "
+             f"<code>{html.escape(dataset.split)}</code>), {thumbnail} px 8-bit thumbnails; the run folders hold "
+             "the full-resolution 16-bit images."]
+    if any(with_guidance.values()):
+        notes.append(f"Guidance overlay: the output in grey, the guidance map in red (alpha = {OVERLAY_ALPHA} x "
+                     "guidance).")
+    if left_out:
+        notes.append("Left out (made on another dataset): " + ", ".join(html.escape(r.label) for r in left_out))
+    page = "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', '<link rel="icon" href="data:,">',
+        f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+        f"<h1>{html.escape(title)}</h1>", *[f'<p class="note">{note}</p>' for note in notes],
+        "<table>", "<thead><tr>" + "".join(header) + "</tr></thead>", "<tbody>", *body, "</tbody>", "</table>",
+        "</body>", "</html>", ""])
+    index_path = out / "index.html"
+    atomic_write_text(index_path, page)
+    return index_path

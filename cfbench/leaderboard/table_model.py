@@ -1,0 +1,320 @@
+"""Evaluated run folders (and the papers' reported values) -> one table model per layout.
+
+A layout is the column set of one paper's table: ``instructx2x`` (Patho, Race, Age, CMIG, KL, FID) and
+``progemu`` (FID, CLIP-I, AUROC, F1, BLEU-3, METEOR, ROUGE-L). Measured cells come from each run's
+metrics.json (value and bootstrap interval) on the scale the paper prints: AUROC and Pearson r x 100 in
+the InstructX2X layout, CLIP-I (mean cosine) x 100 in the ProgEmu layout; KL is in nats.
+
+Rows have a kind:
+
+- ``measured``: a run folder evaluated by cfbench;
+- ``reference``: a measured oracle row (models ``ground-truth`` / ``true-counterfactual``, the papers'
+  "Real Images (GT)"): shown, never bolded, as the papers bold only generated methods;
+- ``reported``: a value printed in a paper (:mod:`cfbench.leaderboard.reported`), never measured here.
+
+Bolding, per column and direction-aware (higher is better, lower for KL and FID), on the values as
+displayed (so ties at the shown precision are all bold): the best ``measured`` row, when at least two
+measured rows have a value. Reported rows are not bolded against measured rows; with
+``bold_reported=True`` reported generated rows join the candidates (their test sets and, for KL, their
+scale differ: use with care).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cfbench.evaluation.results import read_metrics
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.leaderboard.reported import ReportedTable, tables_for_layout
+from cfbench.runs.manifest import RunManifest
+
+ORACLE_MODELS: tuple[str, ...] = ("ground-truth", "true-counterfactual")
+MEASURED, REFERENCE, REPORTED = "measured", "reference", "reported"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: the metrics.json name, the factor to the paper's scale, decimals, direction
+    (``higher_is_better`` None: descriptive, neither ranked nor bolded)."""
+
+    key: str
+    title: str
+    metric: str
+    scale: float = 1.0
+    decimals: int = 2
+    higher_is_better: bool | None = True
+    group: str = ""  # spanning header ("CMIG" over Patho/Race/Age/CMIG, as in the papers)
+
+    @property
+    def arrow(self) -> str:
+        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    title: str
+    columns: tuple[Column, ...]
+    notes: tuple[str, ...] = ()
+    optional: bool = False  # written only when some run has a value in it
+
+
+LAYOUTS: dict[str, Layout] = {
+    "instructx2x": Layout(
+        name="instructx2x",
+        title="InstructX2X protocol: pathology accuracy, attribute retention, CMIG, KL, FID",
+        columns=(
+            Column("patho", "Patho", "pathology_mean_auroc", 100.0, group="CMIG"),
+            Column("race", "Race", "race_auroc", 100.0, group="CMIG"),
+            Column("age", "Age", "age_pearson", 100.0, group="CMIG"),
+            Column("cmig", "CMIG", "cmig", 1.0, group="CMIG"),
+            Column("kl", "KL", "kl_divergence", 1.0, 3, higher_is_better=False),
+            Column("fid", "FID", "fid", 1.0, higher_is_better=False),
+        ),
+        notes=("Patho = mean AUROC over 5 findings x 100; Race = race (phantoms: group) AUROC x 100; "
+               "Age = Pearson r x 100; CMIG on 0-100.",
+               "Measured KL is in nats (unscaled); the papers' KL scaling is not published, so reported KL "
+               "values are not comparable with measured ones."),
+    ),
+    "progemu": Layout(
+        name="progemu",
+        title="ProgEmu protocol: image quality, alignment, pathology, interpretation text",
+        columns=(
+            Column("fid", "FID", "fid", 1.0, higher_is_better=False, group="Counterfactual image"),
+            Column("clip_i", "CLIP-I", "clip_i", 100.0, group="Counterfactual image"),
+            Column("auroc", "AUROC", "pathology_mean_auroc", 1.0, 4, group="Counterfactual image"),
+            Column("f1", "F1", "f1_macro", 1.0, 4, group="Counterfactual image"),
+            Column("bleu3", "BLEU-3", "bleu3", 1.0, 4, group="Explanatory text"),
+            Column("meteor", "METEOR", "meteor", 1.0, 4, group="Explanatory text"),
+            Column("rouge_l", "ROUGE-L", "rouge_l", 1.0, 4, group="Explanatory text"),
+        ),
+        notes=("CLIP-I = 100 x mean cosine of BiomedCLIP embeddings, generated vs real target (the pair the "
+               "paper compares is not published); AUROC / F1 vs the follow-up study's labels.",),
+    ),
+    "locality": Layout(
+        name="locality",
+        title="Edit locality: where the counterfactual changed the input (cfbench, beyond the papers)",
+        columns=(
+            Column("outside", "Change outside lesion", "change_outside_lesion", 1.0, 4, higher_is_better=False,
+                   group="Mean |generated - input|"),
+            Column("inside", "Change inside lesion", "change_inside_lesion", 1.0, 4, higher_is_better=None,
+                   group="Mean |generated - input|"),
+            Column("mae_cf", "MAE to true CF", "mae_to_true_counterfactual", 1.0, 4, higher_is_better=False),
+            Column("mae_target", "MAE to target", "mae_to_target", 1.0, 4, higher_is_better=None),
+        ),
+        notes=("Pixel values in [0, 1]. Lesion = the true lesion-change mask on phantoms, else the pseudo masks "
+               "given to `cfbench eval --pseudo-masks` (see metrics.json, locality_region). Change inside the "
+               "lesion is descriptive (an edit should change it by the right amount, not maximally); MAE to the "
+               "true counterfactual exists on phantoms only; MAE to the real target includes the pose change, so "
+               "it is not 0 for a perfect edit and is not ranked.",),
+        optional=True,
+    ),
+}
+
+
+@dataclass
+class Cell:
+    """value / ci_low / ci_high on the layout's scale (None: not available); text as displayed."""
+
+    value: float | None
+    text: str
+    ci_low: float | None = None
+    ci_high: float | None = None
+    bold: bool = False
+
+
+@dataclass
+class Row:
+    label: str
+    kind: str                 # measured / reference / reported
+    source: str               # run id, or the paper's short label
+    cells: dict[str, Cell]
+    n: int | None = None
+    run_dir: str | None = None
+    citation: str | None = None
+    is_reference: bool = False  # real images / oracle answers: never bolded
+
+
+@dataclass
+class Leaderboard:
+    layout: Layout
+    rows: list[Row]
+    confidence_level: float | None
+    bold_reported: bool
+    reported_tables: list[ReportedTable] = field(default_factory=list)
+
+    def measured_rows(self) -> list[Row]:
+        return [row for row in self.rows if row.kind != REPORTED]
+
+    def reported_rows(self) -> list[Row]:
+        return [row for row in self.rows if row.kind == REPORTED]
+
+
+@dataclass
+class RunSummary:
+    """One evaluated run folder: its identity and metrics.json."""
+
+    run_dir: Path
+    run_id: str
+    model: str
+    metrics: dict
+
+    @property
+    def label(self) -> str:
+        return self.model
+
+
+class LeaderboardError(ValueError):
+    pass
+
+
+def run_id(run_dir: Path, manifest: RunManifest) -> str:
+    """'<folder name>@<first 8 hex of SHA-256 of the run config>': names the run and what produced it."""
+    digest = hashlib.sha256(json.dumps(manifest.config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{run_dir.name}@{digest}"
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
+    """Read each run folder's manifest and metrics.json; labels made unique (model, then model [folder])."""
+    runs = []
+    for folder in map(Path, run_dirs):
+        manifest = RunManifest.read(folder)
+        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder)))
+    models = [run.model for run in runs]
+    for run in runs:
+        if models.count(run.model) > 1:
+            run.model = f"{run.model} [{run.run_dir.name}]"
+    if len({run.model for run in runs}) != len(runs):
+        raise LeaderboardError("two run folders have the same model and folder name; give them distinct names")
+    return runs
+
+
+def format_value(value: float | None, decimals: int) -> str:
+    """The value at the given decimals; '–' when missing; no '-0.00' for tiny negative round-off."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    text = f"{value:.{decimals}f}"
+    return f"{0.0:.{decimals}f}" if float(text) == 0 else text
+
+
+def _measured_cell(metrics: dict, column: Column) -> Cell:
+    entry = metrics.get("metrics", {}).get(column.metric)
+    if not entry or entry.get("value") is None:
+        return Cell(None, "–")
+
+    def scaled(x: float | None) -> float | None:
+        return None if x is None else x * column.scale
+
+    value = scaled(entry["value"])
+    return Cell(value, format_value(value, column.decimals), scaled(entry.get("ci_low")), scaled(entry.get("ci_high")))
+
+
+def is_oracle(model: str) -> bool:
+    return model.split(" [")[0] in ORACLE_MODELS
+
+
+def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2x",
+                      reported: list[ReportedTable] | None = None, bold_reported: bool = False) -> Leaderboard:
+    """Measured rows (run order) then reported rows (table order); bold marks set per column.
+
+    reported: the paper tables to include (default: the comparison tables of this layout; [] for none)."""
+    layout = LAYOUTS[layout] if isinstance(layout, str) else layout
+    reported = tables_for_layout(layout.name) if reported is None else [t for t in reported if t.layout == layout.name]
+    rows = []
+    for run in runs:
+        cells = {column.key: _measured_cell(run.metrics, column) for column in layout.columns}
+        oracle = is_oracle(run.model)
+        rows.append(Row(run.label, REFERENCE if oracle else MEASURED, run.run_id, cells,
+                        n=run.metrics.get("n_samples"), run_dir=str(run.run_dir), is_reference=oracle))
+    for table in reported:
+        for reported_row in table.rows:
+            cells = {}
+            for column in layout.columns:
+                value = reported_row.value(column.key)
+                cells[column.key] = Cell(value, reported_row.values.get(column.key) or "–")
+            rows.append(Row(reported_row.model, REPORTED, table.short, cells, citation=table.citation,
+                            is_reference=reported_row.is_reference))
+    levels = {run.metrics.get("protocol", {}).get("confidence_level") for run in runs} - {None}
+    board = Leaderboard(layout, rows, levels.pop() if len(levels) == 1 else None, bold_reported, list(reported))
+    mark_best(board)
+    return board
+
+
+def _candidates(board: Leaderboard) -> list[Row]:
+    measured = [row for row in board.rows if row.kind == MEASURED]
+    if not board.bold_reported:
+        return measured
+    return measured + [row for row in board.reported_rows() if not row.is_reference]
+
+
+def mark_best(board: Leaderboard) -> None:
+    """Bold the best displayed value of each column among the candidates (needs at least two values)."""
+    candidates = _candidates(board)
+    for column in board.layout.columns:
+        if column.higher_is_better is None:
+            continue
+        shown = [(row, float(row.cells[column.key].text)) for row in candidates
+                 if row.cells[column.key].value is not None]
+        if len(shown) < 2:
+            continue
+        best = max(v for _, v in shown) if column.higher_is_better else min(v for _, v in shown)
+        for row, value in shown:
+            row.cells[column.key].bold = value == best
+
+
+def per_finding_auroc(runs: list[RunSummary]) -> dict[str, dict[str, float | None]]:
+    """model -> finding -> pathology AUROC (0-1) from metrics.json (None where not computed)."""
+    table = {}
+    for run in runs:
+        metrics = run.metrics.get("metrics", {})
+        table[run.label] = {finding: (metrics.get(f"pathology_auroc/{finding}") or {}).get("value")
+                            for finding in EVALUATED_FINDINGS}
+    return table
+
+
+def run_protocol(run: RunSummary):
+    """The Protocol the run was scored with (from metrics.json; fields this version lacks are ignored)."""
+    from dataclasses import fields
+
+    from cfbench.evaluation.protocol import Protocol
+
+    known = {f.name for f in fields(Protocol)}
+    saved = run.metrics.get("protocol", {})
+    return Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
+
+
+def by_operation(run: RunSummary, metrics: tuple[str, ...] = ("pathology_mean_auroc", "cmig", "kl_divergence"),
+                 n_resamples: int | None = None) -> dict[str, dict]:
+    """Per operation kind (add / remove / change): n and each metric's value and bootstrap interval,
+    scored on the run's per-sample table (evaluation.npz) restricted to the samples whose instruction
+    contains that operation, with the run's own protocol (no FID: too few samples per kind).
+
+    Returns {kind: {"n": int, metric: {"value", "ci_low", "ci_high"} or None}}; kinds with fewer than 2
+    samples have n (and n_resamples) only. n_resamples: bootstrap resamples (default: the run's protocol)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from cfbench.evaluation.results import load_table
+    from cfbench.evaluation.scoring import OPERATION_KINDS, score
+
+    table = load_table(run.run_dir)
+    protocol = run_protocol(run)
+    if n_resamples is not None:
+        protocol = replace(protocol, bootstrap_resamples=n_resamples)
+    result = {}
+    for kind in OPERATION_KINDS:
+        rows = np.array([i for i, ops in enumerate(table.operations) if kind in ops], dtype=np.int64)
+        result[kind] = {"n": int(len(rows)), "n_resamples": protocol.bootstrap_resamples}
+        if len(rows) < 2:
+            continue
+        scored = score(table.subset(rows), protocol, breakdown=False, fid=False)["metrics"]
+        for metric in metrics:
+            entry = scored.get(metric)
+            result[kind][metric] = None if entry is None or entry["value"] is None else {
+                key: entry[key] for key in ("value", "ci_low", "ci_high")}
+    return result

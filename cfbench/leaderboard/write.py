@@ -1,0 +1,167 @@
+"""`cfbench leaderboard`: write a leaderboard folder from evaluated run folders.
+
+Layout of ``out/``::
+
+    README.md                 index: every table in Markdown, links to the files below
+    instructx2x.{md,csv,tex}  InstructX2X-protocol table (measured rows, then the papers' reported rows)
+    progemu.{md,csv,tex}      ProgEmu-protocol table
+    per_finding_auroc.csv     pathology AUROC per finding and run (0-1, with intervals)
+    by_operation.csv          per operation kind: n and metrics with intervals, from per-sample data
+    plots/                    metric_bars, tradeoff, finding_heatmap, by_operation (.png and .pdf)
+    gallery/index.html        input | outputs | guidance overlays | target, PNG thumbnails in gallery/img/
+
+With no run folders, only the papers' reported tables are written, one file set per paper table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.leaderboard.table_model import LAYOUTS, RunSummary, build_leaderboard, by_operation, load_runs
+from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
+from cfbench.leaderboard.reported import ALL_TABLES, LEADERBOARD_TABLES
+from cfbench.core.storage import atomic_write_text
+
+BREAKDOWN_METRICS = ("pathology_mean_auroc", "cmig", "kl_divergence")
+BREAKDOWN_RESAMPLES = 200
+
+
+def write_table_files(board, stem: Path) -> list[Path]:
+    paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")]
+    for path, text in zip(paths, (to_markdown(board), to_csv(board), to_latex(board, f"tab:{stem.name}"))):
+        atomic_write_text(path, text)
+    return paths
+
+
+def write_reported_tables(out: str | Path) -> list[Path]:
+    """Every transcribed paper table on its own (bold: best generated row of that table)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written, sections = [], ["# Values reported in the papers", "",
+                             "Transcribed as printed; not measured by cfbench. Written by `cfbench leaderboard` "
+                             "from `cfbench/leaderboard/reported.py`.", ""]
+    for table in ALL_TABLES:
+        board = build_leaderboard([], table.layout, reported=[table], bold_reported=True)
+        written += write_table_files(board, out / table.key)
+        sections += [f"## {table.short}", "", to_markdown(board, heading_level=3)]
+    atomic_write_text(out / "README.md", "\n".join(sections))
+    return [out / "README.md", *written]
+
+
+def _per_finding_csv(runs: list[RunSummary]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "run_id", "finding", "auroc", "ci_low", "ci_high", "n"])
+    for run in runs:
+        for finding in EVALUATED_FINDINGS:
+            entry = run.metrics.get("metrics", {}).get(f"pathology_auroc/{finding}") or {}
+            writer.writerow([run.label, run.run_id, finding, *("" if entry.get(k) is None else repr(entry[k])
+                                                               for k in ("value", "ci_low", "ci_high", "n"))])
+    return buffer.getvalue()
+
+
+def _by_operation_csv(breakdowns: dict[str, dict], runs: list[RunSummary]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "run_id", "operation", "n", "metric", "value", "ci_low", "ci_high", "n_resamples"])
+    for run in runs:
+        for kind, entry in breakdowns[run.label].items():
+            for metric in BREAKDOWN_METRICS:
+                values = entry.get(metric)
+                cells = ["", "", ""] if not values else [repr(values[k]) if values[k] is not None else ""
+                                                         for k in ("value", "ci_low", "ci_high")]
+                writer.writerow([run.label, run.run_id, kind, entry["n"], metric, *cells, entry["n_resamples"]])
+    return buffer.getvalue()
+
+
+def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool = True,
+                      bold_reported: bool = False, plots: bool = True, gallery: bool = True,
+                      gallery_samples: int = 8, thumbnail: int = 192, title: str | None = None,
+                      breakdown_resamples: int = BREAKDOWN_RESAMPLES) -> dict[str, list]:
+    """Tables, plots and gallery of evaluated runs into out/; returns {"written": paths, "skipped": reasons}.
+
+    breakdown_resamples: bootstrap resamples of the per-operation intervals (fewer than the headline
+    metrics': each kind rescores every metric per resample; the count is written in by_operation.csv)."""
+    out = Path(out)
+    if not run_dirs:
+        return {"written": write_reported_tables(out), "skipped": []}
+    runs = load_runs(run_dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or f"cfbench leaderboard: {out.name}"
+    written, skipped = [], []
+    boards = {}
+    for name, layout in LAYOUTS.items():
+        board = build_leaderboard(runs, name, reported=list(LEADERBOARD_TABLES) if include_reported else [],
+                                  bold_reported=bold_reported)
+        if layout.optional and not any(cell.value is not None for row in board.measured_rows()
+                                       for cell in row.cells.values()):
+            continue
+        boards[name] = board
+        written += write_table_files(board, out / name)
+    atomic_write_text(out / "per_finding_auroc.csv", _per_finding_csv(runs))
+    written.append(out / "per_finding_auroc.csv")
+    breakdowns = {}
+    for run in runs:
+        try:
+            breakdowns[run.label] = by_operation(run, BREAKDOWN_METRICS, breakdown_resamples)
+        except Exception as error:  # no evaluation.npz, or an old one: the rest of the leaderboard still stands
+            skipped.append(f"per-operation breakdown of {run.label}: {error}")
+    if breakdowns:
+        atomic_write_text(out / "by_operation.csv", _by_operation_csv(breakdowns, [r for r in runs if r.label in breakdowns]))
+        written.append(out / "by_operation.csv")
+    plot_files = []
+    if plots:
+        from cfbench.leaderboard import plots as plotting
+
+        jobs = [("metric_bars", lambda stem: plotting.metric_bars(runs, stem)),
+                ("tradeoff", lambda stem: plotting.tradeoff(runs, stem)),
+                ("finding_heatmap", lambda stem: plotting.finding_heatmap(runs, stem)),
+                ("by_operation", lambda stem: plotting.by_operation_plot(
+                    breakdowns, [r for r in runs if r.label in breakdowns], stem))]
+        for name, job in jobs:
+            try:
+                plot_files += job(out / "plots" / name)
+            except ValueError as error:
+                skipped.append(f"plot {name}: {error}")
+        written += plot_files
+    gallery_index = None
+    if gallery:
+        from cfbench.leaderboard.gallery import GalleryError, write_gallery
+
+        try:
+            gallery_index = write_gallery(runs, out / "gallery", gallery_samples, thumbnail, title=f"{title}: gallery")
+            written.append(gallery_index)
+        except (GalleryError, FileNotFoundError, OSError) as error:
+            skipped.append(f"gallery: {error}")
+    atomic_write_text(out / "README.md", _index(title, runs, boards, plot_files, gallery_index, skipped, out))
+    written.insert(0, out / "README.md")
+    return {"written": written, "skipped": skipped}
+
+
+def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Path], gallery_index: Path | None,
+           skipped: list[str], out: Path) -> str:
+    lines = [f"# {title}", "", "Written by `cfbench leaderboard`. Runs:", ""]
+    for run in runs:
+        dataset = run.metrics.get("dataset", {})
+        evaluator = (run.metrics.get("evaluator") or {}).get("evaluator", "none")
+        lines.append(f"- `{run.run_id}`: model `{run.model}`, {run.metrics.get('n_samples')} samples of split "
+                     f"`{dataset.get('split')}` ({dataset.get('kind')}), evaluator `{evaluator}`")
+    lines.append("")
+    for name, board in boards.items():
+        lines += [to_markdown(board, heading_level=2),
+                  f"Files: [{name}.md]({name}.md), [{name}.csv]({name}.csv), [{name}.tex]({name}.tex) (booktabs).", ""]
+    lines += ["## Plots", ""]
+    for png in [p for p in plot_files if p.suffix == ".png"]:
+        relative = png.relative_to(out).as_posix()
+        lines += [f"![{png.stem}]({relative}) ([PDF]({png.with_suffix('.pdf').relative_to(out).as_posix()}))", ""]
+    lines += ["Per-finding AUROCs: [per_finding_auroc.csv](per_finding_auroc.csv); per operation kind: "
+              "[by_operation.csv](by_operation.csv).", ""]
+    if gallery_index is not None:
+        lines += ["## Gallery", "", f"[{gallery_index.relative_to(out).as_posix()}]"
+                  f"({gallery_index.relative_to(out).as_posix()}): open it in a browser (no server needed).", ""]
+    if skipped:
+        lines += ["## Not written", ""] + [f"- {reason}" for reason in skipped] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Phantom datasets: rendered longitudinal pairs written in the MIMIC-EDIT-INSTRUCTION layout.
+
+``build_phantom_dataset`` writes n pairs (one patient each, so splits are patient-wise) with the exact
+counterfactual and lesion-change mask of every sample. ``demo_dataset`` builds the small ``demo`` split
+once and caches it, keyed on the phantom version, size and count.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cfbench.datasets.edit_dataset import CSV_NAME, DatasetWriter, Sample
+from cfbench.phantom.render import render_pair
+from cfbench.core.seeds import derive_seed
+from cfbench.phantom.scenario import PHANTOM_VERSION, PhantomPair, sample_pair
+
+SPLIT_FRACTIONS: dict[str, float] = {"train": 0.70, "holdout": 0.20, "test": 0.05, "val": 0.05}
+DEMO_SIZE = 48
+
+
+def pair_seed(dataset_seed: int, index: int) -> int:
+    """The seed of pair ``index`` of a dataset: independent streams per (dataset seed, index)."""
+    return derive_seed(dataset_seed, index)
+
+
+def assign_splits(n: int, fractions: dict[str, float], seed: int) -> list[str]:
+    """A split name per index: shuffled with ``seed``, then cut by the fractions (rounded, remainder to
+    the first split), so small datasets still get every split with a non-zero fraction when n allows."""
+    counts = {name: int(round(n * fraction)) for name, fraction in fractions.items()}
+    first = next(iter(fractions))
+    counts[first] += n - sum(counts.values())
+    labels = [name for name, count in counts.items() for _ in range(count)]
+    order = np.random.default_rng(seed).permutation(n)
+    assigned = [""] * n
+    for position, index in enumerate(order):
+        assigned[index] = labels[position]
+    return assigned
+
+
+DATASET_FORMAT = 2  # bump when the written columns change (the cached demo split is rebuilt): 2 = target_report
+
+
+def phantom_sample(pair: PhantomPair, index: int, dataset_seed: int, split: str) -> Sample:
+    subject = f"ph{dataset_seed}-{index:06d}"
+    return Sample(
+        sample_id=subject,
+        split=split,
+        instruction=pair.instruction,
+        operations=list(pair.operations),
+        past_dicom_id=f"{subject}-past",
+        current_dicom_id=f"{subject}-current",
+        row=index + 1,
+        subject_id=subject,
+        labels=pair.current.labels(),
+        past_labels=pair.past.labels(),
+        age=round(pair.patient.age, 2),
+        sex=pair.patient.sex,
+        race=pair.patient.group,
+        target_report=pair.current.impression(),
+    )
+
+
+def build_phantom_dataset(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    size: int = 512,
+    fractions: dict[str, float] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Render n phantom pairs into ``out`` (dataset layout with counterfactual/ and lesion_mask/)."""
+    if n < 1:
+        raise ValueError("a phantom dataset needs n >= 1")
+    fractions = fractions or SPLIT_FRACTIONS
+    splits = assign_splits(n, fractions, seed)
+    writer = DatasetWriter(out)
+    for index in tqdm(range(n), desc="rendering phantoms", unit="pair", disable=not progress):
+        pair = sample_pair(pair_seed(seed, index))
+        rendered = render_pair(pair, size)
+        writer.add(
+            phantom_sample(pair, index, seed, splits[index]),
+            past=rendered.past,
+            current=rendered.current,
+            counterfactual=rendered.counterfactual,
+            lesion_mask=rendered.lesion_change_mask,
+        )
+    counts = {name: splits.count(name) for name in fractions}
+    writer.close(
+        info={"kind": "phantom", "phantom_version": PHANTOM_VERSION, "n": n, "seed": seed, "size": size,
+              "split_counts": counts}
+    )
+    return Path(out)
+
+
+def demo_dataset(cache_dir: str | Path, size: int = 512, progress: bool = True) -> Path:
+    """The cached demo dataset (split ``demo``), built on first use.
+
+    Built in a temporary folder and renamed into place, so concurrent first uses are safe.
+    """
+    cache_dir = Path(cache_dir)
+    folder = cache_dir / f"demo-phantom-v{PHANTOM_VERSION}.{DATASET_FORMAT}-n{DEMO_SIZE}-s{size}"
+    if (folder / CSV_NAME).is_file():
+        return folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".building-demo-"))
+    try:
+        build_phantom_dataset(building, DEMO_SIZE, seed=20261123, size=size, fractions={"demo": 1.0},
+                              progress=progress)
+        try:
+            os.rename(building, folder)
+        except OSError:
+            if not (folder / CSV_NAME).is_file():  # not another process winning the race
+                raise
+    finally:
+        if building.exists():
+            shutil.rmtree(building, ignore_errors=True)
+    return folder

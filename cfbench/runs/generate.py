@@ -1,0 +1,211 @@
+"""Generation: split -> model.edit -> run store.
+
+``generate`` walks a split in batches, hands each batch to the model, validates every result and
+writes it to the run folder. Re-running with the same config resumes: finished samples are skipped.
+A sample whose image cannot be read, or whose result breaks the contract, is recorded as failed with
+a message naming model and sample; the other samples go on.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from cfbench.datasets.edit_dataset import EditDataset, Sample
+from cfbench.core.images import ImageReadError
+from cfbench.api.model import (
+    DEFAULT_RESOLUTION,
+    CounterfactualModel,
+    EditRequest,
+    LoadContext,
+    ResultValidationError,
+    validate_result,
+)
+from cfbench.core.prefetch import prefetched
+from cfbench.api.registry import get_model_class
+from cfbench.runs.manifest import RunConfig, RunSession
+from cfbench.runs.store import RunStore, Shard
+from cfbench.core.hashing import file_sha256
+from cfbench.core.provenance import package_versions
+from cfbench.core.seeds import derive_seed
+
+@dataclass
+class RunSettings:
+    """Everything ``cfbench generate`` needs. Only the fields of :func:`run_config` decide whether an
+    existing run folder may be resumed; batch size, device, limit and shard may change between sessions.
+    ``shard``: this process generates only its part of the split (see :class:`cfbench.runs.store.Shard`)."""
+
+    model: str
+    split: str
+    data_dir: Path
+    out: Path
+    model_path: Path | None = None
+    resolution: int = DEFAULT_RESOLUTION
+    seed: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+    device: str = "cpu"
+    options: dict[str, str] = field(default_factory=dict)
+    shard: Shard | None = None
+
+
+@dataclass
+class GenerateReport:
+    total: int          # samples in scope (split, after --limit, this shard's part)
+    already_done: int   # finished in earlier sessions
+    generated: int      # finished in this session
+    failed: list[str]   # "sample: error" for samples that failed in this session
+    seconds: float
+    run_folder: Path
+
+
+def sample_seed(run_seed: int, sample_id: str) -> int:
+    """The seed of one sample: a function of the run seed and the sample id only, so results do not
+    depend on batch size, order or resumption."""
+    return derive_seed(run_seed, sample_id)
+
+
+def build_model(settings: RunSettings, dataset: EditDataset) -> CounterfactualModel:
+    model_class = get_model_class(settings.model)
+    context = LoadContext(
+        model_path=settings.model_path,
+        device=settings.device,
+        dataset=dataset,
+        options=dict(settings.options),
+    )
+    return model_class.load(context)
+
+
+def run_config(settings: RunSettings, dataset: EditDataset, model: CounterfactualModel) -> RunConfig:
+    """What identifies the run (an existing folder is resumed only with an equal config)."""
+    return RunConfig(
+        model=settings.model,
+        model_path=str(settings.model_path) if settings.model_path else None,
+        weights=model.identity(),
+        split=settings.split,
+        dataset_csv_sha256=file_sha256(dataset.csv_path),
+        resolution=settings.resolution,
+        seed=settings.seed,
+        options=dict(sorted(settings.options.items())),
+    )
+
+
+def generate(
+    settings: RunSettings,
+    dataset: EditDataset | None = None,
+    model: CounterfactualModel | None = None,
+    progress: bool = True,
+) -> GenerateReport:
+    """Generate counterfactuals for a split into ``settings.out``, resuming where an earlier session stopped."""
+    started = time.perf_counter()
+    dataset = dataset or EditDataset(settings.data_dir, settings.split, settings.resolution)
+    model = model or build_model(settings, dataset)
+    runtime = RunSession(
+        argv=list(sys.argv),
+        data_dir=str(Path(settings.data_dir).resolve()),
+        batch_size=settings.batch_size,
+        device=settings.device,
+        limit=settings.limit,
+        shard=None if settings.shard is None else [settings.shard.index, settings.shard.count],
+        versions=package_versions(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+    )
+    samples = dataset.samples[: settings.limit] if settings.limit else dataset.samples
+    if settings.shard is not None:
+        samples = [sample for sample in samples if settings.shard.owns(sample.sample_id)]
+    failed: list[str] = []
+    with RunStore(settings.out, run_config(settings, dataset, model), runtime, shard=settings.shard) as store:
+        store.update_runtime(runtime)
+        done = store.finished()
+        todo = [sample for sample in samples if sample.sample_id not in done]
+        bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,
+                   desc=f"{settings.model} on {settings.split}", unit="sample", file=sys.stderr)
+        batches = [todo[start : start + settings.batch_size] for start in range(0, len(todo), settings.batch_size)]
+        load = functools.partial(_load_requests, dataset=dataset, settings=settings)
+        for batch, (requests, unreadable) in zip(batches, prefetched(batches, load)):
+            failed += _run_batch(requests, unreadable, model, settings, store)
+            bar.update(len(batch))
+        bar.close()
+    return GenerateReport(
+        total=len(samples),
+        already_done=len(samples) - len(todo),
+        generated=len(todo) - len(failed),
+        failed=failed,
+        seconds=time.perf_counter() - started,
+        run_folder=Path(settings.out),
+    )
+
+
+def make_request(sample: Sample, dataset: EditDataset, run_seed: int) -> EditRequest:
+    return EditRequest(
+        sample_id=sample.sample_id,
+        image=dataset.past_image(sample),
+        instruction=sample.instruction,
+        operations=list(sample.operations),
+        target_report=sample.target_report,
+        progression=sample.progression,
+        region_mask=None,
+        seed=sample_seed(run_seed, sample.sample_id),
+    )
+
+
+def _load_requests(
+    batch: Sequence[Sample], dataset: EditDataset, settings: RunSettings
+) -> tuple[list[EditRequest], list[tuple[str, str]]]:
+    """The requests of a batch, and (sample id, message) for samples whose input cannot be read."""
+    requests, unreadable = [], []
+    for sample in batch:
+        try:
+            requests.append(make_request(sample, dataset, settings.seed))
+        except ImageReadError as error:
+            unreadable.append((sample.sample_id, f"model {settings.model!r}, sample {sample.sample_id!r}: {error}"))
+    return requests, unreadable
+
+
+def _run_batch(
+    requests: list[EditRequest],
+    unreadable: list[tuple[str, str]],
+    model: CounterfactualModel,
+    settings: RunSettings,
+    store: RunStore,
+) -> list[str]:
+    failed: list[str] = []
+
+    def fail(sample_id: str, message: str) -> None:
+        store.fail(sample_id, message)
+        failed.append(message)
+
+    for sample_id, message in unreadable:
+        fail(sample_id, message)
+    if not requests:
+        return failed
+    tick = time.perf_counter()
+    try:
+        results = model.edit(requests)
+    except Exception as error:  # noqa: BLE001 -- one bad batch must not lose the run
+        for request in requests:
+            fail(request.sample_id, f"model {settings.model!r}, sample {request.sample_id!r}: "
+                                    f"edit() raised {type(error).__name__}: {error}")
+        return failed
+    seconds = (time.perf_counter() - tick) / len(requests)
+    if not isinstance(results, (list, tuple)) or len(results) != len(requests):
+        count = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+        for request in requests:
+            fail(request.sample_id, f"model {settings.model!r}, sample {request.sample_id!r}: "
+                                    f"edit() returned {count} results for {len(requests)} requests")
+        return failed
+    for request, result in zip(requests, results):
+        try:
+            validate_result(result, request, settings.model)
+        except ResultValidationError as error:
+            fail(request.sample_id, str(error))
+            continue
+        store.save(request.sample_id, request.seed, result, seconds)
+    return failed

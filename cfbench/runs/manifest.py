@@ -1,0 +1,179 @@
+"""What a run folder is made of: the file names (:class:`RunFiles`, defined here only) and the typed
+manifest (:class:`RunManifest`: the config that identifies the run and the sessions that worked on it).
+
+Layout of a run folder::
+
+    manifest.json      RunManifest: config (what identifies the run), latest runtime, every session
+    images/            {sample_id}.png   counterfactual, 16-bit grayscale
+    guidance/          {sample_id}.png   guidance map, 16-bit grayscale (models that give one)
+    results.jsonl      one line per finished sample: sample_id, seed, explanation, info, seconds
+    failures.jsonl     one line per failed attempt: sample_id, error
+    results.shard-K-of-N.jsonl, failures.shard-K-of-N.jsonl, runtime.shard-K-of-N.json   (sharded runs)
+    metrics.json       written by `cfbench eval`: every metric with its interval, protocol, evaluator
+    predictions.csv    written by `cfbench eval`: one row per sample
+    evaluation.npz     written by `cfbench eval`: the per-sample table as arrays
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cfbench.core.storage import atomic_write_json
+
+MANIFEST = "manifest.json"
+IMAGES_DIR = "images"
+GUIDANCE_DIR = "guidance"
+RESULTS_STEM = "results"
+FAILURES_STEM = "failures"
+RUNTIME_STEM = "runtime"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+EVALUATION_ARRAYS = "evaluation.npz"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Every path inside one run folder. ``shard_suffix`` is "" for an unsharded process, else
+    ``.shard-K-of-N`` (see :class:`cfbench.runs.store.Shard`)."""
+
+    folder: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / MANIFEST
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / METRICS
+
+    @property
+    def predictions(self) -> Path:
+        return self.folder / PREDICTIONS
+
+    @property
+    def evaluation_arrays(self) -> Path:
+        return self.folder / EVALUATION_ARRAYS
+
+    def image(self, sample_id: str) -> Path:
+        return self.folder / IMAGES_DIR / f"{sample_id}.png"
+
+    def guidance_map(self, sample_id: str) -> Path:
+        return self.folder / GUIDANCE_DIR / f"{sample_id}.png"
+
+    def results_ledger(self, shard_suffix: str = "") -> Path:
+        return self.folder / f"{RESULTS_STEM}{shard_suffix}.jsonl"
+
+    def failures_ledger(self, shard_suffix: str = "") -> Path:
+        return self.folder / f"{FAILURES_STEM}{shard_suffix}.jsonl"
+
+    def runtime_record(self, shard_suffix: str) -> Path:
+        return self.folder / f"{RUNTIME_STEM}{shard_suffix}.json"
+
+    def all_ledgers(self, stem: str) -> list[Path]:
+        """``{stem}.jsonl`` and every ``{stem}.shard-K-of-N.jsonl`` present (stem: results or failures)."""
+        return sorted(path for path in self.folder.glob(f"{stem}*.jsonl")
+                      if path.name == f"{stem}.jsonl" or re.fullmatch(rf"{stem}\.shard-\d+-of-\d+\.jsonl", path.name))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What identifies a run: an existing folder is resumed only by a process with an equal config.
+
+    model: registry name or module:Class. model_path: the weights path given or found (None: no weights).
+    weights: the model's own identity of its weights (e.g. SHA-256 per file). split: the split run.
+    dataset_csv_sha256: SHA-256 of the dataset's instructions.csv. resolution: benchmark image side in
+    pixels. seed: the run seed (each sample's seed derives from it). options: model options as given.
+    """
+
+    model: str
+    model_path: str | None
+    weights: dict[str, Any]
+    split: str
+    dataset_csv_sha256: str
+    resolution: int
+    seed: int
+    options: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+    def differences(self, other: "RunConfig") -> list[str]:
+        """``key: old -> new`` for every field that differs."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{key}: {mine[key]!r} -> {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]
+
+
+@dataclass(frozen=True)
+class RunSession:
+    """How one session of ``cfbench generate`` ran: free to change between sessions of the same run.
+
+    argv: the command line. data_dir: the dataset folder (absolute). batch_size, device, limit: as given.
+    shard: [index, count] or None. versions: Python and package versions. started: local time, ISO 8601.
+    model_class: the adapter's import path.
+    """
+
+    argv: list[str]
+    data_dir: str
+    batch_size: int
+    device: str
+    limit: int | None
+    shard: list[int] | None
+    versions: dict[str, str | None]
+    started: str
+    model_class: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSession":
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+@dataclass
+class RunManifest:
+    """``manifest.json``: the run's config, the latest session (``runtime``) and all unsharded sessions."""
+
+    config: RunConfig
+    runtime: RunSession | None = None
+    sessions: list[RunSession] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The dataset folder of the latest session (None when no session was recorded)."""
+        return Path(self.runtime.data_dir) if self.runtime and self.runtime.data_dir else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"config": self.config.to_dict(),
+                                "runtime": self.runtime.to_dict() if self.runtime else {}}
+        if self.sessions:
+            data["sessions"] = [session.to_dict() for session in self.sessions]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunManifest":
+        return cls(config=RunConfig.from_dict(data.get("config", {})),
+                   runtime=RunSession.from_dict(data["runtime"]) if data.get("runtime") else None,
+                   sessions=[RunSession.from_dict(session) for session in data.get("sessions", [])])
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "RunManifest":
+        """The manifest of a run folder; FileNotFoundError naming the folder when it is not one."""
+        path = RunFiles(Path(folder)).manifest
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a run folder: {path} not found")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def write(self, folder: str | Path) -> None:
+        atomic_write_json(RunFiles(Path(folder)).manifest, self.to_dict())

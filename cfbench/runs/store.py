@@ -1,0 +1,176 @@
+"""The run folder: everything one model produced on one split, written so that a crash loses nothing.
+
+The files are named in :mod:`cfbench.runs.manifest`. A sample is finished exactly when its line is in a
+results ledger; its images are written (atomically) before that line, so a crash at any moment leaves
+either a finished sample or one that is redone.
+
+Sharded runs (one process per GPU, :class:`Shard`): every process writes into the same folder, but
+each owns its ledgers (``results.shard-K-of-N.jsonl``, ``failures.shard-K-of-N.jsonl``) and its
+runtime record (``runtime.shard-K-of-N.json``), so no file is written by two processes (safe on
+network file systems too). Readers take the union of all ledgers (:func:`read_results`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cfbench.api.model import EditResult
+from cfbench.core.images import load_image, save_png16
+from cfbench.core.storage import JsonlLedger, atomic_write_json, read_jsonl
+from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` (0-based) of ``count`` equal parts of a split; a sample belongs to the shard given by
+    a hash of its id, so shards are disjoint, cover the split, and do not depend on order or --limit."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= index < count")
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """``"K/N"`` (K in 0..N-1)."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match:
+            raise ValueError(f"shard {text!r}: expected INDEX/COUNT, e.g. 0/4")
+        return cls(int(match[1]), int(match[2]))
+
+    def owns(self, sample_id: str) -> bool:
+        digest = hashlib.sha256(sample_id.encode()).digest()
+        return int.from_bytes(digest[:8], "little") % self.count == self.index
+
+    @property
+    def suffix(self) -> str:
+        return f".shard-{self.index}-of-{self.count}"
+
+
+def read_results(folder: str | Path) -> list[dict]:
+    """Every finished sample's record, from the unsharded and all shard ledgers (one record per sample)."""
+    records: dict[str, dict] = {}
+    for path in RunFiles(Path(folder)).all_ledgers(RESULTS_STEM):
+        for record in read_jsonl(path):
+            records.setdefault(record["sample_id"], record)
+    return list(records.values())
+
+
+def read_failures(folder: str | Path) -> list[dict]:
+    """Every failed attempt, from the unsharded and all shard ledgers."""
+    return [record for path in RunFiles(Path(folder)).all_ledgers(FAILURES_STEM) for record in read_jsonl(path)]
+
+
+class RunConfigMismatch(RuntimeError):
+    """The run folder was made with a different config; writing into it would mix two runs."""
+
+
+@dataclass
+class FinishedSample:
+    sample_id: str
+    seed: int
+    explanation: str | None
+    info: dict
+    has_guidance: bool
+
+
+class RunStore:
+    """Open (or create) a run folder for a given config; refuse a folder made with another config.
+    With a ``shard``, this process writes only its own ledgers and runtime record (see the module)."""
+
+    def __init__(self, folder: str | Path, config: RunConfig, runtime: RunSession | None = None,
+                 shard: Shard | None = None):
+        self.files = RunFiles(Path(folder))
+        self.folder = self.files.folder
+        self.config = config
+        self.shard = shard
+        if self.files.manifest.is_file():
+            existing = RunManifest.read(self.folder)
+            if existing.config != config:
+                raise RunConfigMismatch(_describe_mismatch(self.folder, existing.config, config))
+            self.manifest = existing
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.manifest = RunManifest(config=config, runtime=runtime)
+            self.manifest.write(self.folder)
+        suffix = shard.suffix if shard else ""
+        self._results = JsonlLedger(self.files.results_ledger(suffix))
+        self._failures = JsonlLedger(self.files.failures_ledger(suffix))
+
+    def update_runtime(self, runtime: RunSession) -> None:
+        """Record how the latest session ran (device, batch size, versions), keeping earlier sessions
+        (a shard keeps its sessions in ``runtime.shard-K-of-N.json``, not in the shared manifest)."""
+        if self.shard is not None:
+            path = self.files.runtime_record(self.shard.suffix)
+            sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+            atomic_write_json(path, {"shard": [self.shard.index, self.shard.count],
+                                     "sessions": sessions + [runtime.to_dict()]})
+            return
+        self.manifest.sessions.append(runtime)
+        self.manifest.runtime = runtime
+        self.manifest.write(self.folder)
+
+    def finished(self) -> dict[str, FinishedSample]:
+        """Samples finished by any process (all ledgers), so shards may be re-split between sessions."""
+        return {record["sample_id"]: _to_finished(record) for record in read_results(self.folder)}
+
+    def save(self, sample_id: str, seed: int, result: EditResult, seconds: float) -> None:
+        save_png16(self.files.image(sample_id), result.image)
+        if result.guidance_map is not None:
+            save_png16(self.files.guidance_map(sample_id), result.guidance_map)
+        self._results.append(
+            {
+                "sample_id": sample_id,
+                "seed": seed,
+                "explanation": result.explanation,
+                "info": result.info,
+                "has_guidance": result.guidance_map is not None,
+                "seconds": round(seconds, 6),
+            }
+        )
+
+    def fail(self, sample_id: str, error: str) -> None:
+        self._failures.append({"sample_id": sample_id, "error": error})
+
+    def failures(self) -> list[dict]:
+        return read_failures(self.folder)
+
+    def close(self) -> None:
+        self._results.close()
+        self._failures.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _to_finished(record: dict) -> FinishedSample:
+    return FinishedSample(
+        sample_id=record["sample_id"],
+        seed=record["seed"],
+        explanation=record.get("explanation"),
+        info=record.get("info", {}),
+        has_guidance=record.get("has_guidance", False),
+    )
+
+
+def _describe_mismatch(folder: Path, old: RunConfig, new: RunConfig) -> str:
+    return (
+        f"run folder {folder} was made with a different config ({'; '.join(old.differences(new))}). "
+        "Choose another --out, or delete the folder to start over."
+    )
+
+
+def load_generated(folder: str | Path, sample_id: str, resolution: int) -> np.ndarray:
+    """The generated image of one sample, float32 HxW in [0, 1] at ``resolution``."""
+    return load_image(RunFiles(Path(folder)).image(sample_id), resolution)
