@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
+from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 from cfbench import diffusion
 
@@ -309,7 +309,7 @@ def test_default_pseudo_masks_are_the_datasets_own(tiny_folder, masks_file, tmp_
     import shutil
 
     from cfbench.datasets.edit_dataset import EditDataset
-    from conftest import write_random_dataset
+    from tests.helpers.datasets import write_random_dataset
 
     root = write_random_dataset(tmp_path / "data", n=2, size=SIZE)
     shutil.copy(masks_file, root / "pseudo_masks.npz")

@@ -26,7 +26,7 @@ from PIL import Image
 
 from cfbench.leaderboard.gallery import write_gallery
 from cfbench.leaderboard.table_model import load_runs
-from test_leaderboard import make_evaluated_runs
+from tests.helpers.runs import make_evaluated_runs
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 import torchvision
 
 from cfbench.evaluation import weights
+from tests.helpers.datasets import REAL_CXR_DIR
 from cfbench.evaluation.xrv import (
     PREPROCESSING_VERSION,
     XRVAgeEvaluator,
@@ -45,7 +46,8 @@ from cfbench.evaluation.xrv import (
 
 xrv = _import_xrv()
 
-REAL_CXR = Path(__file__).parent.parent.parent / "shared" / "data" / "real-cxr" / "00000001_000.png"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small CPU forwards: 3-4x slower with 2 threads
+REAL_CXR = REAL_CXR_DIR / "00000001_000.png"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -117,15 +119,6 @@ def write_fake_xrv_weights(home: Path) -> dict[str, Path]:
     paths["xrv-age"] = folder / weights.get("xrv-age").filename
     torch.jit.script(_TinyAge().eval()).save(str(paths["xrv-age"]))
     return paths
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these small CPU forwards are 3-4x slower with 2 threads on a busy 2-core box."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +362,6 @@ def test_suite_lists_every_missing_file(xrv_home, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------ a real image
 
-@pytest.mark.skipif(not REAL_CXR.is_file(), reason="shared real CXR sample not present")
 def test_real_image_smoke(loaded, capsys):
     from cfbench.core.images import load_image
 

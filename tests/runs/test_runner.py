@@ -14,13 +14,13 @@ from cfbench.runs.generate import RunSettings, generate, sample_seed
 from cfbench.runs.manifest import RunManifest
 from cfbench.runs.store import RunConfigMismatch
 from cfbench.core.storage import read_jsonl
-from conftest import write_random_dataset
+from tests.helpers.datasets import write_random_dataset
 
-TESTS_DIR = Path(__file__).parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # subprocesses import tests.helpers from here
 
 
 def settings(data, out, **overrides):
-    values = dict(model="fake_models:NoisyEditModel", split="holdout", data_dir=data, out=out, resolution=32)
+    values = dict(model="tests.helpers.fake_models:NoisyEditModel", split="holdout", data_dir=data, out=out, resolution=32)
     values.update(overrides)
     return RunSettings(**values)
 
@@ -40,7 +40,7 @@ def test_generate_writes_run_folder(random_dataset, tmp_path):
     report = generate(settings(random_dataset, tmp_path / "run", batch_size=4), progress=False)
     assert (report.total, report.already_done, report.generated, report.failed) == (6, 0, 6, [])
     manifest = RunManifest.read(tmp_path / "run")
-    assert manifest.config.model == "fake_models:NoisyEditModel"
+    assert manifest.config.model == "tests.helpers.fake_models:NoisyEditModel"
     assert manifest.runtime.versions["numpy"] == np.__version__
     records = read_jsonl(tmp_path / "run" / "results.jsonl")
     assert [r["sample_id"] for r in records] == [f"s{i:03d}" for i in range(6)]
@@ -69,29 +69,29 @@ def test_different_config_refuses_old_folder(random_dataset, tmp_path):
     generate(settings(random_dataset, tmp_path / "run"), progress=False)
     with pytest.raises(RunConfigMismatch, match="seed: 0 -> 7"):
         generate(settings(random_dataset, tmp_path / "run", seed=7), progress=False)
-    with pytest.raises(RunConfigMismatch, match="model: 'fake_models:NoisyEditModel' -> 'identity'"):
+    with pytest.raises(RunConfigMismatch, match="model: 'tests.helpers.fake_models:NoisyEditModel' -> 'identity'"):
         generate(settings(random_dataset, tmp_path / "run", model="identity"), progress=False)
 
 
 def test_bad_samples_fail_alone_and_are_retried(random_dataset, tmp_path):
     (random_dataset / "past" / "d002a.png").write_bytes(b"garbage")
-    report = generate(settings(random_dataset, tmp_path / "run", model="fake_models:NaNModel", batch_size=2),
+    report = generate(settings(random_dataset, tmp_path / "run", model="tests.helpers.fake_models:NaNModel", batch_size=2),
                       progress=False)
     # s001, s003, s005 give NaN; s002 has a corrupt input; s000 and s004 succeed
     assert report.generated == 2 and len(report.failed) == 4
     failures = {f["sample_id"]: f["error"] for f in read_jsonl(tmp_path / "run" / "failures.jsonl")}
-    assert "model 'fake_models:NaNModel', sample 's001': image has 1 non-finite values" in failures["s001"]
+    assert "model 'tests.helpers.fake_models:NaNModel', sample 's001': image has 1 non-finite values" in failures["s001"]
     assert "sample 's002'" in failures["s002"] and "d002a.png" in failures["s002"]
     assert sorted(r["sample_id"] for r in read_jsonl(tmp_path / "run" / "results.jsonl")) == ["s000", "s004"]
-    again = generate(settings(random_dataset, tmp_path / "run", model="fake_models:NaNModel"), progress=False)
+    again = generate(settings(random_dataset, tmp_path / "run", model="tests.helpers.fake_models:NaNModel"), progress=False)
     assert again.already_done == 2 and len(again.failed) == 4  # failed samples are tried again
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     data = write_random_dataset(tmp_path / "data", n=12)
-    command = [sys.executable, "-m", "cfbench.cli", "--quiet", "generate", "--model", "fake_models:NoisyEditModel",
+    command = [sys.executable, "-m", "cfbench.cli", "--quiet", "generate", "--model", "tests.helpers.fake_models:NoisyEditModel",
                "--split", "holdout", "--data", str(data), "--resolution", "32", "--batch-size", "2"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
 
     reference = subprocess.run(command + ["--out", str(tmp_path / "reference")], env=env, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
@@ -162,9 +162,9 @@ def test_shards_are_disjoint_cover_the_split_and_match_an_unsharded_run(tmp_path
 
 def test_concurrent_shard_processes_under_a_launcher_environment(tmp_path):
     data = write_random_dataset(tmp_path / "data", n=10)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
                WORLD_SIZE="2")
-    command = [sys.executable, "-m", "cfbench.cli", "--quiet", "generate", "--model", "fake_models:NoisyEditModel",
+    command = [sys.executable, "-m", "cfbench.cli", "--quiet", "generate", "--model", "tests.helpers.fake_models:NoisyEditModel",
                "--split", "holdout", "--data", str(data), "--resolution", "32", "--out", str(tmp_path / "run"),
                "--shard", "auto"]
     processes = [subprocess.Popen(command, env=dict(env, RANK=str(rank)), stdout=subprocess.PIPE,

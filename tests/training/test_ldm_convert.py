@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
+from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 from cfbench.training.ldm_convert import (
     LdmCheckpointError,

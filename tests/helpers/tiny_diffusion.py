@@ -150,6 +150,20 @@ def save_tiny_instruct_pix2pix(folder: Path, sample_size: int = 8, *,
 
 def save_tiny_stable_diffusion(folder: Path, sample_size: int = 8, *,
                                unet_channels: tuple[int, ...] = UNET_CHANNELS,
-                               vae_channels: tuple[int, ...] = VAE_CHANNELS) -> Path:
-    """Write a tiny ``StableDiffusionPipeline`` folder (UNet in_channels=4) and return it."""
-    return _save("StableDiffusionPipeline", LATENT_CHANNELS, folder, sample_size, unet_channels, vae_channels)
+                               vae_channels: tuple[int, ...] = VAE_CHANNELS, scheduler: str = "ddim") -> Path:
+    """Write a tiny ``StableDiffusionPipeline`` folder (UNet in_channels=4) and return it.
+
+    scheduler: "ddim", or "pndm" (Stable Diffusion v1's saved scheduler: the PNDM config of the SD v1 release).
+    """
+    folder = _save("StableDiffusionPipeline", LATENT_CHANNELS, folder, sample_size, unet_channels, vae_channels)
+    if scheduler == "pndm":
+        from diffusers import PNDMScheduler
+
+        PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                      steps_offset=1).save_pretrained(folder / "scheduler")
+        index = json.loads((folder / "model_index.json").read_text())
+        index["scheduler"] = ["diffusers", "PNDMScheduler"]
+        (folder / "model_index.json").write_text(json.dumps(index))
+    elif scheduler != "ddim":
+        raise ValueError(f"scheduler must be 'ddim' or 'pndm', got {scheduler!r}")
+    return folder

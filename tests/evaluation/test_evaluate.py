@@ -18,7 +18,7 @@ from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.runs.generate import RunSettings, generate
 from cfbench.evaluation.protocol import Protocol
 from cfbench.evaluation.scoring import compare_tables
-from fake_models import RegionStatisticsEvaluator
+from tests.helpers.fake_models import RegionStatisticsEvaluator
 
 FAST = Protocol(bootstrap_resamples=200, fid_bootstrap_resamples=20)
 
@@ -29,7 +29,7 @@ def phantom_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = build_phantom_dataset(root / "data", 40, seed=11, size=64, fractions={"holdout": 1.0}, progress=False)
     runs = {}
-    for model in ("identity", "ground-truth", "fake_models:NoisyEditModel"):
+    for model in ("identity", "ground-truth", "tests.helpers.fake_models:NoisyEditModel"):
         settings = RunSettings(model=model, split="holdout", data_dir=data, out=root / model.replace(":", "_"),
                                resolution=64, batch_size=8)
         generate(settings, progress=False)
@@ -44,8 +44,8 @@ def evaluate(run, tmp_path, evaluator=None, protocol=FAST):
 
 def test_metrics_equal_reference_implementations(phantom_runs, tmp_path):
     data, runs = phantom_runs
-    report = evaluate(runs["fake_models:NoisyEditModel"], tmp_path)
-    predictions = pd.read_csv(runs["fake_models:NoisyEditModel"] / "predictions.csv")
+    report = evaluate(runs["tests.helpers.fake_models:NoisyEditModel"], tmp_path)
+    predictions = pd.read_csv(runs["tests.helpers.fake_models:NoisyEditModel"] / "predictions.csv")
     aurocs = []
     for finding in EVALUATED_FINDINGS:
         labels = predictions[f"label/{finding}"]
@@ -90,7 +90,7 @@ def test_real_outputs_are_cached_across_runs_and_keyed_on_content(phantom_runs, 
     evaluate(runs["identity"], tmp_path, first)
     assert first.calls == 80  # 40 generated + 40 real target images
     second = RegionStatisticsEvaluator()
-    report = evaluate(runs["fake_models:NoisyEditModel"], tmp_path, second)
+    report = evaluate(runs["tests.helpers.fake_models:NoisyEditModel"], tmp_path, second)
     assert second.calls == 40  # real target outputs came from the cache
     assert report["evaluator"] == {"evaluator": "region-statistics", "version": 1}
     entries = list((tmp_path / "cache" / "evaluator-outputs").rglob("*.npz"))
@@ -108,7 +108,7 @@ def test_concurrent_evaluations_compute_each_real_image_once(phantom_runs, tmp_p
         reports[index] = evaluate(run, tmp_path, evaluators[index])
 
     threads = [threading.Thread(target=work, args=(0, runs["identity"])),
-               threading.Thread(target=work, args=(1, runs["fake_models:NoisyEditModel"]))]
+               threading.Thread(target=work, args=(1, runs["tests.helpers.fake_models:NoisyEditModel"]))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -169,7 +169,7 @@ def test_text_metrics_of_explanations(tmp_path):
     pytest.importorskip("rouge_score")
     from cfbench.datasets.edit_dataset import DatasetWriter
     from cfbench.metrics.text import TextSimilarity
-    from conftest import make_samples
+    from tests.helpers.datasets import make_samples
 
     rng = np.random.default_rng(0)
     writer = DatasetWriter(tmp_path / "data")
@@ -178,7 +178,7 @@ def test_text_metrics_of_explanations(tmp_path):
         sample.reference_explanation = None if index == 5 else f"edited: {sample.instruction.lower()} compared with before"
         writer.add(sample, rng.random((32, 32), dtype=np.float32), rng.random((32, 32), dtype=np.float32))
     writer.close()
-    settings = RunSettings(model="fake_models:NoisyEditModel", split="holdout", data_dir=tmp_path / "data",
+    settings = RunSettings(model="tests.helpers.fake_models:NoisyEditModel", split="holdout", data_dir=tmp_path / "data",
                            out=tmp_path / "run", resolution=32)
     generate(settings, progress=False)
     report = evaluate(settings.out, tmp_path)
@@ -194,13 +194,13 @@ def test_text_metrics_of_explanations(tmp_path):
 
 
 def test_clip_i_from_an_extra_embedder(phantom_runs, tmp_path):
-    from fake_models import DownsampleEmbedder
+    from tests.helpers.fake_models import DownsampleEmbedder
 
     _, runs = phantom_runs
-    report = evaluate_run(runs["fake_models:NoisyEditModel"], evaluator=RegionStatisticsEvaluator(),
+    report = evaluate_run(runs["tests.helpers.fake_models:NoisyEditModel"], evaluator=RegionStatisticsEvaluator(),
                           extra_evaluators=(DownsampleEmbedder(),), protocol=FAST, cache_dir=tmp_path / "cache",
                           progress=False)
-    table = load_table(runs["fake_models:NoisyEditModel"])
+    table = load_table(runs["tests.helpers.fake_models:NoisyEditModel"])
     g, r = table.generated["embedding"], table.real["embedding"]
     expected = np.mean([np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(g, r)])
     assert report["metrics"]["clip_i"]["value"] == pytest.approx(expected, abs=1e-6)
@@ -232,9 +232,9 @@ def test_fid_interval_is_the_percentile_interval_shifted_by_the_bootstrap_bias(p
     from cfbench.evaluation.scoring import _fid_metric
 
     _, runs = phantom_runs
-    report = evaluate(runs["fake_models:NoisyEditModel"], tmp_path)
+    report = evaluate(runs["tests.helpers.fake_models:NoisyEditModel"], tmp_path)
     fid = report["metrics"]["fid"]
-    table = load_table(runs["fake_models:NoisyEditModel"])
+    table = load_table(runs["tests.helpers.fake_models:NoisyEditModel"])
     raw = bootstrap_many({"fid": _fid_metric(table).compute_on}, len(table), FAST.fid_bootstrap_resamples,
                          FAST.confidence_level, FAST.bootstrap_seed)["fid"]
     bias = raw.replicate_mean - fid["value"]

@@ -11,7 +11,7 @@ from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.core.findings import Operation
 from cfbench.datasets.mimic_build import MimicSources, build_mimic_dataset, plan_mimic_pairs
 from cfbench.datasets.pair_engine import PairSettings, read_outcomes
-from mimic_fixtures import MISSING_IMAGE_STUDY, dicom_id, write_mimic_release
+from tests.helpers.mimic_fixtures import MISSING_IMAGE_STUDY, dicom_id, write_mimic_release
 
 
 def sources_of(release) -> MimicSources:

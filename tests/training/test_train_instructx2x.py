@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
+from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.training.edit_augment import (

@@ -1,6 +1,5 @@
 """RoentGen (text-to-image baseline) on a tiny random Stable Diffusion folder loaded through from_pretrained."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,25 +8,12 @@ import torch
 from cfbench import diffusion
 from cfbench.api.model import EditRequest, LoadContext
 from cfbench.api.registry import get_model_class
-from tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
+from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix
 
 SIZE = 32
 STEPS = 5
+TINY_SD_SCHEDULER = "pndm"  # the tiny_sd fixture saves SD v1's own PNDM scheduler
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    """A tiny SD folder whose saved scheduler is PNDM (Stable Diffusion v1's default), not DDIM."""
-    from diffusers import PNDMScheduler
-
-    folder = save_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "sd", sample_size=SIZE // 2)
-    PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                  steps_offset=1).save_pretrained(folder / "scheduler")
-    index = json.loads((folder / "model_index.json").read_text())
-    index["scheduler"] = ["diffusers", "PNDMScheduler"]
-    (folder / "model_index.json").write_text(json.dumps(index))
-    return folder
 
 
 def load(folder, **options):

@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from cfbench.cli import main
-from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.evaluation.results import load_table
 from cfbench.leaderboard.table_model import (
     LAYOUTS,
@@ -27,31 +26,10 @@ from cfbench.leaderboard.table_model import (
 )
 from cfbench.leaderboard.write import write_leaderboard
 from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
-from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.leaderboard.reported import ALL_TABLES, INSTRUCTX2X_V2_TABLE2, PROGEMU_TABLE1
-from cfbench.runs.generate import RunSettings, generate
-from cfbench.evaluation.protocol import Protocol
 from cfbench.evaluation.scoring import score
-from fake_models import RegionStatisticsEvaluator
-
-FAST = Protocol(bootstrap_resamples=100, fid_bootstrap_resamples=10)
-MODELS = ("identity", "fake_models:NoisyEditModel", "ground-truth")
-SEEDS_DIR = Path(__file__).resolve().parents[2] / "shared" / "seeds"
-
-
-def make_evaluated_runs(root: Path, n: int = 30, size: int = 64) -> dict[str, Path]:
-    """A phantom split, three runs made by the real runner and scored by the real evaluator."""
-    data = build_phantom_dataset(root / "data", n, seed=5, size=size, fractions={"holdout": 1.0}, progress=False)
-    runs = {}
-    for model in MODELS:
-        settings = RunSettings(model=model, split="holdout", data_dir=data, out=root / "runs" / model.split(":")[-1],
-                               resolution=size, batch_size=8)
-        generate(settings, progress=False)
-        evaluate_run(settings.out, evaluator=RegionStatisticsEvaluator(), protocol=FAST, cache_dir=root / "cache",
-                     progress=False)
-        runs[model] = settings.out
-    return runs
-
+from tests.helpers.datasets import PAPER_TABLES_DIR
+from tests.helpers.runs import FAST, make_evaluated_runs
 
 @pytest.fixture(scope="module")
 def evaluated_runs(tmp_path_factory) -> dict[str, Path]:
@@ -73,8 +51,8 @@ def summary(label: str, values: dict[str, float], template: dict) -> RunSummary:
 def test_measured_cells_are_metrics_json_on_the_papers_scale(evaluated_runs):
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "instructx2x", reported=[])
-    row = next(r for r in board.rows if r.label == "fake_models:NoisyEditModel")
-    noisy = evaluated_runs["fake_models:NoisyEditModel"]
+    row = next(r for r in board.rows if r.label == "tests.helpers.fake_models:NoisyEditModel")
+    noisy = evaluated_runs["tests.helpers.fake_models:NoisyEditModel"]
     patho = metric(noisy, "pathology_mean_auroc")
     assert row.cells["patho"].value == pytest.approx(100 * patho["value"])
     assert row.cells["patho"].ci_low == pytest.approx(100 * patho["ci_low"])
@@ -95,7 +73,7 @@ def test_bold_marks_the_best_measured_value_per_column_direction_aware(evaluated
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "instructx2x", reported=[])
     candidates = [r for r in board.rows if r.kind == "measured"]
-    assert [r.label for r in candidates] == ["identity", "fake_models:NoisyEditModel"]
+    assert [r.label for r in candidates] == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
     for column in LAYOUTS["instructx2x"].columns:
         shown = {r.label: float(r.cells[column.key].text) for r in candidates if r.cells[column.key].value is not None}
         best = (max if column.higher_is_better else min)(shown.values())
@@ -133,10 +111,11 @@ def test_reported_rows_are_marked_and_not_bolded_against_measured_rows(evaluated
     assert not any(c.bold for c in next(r for r in competing.rows if r.label == "Real Images (GT)").cells.values())
 
 
-@pytest.mark.skipif(not SEEDS_DIR.is_dir(), reason=f"the papers' text is not at {SEEDS_DIR}")
 def test_reported_values_are_the_numbers_printed_in_the_papers():
-    """Every reported row's numbers appear, in order, as one line of the paper's table."""
-    papers = {path.name: path.read_text(encoding="utf-8") for path in SEEDS_DIR.glob("*.txt")}
+    """Every reported row's numbers appear, in order, as one line of the paper's table (the tables are kept
+    verbatim in tests/data/paper-tables, with their captions)."""
+    papers = {path.name: path.read_text(encoding="utf-8") for path in PAPER_TABLES_DIR.glob("*.txt")}
+    assert len(papers) == len(ALL_TABLES)
 
     def numbers(line: str) -> list[str]:
         return re.findall(r"\d+\.\d+", re.sub(r"<[^>]+>", " ", line))
@@ -156,8 +135,8 @@ def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
     out = tmp_path / "board"
     assert out / "README.md" in result["written"] and result["skipped"] == []
     table = pd.read_csv(out / "instructx2x.csv", dtype={"source": str})
-    noisy = table[table["model"] == "fake_models:NoisyEditModel"].iloc[0]
-    cmig = metric(evaluated_runs["fake_models:NoisyEditModel"], "cmig")
+    noisy = table[table["model"] == "tests.helpers.fake_models:NoisyEditModel"].iloc[0]
+    cmig = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "cmig")
     assert noisy["cmig"] == pytest.approx(cmig["value"], rel=1e-12)
     assert noisy["cmig_ci_low"] == pytest.approx(cmig["ci_low"]) and noisy["kind"] == "measured"
     assert set(table["kind"]) == {"measured", "reference", "reported"}
@@ -203,7 +182,7 @@ def test_reported_tables_alone(tmp_path):
 
 
 def test_by_operation_is_scored_from_the_per_sample_table(evaluated_runs):
-    run = load_runs([evaluated_runs["fake_models:NoisyEditModel"]])[0]
+    run = load_runs([evaluated_runs["tests.helpers.fake_models:NoisyEditModel"]])[0]
     breakdown = by_operation(run, n_resamples=50)
     table = load_table(run.run_dir)
     predictions = pd.read_csv(run.run_dir / "predictions.csv")
@@ -242,11 +221,11 @@ def test_plots_are_valid_png_and_pdf_files(evaluated_runs, tmp_path):
 
 
 def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
-    runs = [str(evaluated_runs[m]) for m in ("identity", "fake_models:NoisyEditModel")]
+    runs = [str(evaluated_runs[m]) for m in ("identity", "tests.helpers.fake_models:NoisyEditModel")]
     assert main(["leaderboard", *runs, "--out", str(tmp_path / "lb"), "--no-plots", "--no-gallery",
                  "--no-reported"]) == 0
     table = pd.read_csv(tmp_path / "lb" / "instructx2x.csv")
-    assert list(table["model"]) == ["identity", "fake_models:NoisyEditModel"]
+    assert list(table["model"]) == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
     assert "wrote" in capsys.readouterr().out
     not_a_run = tmp_path / "empty"
     not_a_run.mkdir()
@@ -257,8 +236,8 @@ def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
 def test_locality_table_ranks_only_directional_columns_and_is_skipped_without_values(evaluated_runs, tmp_path):
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "locality", reported=[])
-    noisy = next(r for r in board.rows if r.label == "fake_models:NoisyEditModel")
-    outside = metric(evaluated_runs["fake_models:NoisyEditModel"], "change_outside_lesion")
+    noisy = next(r for r in board.rows if r.label == "tests.helpers.fake_models:NoisyEditModel")
+    outside = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "change_outside_lesion")
     assert noisy.cells["outside"].value == pytest.approx(outside["value"])
     identity = next(r for r in board.rows if r.label == "identity")
     assert identity.cells["outside"].bold and not noisy.cells["outside"].bold  # identity changes nothing: 0

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,10 +52,8 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         load_image(tmp_path / "broken.png")
 
 
-@pytest.mark.skipif(not (Path(__file__).parent.parent.parent / "shared/data/real-cxr").is_dir(),
-                    reason="real X-rays in ../shared/data/real-cxr not available")
 def test_real_nih_xray_loads_as_grayscale_float():
-    from conftest import REAL_CXR_DIR
+    from tests.helpers.datasets import REAL_CXR_DIR
 
     image = load_image(REAL_CXR_DIR / "00000001_000.png")
     assert image.dtype == np.float32 and image.shape == (512, 512)

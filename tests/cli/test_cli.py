@@ -47,10 +47,10 @@ def test_user_errors_are_one_line_messages(random_dataset, tmp_path, capsys):
 
 
 def test_failures_give_exit_status_1(random_dataset, tmp_path, capsys):
-    status = main(["--quiet", "generate", "--model", "fake_models:NaNModel", "--split", "holdout",
+    status = main(["--quiet", "generate", "--model", "tests.helpers.fake_models:NaNModel", "--split", "holdout",
                    "--data", str(random_dataset), "--resolution", "32", "--out", str(tmp_path / "run")])
     assert status == 1
-    assert "failed: model 'fake_models:NaNModel', sample 's001'" in capsys.readouterr().err
+    assert "failed: model 'tests.helpers.fake_models:NaNModel', sample 's001'" in capsys.readouterr().err
 
 
 def test_models_json_lists_capabilities(capsys):

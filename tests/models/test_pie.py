@@ -8,15 +8,9 @@ from cfbench import diffusion
 from cfbench.api.model import EditRequest, LoadContext
 from cfbench.models.pie import round_seed
 from cfbench.api.registry import get_model_class
-from tiny_diffusion import save_tiny_stable_diffusion
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "sd", sample_size=SIZE // 2)
 
 
 def load(folder, **options):

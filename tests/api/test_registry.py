@@ -16,7 +16,7 @@ from cfbench.api.registry import (
     resolve_model_path,
 )
 
-EXAMPLE_PLUGIN = Path(__file__).parent.parent / "examples" / "cfbench-example-plugin"
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "cfbench-example-plugin"
 
 
 def test_builtins_are_registered():
@@ -27,13 +27,13 @@ def test_builtins_are_registered():
 
 
 def test_import_path_and_unknown_names():
-    from fake_models import NoisyEditModel
+    from tests.helpers.fake_models import NoisyEditModel
 
-    assert get_model_class("fake_models:NoisyEditModel") is NoisyEditModel
+    assert get_model_class("tests.helpers.fake_models:NoisyEditModel") is NoisyEditModel
     with pytest.raises(UnknownModelError, match="unknown model 'no-such-model'. Available: .*identity"):
         get_model_class("no-such-model")
-    with pytest.raises(UnknownModelError, match="cannot import model class 'fake_models:Missing'"):
-        get_model_class("fake_models:Missing")
+    with pytest.raises(UnknownModelError, match="cannot import model class 'tests.helpers.fake_models:Missing'"):
+        get_model_class("tests.helpers.fake_models:Missing")
     with pytest.raises(PluginError, match="not a subclass of cfbench.CounterfactualModel"):
         get_model_class("pathlib:Path")
 

@@ -1,16 +1,15 @@
 """Registration on real anatomy: known similarity transforms applied to NIH X-rays are recovered."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from cfbench.core.images import load_image
+from tests.helpers.datasets import REAL_CXR_DIR
 from cfbench.datasets.registration import CALIBRATED_MI_THRESHOLD, MI_THRESHOLD, mutual_information, register_pair, to_sitk
 
-REAL = Path(__file__).parent.parent.parent / "shared" / "data" / "real-cxr"
-pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="real X-rays in ../shared/data/real-cxr not available")
+REAL = REAL_CXR_DIR
 
 
 def moved(image, angle_deg, scale, shift):

@@ -4,7 +4,7 @@ import pytest
 
 from cfbench.datasets.edit_dataset import DatasetError, DatasetWriter, EditDataset
 from cfbench.core.images import ImageReadError
-from conftest import make_samples, write_random_dataset
+from tests.helpers.datasets import make_samples, write_random_dataset
 
 
 def test_layout_round_trip(tmp_path):
