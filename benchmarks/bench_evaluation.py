@@ -13,7 +13,7 @@ Prints three ratios, each measured in one run (these machines are noisy, so comp
 3. peak memory of an evaluation at N=2000 / N=200 (target <= 1.2), each in a fresh process, with the
    shipped phantom CNN at 128 px; peak RSS and peak traced Python allocations.
 
-    python benchmarks/bench_evaluation.py [--n 48] [--size 512] [--skip-memory]
+    python benchmarks/bench_evaluation.py [--n 48] [--resolution 512] [--skip-memory]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def random_densenet_evaluator(folder: Path):
 
 
 def make_runs(root: Path, n: int, size: int) -> tuple[Path, dict[str, Path]]:
-    data = build_phantom_dataset(root / "data", n, size=size, fractions={"holdout": 1.0}, progress=False)
+    data = build_phantom_dataset(root / "data", n, resolution=size, fractions={"holdout": 1.0}, progress=False)
     runs = {}
     for model in ("identity", "ground-truth"):
         settings = RunSettings(model=model, split="holdout", data_dir=data, out=root / model, resolution=size,
@@ -157,7 +157,7 @@ def memory_ratio() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=48)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--layout", choices=["real", "phantom", "both"], default="both")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -166,7 +166,7 @@ def main() -> None:
         memory_child(args.memory_child)
         return
     for layout in (("real", "phantom") if args.layout == "both" else (args.layout,)):
-        overhead_and_cache(args.n, args.size, layout)
+        overhead_and_cache(args.n, args.resolution, layout)
     if not args.skip_memory:
         memory_ratio()
 

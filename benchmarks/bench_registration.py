@@ -1,6 +1,6 @@
 """Dataset-build throughput: registration pairs/s at 512 px with 1, 2, ... worker processes.
 
-Run: ``python benchmarks/bench_registration.py [--pairs N] [--workers 1 2] [--size 512]``.
+Run: ``python benchmarks/bench_registration.py [--pairs N] [--workers 1 2] [--resolution 512]``.
 
 Makes N longitudinal pairs from the real X-rays in ``../shared/data/real-cxr`` (re-posed and re-exposed
 copies; phantom pairs when that folder is absent), saves them as 8-bit PNGs at 1024 px like the NIH
@@ -74,10 +74,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--sources", type=Path, default=REAL, help="folder of PNG X-rays to make pairs from")
     args = parser.parse_args()
-    print(f"cores: {os.cpu_count()}, pairs: {args.pairs}, size: {args.size} px")
+    print(f"cores: {os.cpu_count()}, pairs: {args.pairs}, resolution: {args.resolution} px")
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
         (root / "sources").mkdir()
@@ -87,7 +87,7 @@ def main() -> None:
         for workers, itk_threads in configurations:
             label = f"{workers} worker(s), " + ("1 ITK thread" if itk_threads else "ITK threads = cores / workers")
             start = time.perf_counter()
-            outcomes = process_pairs(jobs, root / f"out_{workers}_{itk_threads}", PairSettings(size=args.size),
+            outcomes = process_pairs(jobs, root / f"out_{workers}_{itk_threads}", PairSettings(resolution=args.resolution),
                                      workers=workers, progress=False, itk_threads=itk_threads)
             seconds = time.perf_counter() - start
             rates[label] = len(jobs) / seconds

@@ -87,13 +87,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.model_path or tiny_model_folder(Path(scratch), args)
-        settings = InstructX2XSettings(steps=args.steps, resolution=args.resolution, precision=args.precision,
+        settings = InstructX2XSettings(steps=args.steps, native_resolution=args.resolution, precision=args.precision,
                                        pseudo_masks=args.pseudo_masks)
         components = diffusion.load_diffusion_components(
             folder, "StableDiffusionInstructPix2PixPipeline", device=args.device,
             dtype=diffusion.resolve_dtype(args.precision, args.device), expected_unet_in_channels=8,
         )
-        pseudo_masks = load_pseudo_masks(settings.pseudo_masks, settings.resolution)
+        pseudo_masks = load_pseudo_masks(settings.pseudo_masks, settings.native_resolution)
         rse_model = InstructX2XModel(components, settings, folder, pseudo_masks)
         plain_model = InstructPix2PixModel(components, settings, folder)
         parameters = sum(parameter.numel() for parameter in components.unet.parameters())

@@ -6,7 +6,7 @@ Prints, measured in one run on the same phantom split:
   write, fsynced ledger line, progress bookkeeping);
 - overhead per sample = (harness - bare) / N, and where it goes (read, write, ledger).
 
-    python benchmarks/bench_runner.py [--n 64] [--size 512]
+    python benchmarks/bench_runner.py [--n 64] [--resolution 512]
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from cfbench.core.storage import JsonlLedger
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--resolution", type=int, default=512)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        data = build_phantom_dataset(scratch / "data", args.n, size=args.size, fractions={"holdout": 1.0},
+        data = build_phantom_dataset(scratch / "data", args.n, resolution=args.resolution, fractions={"holdout": 1.0},
                                      progress=False)
-        dataset = EditDataset(data, "holdout", args.size)
+        dataset = EditDataset(data, "holdout", args.resolution)
         model = IdentityModel.load(LoadContext())
 
         tick = time.perf_counter()
@@ -59,14 +59,14 @@ def main() -> None:
             ledger_time = time.perf_counter() - tick
 
         settings = RunSettings(model="identity", split="holdout", data_dir=data, out=scratch / "run",
-                               resolution=args.size, batch_size=8)
+                               resolution=args.resolution, batch_size=8)
         tick = time.perf_counter()
         report = generate(settings, progress=False)
         harness = time.perf_counter() - tick
         assert report.generated == args.n and not report.failed
 
     n = args.n
-    print(f"runner overhead around `identity`, N={n} samples at {args.size}x{args.size}, batch 8")
+    print(f"runner overhead around `identity`, N={n} samples at {args.resolution}x{args.resolution}, batch 8")
     print(f"  bare identity.edit           {1e3 * bare / n:8.3f} ms/sample")
     print(f"  cfbench generate (harness)   {1e3 * harness / n:8.3f} ms/sample")
     print(f"  overhead per sample          {1e3 * (harness - bare) / n:8.3f} ms/sample "

@@ -21,10 +21,11 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass(frozen=True)
 class DiffusionOptions(ModelOptions):
     """Options every diffusers-folder adapter has: ``steps`` (denoising steps; subclasses set the default),
-    ``resolution`` (pixels the networks run at) and ``precision`` (auto: fp16 on CUDA, fp32 on CPU)."""
+    ``native_resolution`` (the side in pixels the networks run at; the benchmark's images are
+    resized to it and the outputs back to the request's side) and ``precision`` (auto: fp16 on CUDA, fp32 on CPU)."""
 
     steps: int = 100
-    resolution: int = 512
+    native_resolution: int = 512
     precision: str = "auto"
 
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"precision": ("auto", "fp32", "fp16", "bf16")}
@@ -32,8 +33,8 @@ class DiffusionOptions(ModelOptions):
     def check(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.resolution < 8:
-            raise ValueError(f"resolution must be >= 8 px, got {self.resolution}")
+        if self.native_resolution < 8:
+            raise ValueError(f"native_resolution must be >= 8 px, got {self.native_resolution}")
 
 
 class DiffusersFolderModel(CounterfactualModel):
@@ -66,7 +67,7 @@ class DiffusersFolderModel(CounterfactualModel):
             dtype=diffusion.resolve_dtype(settings.precision, context.device),
             expected_unet_in_channels=cls.unet_in_channels, scheduler=cls.scheduler_choice(settings),
         )
-        diffusion.check_resolution(components, settings.resolution, folder)
+        diffusion.check_resolution(components, settings.native_resolution, folder)
         model = cls(components, settings, folder)
         model.prepare(context)
         return model

@@ -25,7 +25,7 @@ tau                0.1        binary edit mask threshold on the guidance map (G 
 pseudo_masks       auto       "auto" (the dataset's ``pseudo_masks.npz``, e.g. MS-CXR boxes written by
                               ``cfbench data build mimic --ms-cxr``, else NIH), "nih" (NIH ChestX-ray14
                               boxes shipped with torchxrayvision) or a file from ``cfbench masks build``
-resolution         512        side in pixels the networks run at (inputs are resized, outputs resized back)
+native_resolution  512        side in pixels the networks run at (inputs are resized, outputs resized back)
 precision          auto       auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
 latent_mask        official   latent-grid edit mask: "official" = (M downsampled) * R_latent >= tau, as the
                               official code; "max-pool" = a latent cell is editable when any pixel is
@@ -104,7 +104,7 @@ def load_pseudo_masks(source: str, size: int, dataset_root: Path | None = None):
     if source == "auto":
         return default_pseudo_masks(dataset_root, size)
     if source == "nih":
-        return nih_pseudo_masks(size=size)
+        return nih_pseudo_masks(resolution=size)
     path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"pseudo mask file {path} not found (option pseudo_masks); "
@@ -153,7 +153,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         """The pseudo masks of the ``pseudo_masks`` option (variants that use them)."""
         if self.uses_pseudo_mask:
             dataset_root = context.dataset.root if context.dataset is not None else None
-            self.pseudo_masks = load_pseudo_masks(self.settings.pseudo_masks, self.settings.resolution, dataset_root)
+            self.pseudo_masks = load_pseudo_masks(self.settings.pseudo_masks, self.settings.native_resolution, dataset_root)
 
     def identity_extra(self) -> dict[str, Any]:
         return {"pseudo_masks": getattr(self.pseudo_masks, "source", None),
@@ -178,7 +178,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         inputs = torch.from_numpy(np.stack([request.image for request in requests])).float()
         output_size = tuple(inputs.shape[-2:])
 
-        model_images = diffusion.resize_images(inputs, (settings.resolution, settings.resolution))
+        model_images = diffusion.resize_images(inputs, (settings.native_resolution, settings.native_resolution))
         image_latents = diffusion.encode_images(components, model_images)
         source_latents = image_latents * components.latent_scaling
         conditioning = diffusion.InstructPix2PixConditioning(
@@ -270,7 +270,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
             if request.region_mask is not None:
                 mask = np.asarray(request.region_mask, dtype=bool)
             else:
-                mask = self.pseudo_masks.mask_for(instruction_operations(request), size=height)
+                mask = self.pseudo_masks.mask_for(instruction_operations(request), resolution=height)
             if mask.shape != (height, width):
                 raise ValueError(f"sample {request.sample_id!r}: region mask has shape {mask.shape}, "
                                  f"expected {(height, width)} (the image's)")

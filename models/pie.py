@@ -10,20 +10,20 @@ authors use ``IrohXu/stable-diffusion-mimic-cxr-v0.1``). The loop is :func:`cfbe
 
 Options (``--option key=value``):
 
-==============  ==============  ===================================================================
-option          default         meaning
-==============  ==============  ===================================================================
-iterations      10              rounds of image-to-image editing (N in the paper)
-strength        0.5             fraction of the timesteps each round rolls back (gamma)
-steps           50              timesteps of the full schedule (a round runs strength x steps)
-guidance        7.5             classifier-free guidance scale
-beta_1          0.01            end-of-round weight of the change outside the region mask
-beta_2          0.75            end-of-round weight of the change inside the region mask
-prompt          target_report   "target_report" (the target study's impression) or "instruction"
-scheduler       folder          "folder" (the scheduler saved with the weights) or "ddim"
-resolution      512             side in pixels the networks run at (outputs resized to the request's size)
-precision       auto            auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
-==============  ==============  ===================================================================
+==================  ==============  ===================================================================
+option              default         meaning
+==================  ==============  ===================================================================
+iterations          10              rounds of image-to-image editing (N in the paper)
+strength            0.5             fraction of the timesteps each round rolls back (gamma)
+steps               50              timesteps of the full schedule (a round runs strength x steps)
+guidance            7.5             classifier-free guidance scale
+beta_1              0.01            end-of-round weight of the change outside the region mask
+beta_2              0.75            end-of-round weight of the change inside the region mask
+prompt              target_report   "target_report" (the target study's impression) or "instruction"
+scheduler           folder          "folder" (the scheduler saved with the weights) or "ddim"
+native_resolution   512             side in pixels the networks run at (outputs resized to the request's size)
+precision           auto            auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
+==================  ==============  ===================================================================
 
 Differences from the official code, on purpose: images stay float between rounds (the official script
 round-trips through 8-bit PIL images), the VAE posterior mode is encoded (not a sample), each round's
@@ -99,7 +99,7 @@ class PIEModel(TextPromptedModel):
             return []
         components, settings = self.components, self.settings
         prompts = [text_prompt(request, settings.prompt, self.name) for request in requests]
-        size = (settings.resolution, settings.resolution)
+        size = (settings.native_resolution, settings.native_resolution)
         current = diffusion.resize_images(torch.from_numpy(np.stack([r.image for r in requests])).float(), size)
         text = diffusion.encode_text(components, prompts)
         null = diffusion.encode_text(components, [""] * len(requests))

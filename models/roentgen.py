@@ -8,16 +8,16 @@ published usage: 75 steps, guidance scale 4, the folder's own scheduler, no safe
 
 Options (``--option key=value``):
 
-==========  ==============  ======================================================================
-option      default         meaning
-==========  ==============  ======================================================================
-steps       75              denoising steps
-guidance    4.0             classifier-free guidance scale
-prompt      target_report   "target_report" (the target study's impression) or "instruction"
-scheduler   folder          "folder" (the scheduler saved with the weights) or "ddim"
-resolution  512             side in pixels the networks run at (outputs resized to the request's size)
-precision   auto            auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
-==========  ==============  ======================================================================
+==================  ==============  ======================================================================
+option              default         meaning
+==================  ==============  ======================================================================
+steps               75              denoising steps
+guidance            4.0             classifier-free guidance scale
+prompt              target_report   "target_report" (the target study's impression) or "instruction"
+scheduler           folder          "folder" (the scheduler saved with the weights) or "ddim"
+native_resolution   512             side in pixels the networks run at (outputs resized to the request's size)
+precision           auto            auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16
+==================  ==============  ======================================================================
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class RoentGenModel(TextPromptedModel):
             return []
         components, settings = self.components, self.settings
         prompts = [text_prompt(request, settings.prompt, self.name) for request in requests]
-        side = settings.resolution // components.vae_scale_factor
+        side = settings.native_resolution // components.vae_scale_factor
         noise = diffusion.seeded_noise([request.seed for request in requests],
                                        (components.unet.config.in_channels, side, side), components.device)
         latents = diffusion.generate_from_text(

@@ -12,7 +12,7 @@ from cfbench.cli.common import CliError, progress, report_build
 def cmd_data_phantom(args) -> int:
     from cfbench.phantom.dataset import build_phantom_dataset
 
-    out = build_phantom_dataset(args.out, args.n, seed=args.seed, size=args.size, progress=progress(args))
+    out = build_phantom_dataset(args.out, args.n, seed=args.seed, resolution=args.resolution, progress=progress(args))
     print(f"wrote {args.n} phantom pairs to {out}")
     return 0
 
@@ -45,13 +45,13 @@ def cmd_data_build_mimic(args) -> int:
 def _pair_settings(args):
     from cfbench.datasets.pair_engine import PairSettings
 
-    return PairSettings(size=args.size, register=not args.no_register, mi_threshold=args.mi_threshold)
+    return PairSettings(resolution=args.resolution, register=not args.no_register, mi_threshold=args.mi_threshold)
 
 
 def cmd_data_build_icg(args) -> int:
     from cfbench.datasets.icg import build_icg_dataset
 
-    counts = build_icg_dataset(args.root, args.out, size=args.size, progress=progress(args))
+    counts = build_icg_dataset(args.root, args.out, resolution=args.resolution, progress=progress(args))
     return report_build(counts, "ICG-CXR", args.out)
 
 
@@ -61,9 +61,9 @@ def cmd_masks_build(args) -> int:
     if args.ms_cxr:
         if not args.metadata:
             raise CliError("--ms-cxr needs --metadata (mimic-cxr-2.0.0-metadata.csv.gz) for the view positions")
-        masks = pseudo_masks.ms_cxr_pseudo_masks(args.ms_cxr, args.metadata, args.size)
+        masks = pseudo_masks.ms_cxr_pseudo_masks(args.ms_cxr, args.metadata, args.resolution)
     else:
-        masks = pseudo_masks.nih_pseudo_masks(args.size)
+        masks = pseudo_masks.nih_pseudo_masks(args.resolution)
     masks.save(args.out)
     print(f"wrote {len(masks.masks)} pseudo masks ({', '.join(sorted(masks.masks))}) from {masks.source} to {args.out}")
     return 0
@@ -72,7 +72,8 @@ def cmd_masks_build(args) -> int:
 def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     from cfbench.datasets.registration import MI_THRESHOLD
 
-    parser.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX", help="output image side")
+    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+                        help=f"image side of the written dataset in pixels (default {DEFAULT_RESOLUTION})")
     parser.add_argument("--no-register", action="store_true", help="skip the rigid registration of each pair")
     parser.add_argument("--mi-threshold", type=float, default=MI_THRESHOLD, metavar="MI",
                         help=f"discard pairs whose Mattes MI after registration is above this (default "
@@ -89,7 +90,8 @@ def add_verbs(verbs) -> None:
     masks_build.add_argument("--ms-cxr", metavar="CSV", help="MS_CXR_Local_Alignment_v1.1.0.csv")
     masks_build.add_argument("--metadata", metavar="CSV", help="mimic-cxr-2.0.0-metadata.csv(.gz), for PA views")
     masks_build.add_argument("--out", required=True, metavar="FILE", help="output .npz")
-    masks_build.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    masks_build.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+                             help=f"mask side in pixels, the dataset's resolution (default {DEFAULT_RESOLUTION})")
     masks_build.set_defaults(handler=cmd_masks_build)
 
     data = verbs.add_parser("data", help="build datasets")
@@ -98,7 +100,8 @@ def add_verbs(verbs) -> None:
     phantom.add_argument("--n", type=int, default=600, help="number of pairs (default 600)")
     phantom.add_argument("--out", required=True, metavar="DIR")
     phantom.add_argument("--seed", type=int, default=0)
-    phantom.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    phantom.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+                         help=f"image side in pixels (default {DEFAULT_RESOLUTION})")
     phantom.set_defaults(handler=cmd_data_phantom)
     build = data_verbs.add_parser("build", help="build an edit dataset from a public or credentialed release")
     sources = build.add_subparsers(dest="source", required=True, metavar="SOURCE")
@@ -131,5 +134,6 @@ def add_verbs(verbs) -> None:
     icg = sources.add_parser("icg", help="ICG-CXR (ProgEmu): pair folders with JSON, prior and follow-up images")
     icg.add_argument("--root", required=True, metavar="DIR", help="folder holding one sub-folder per pair")
     icg.add_argument("--out", required=True, metavar="DIR")
-    icg.add_argument("--size", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    icg.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+                     help=f"image side of the written dataset in pixels (default {DEFAULT_RESOLUTION})")
     icg.set_defaults(handler=cmd_data_build_icg)

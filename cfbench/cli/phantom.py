@@ -9,7 +9,7 @@ def cmd_phantom_train(args) -> int:
     from cfbench.phantom.evaluator_training import train_phantom_evaluators
 
     record = train_phantom_evaluators(args.out, n_train=args.n_train, n_val=args.n_val, epochs=args.epochs,
-                                      seed=args.seed, render_size=args.render_size, workers=args.workers,
+                                      seed=args.seed, resolution=args.resolution, workers=args.workers,
                                       progress=progress(args))
     held_out = record["heldout"]
     print(f"wrote phantom_evaluator.safetensors and phantom_evaluator.json to {args.out}")
@@ -34,7 +34,8 @@ def add_verbs(verbs) -> None:
     train.add_argument("--n-val", type=int, default=1000)
     train.add_argument("--epochs", type=int, default=6)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--render-size", type=int, default=256, metavar="PX")
+    train.add_argument("--resolution", type=int, default=256, metavar="PX",
+                       help="side the phantoms are rendered at before the resize to the network input (default 256)")
     train.add_argument("--workers", type=int, default=2, help="rendering processes")
     train.set_defaults(handler=cmd_phantom_train)
 

@@ -45,7 +45,7 @@ def _data_dir(args) -> Path:
     if args.split == "demo":
         from cfbench.phantom.dataset import demo_dataset
 
-        return demo_dataset(config.resolve_path("cache_dir"), size=args.resolution, progress=progress(args))
+        return demo_dataset(config.resolve_path("cache_dir"), resolution=args.resolution, progress=progress(args))
     configured = config.resolve_path("data_dir")
     if configured is None:
         raise CliError(

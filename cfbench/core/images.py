@@ -50,8 +50,8 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """Read a grayscale X-ray as float32 HxW in [0, 1], resized to size x size when size is given.
+def load_image(path: str | os.PathLike, resolution: int | None = None) -> np.ndarray:
+    """Read a grayscale X-ray as float32 HxW in [0, 1], resized to resolution x resolution when given.
 
     Raises ImageReadError naming the file when it is missing or cannot be decoded.
     """
@@ -66,7 +66,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     if array.ndim != 2 or array.size == 0:
         raise ImageReadError(f"image {path} has shape {array.shape}, expected a 2-D grayscale image")
-    return resize(array, size) if size else array
+    return resize(array, resolution) if resolution else array
 
 
 def encode_png16(image: np.ndarray) -> bytes:
@@ -92,9 +92,9 @@ def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_mask(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+def load_mask(path: str | os.PathLike, resolution: int | None = None) -> np.ndarray:
     """Read a mask PNG as bool HxW (pixels >= 0.5 are inside)."""
-    return load_image(path, size) >= 0.5
+    return load_image(path, resolution) >= 0.5
 
 
 def find_image(folder: Path, stem: str) -> Path | None:

@@ -80,7 +80,7 @@ def read_pair(folder: Path, row: int) -> tuple[Sample, Path, Path]:
     return sample, priors[0], follow_ups[0]
 
 
-def build_icg_dataset(root: str | Path, out: str | Path, size: int = 512, progress: bool = True) -> dict:
+def build_icg_dataset(root: str | Path, out: str | Path, resolution: int = 512, progress: bool = True) -> dict:
     """Convert every pair folder under ``root``; a bad folder is logged with its path and skipped."""
     folders = sorted(p for p in Path(root).iterdir() if p.is_dir())
     writer = DatasetWriter(out)
@@ -88,11 +88,11 @@ def build_icg_dataset(root: str | Path, out: str | Path, size: int = 512, progre
     for row, folder in enumerate(tqdm(folders, desc="ICG-CXR pairs", unit="pair", disable=not progress), start=1):
         try:
             sample, prior, follow_up = read_pair(folder, row)
-            writer.add(sample, load_image(prior, size), load_image(follow_up, size))
+            writer.add(sample, load_image(prior, resolution), load_image(follow_up, resolution))
         except (ICGError, ImageReadError) as error:
             log.warning("skipping %s: %s", folder, error)
             skipped.append(str(error))
-    info = {"kind": "icg-cxr", "size": size, "pairs": len(folders), "written": len(folders) - len(skipped),
+    info = {"kind": "icg-cxr", "resolution": resolution, "pairs": len(folders), "written": len(folders) - len(skipped),
             "failed": skipped}
     writer.close(info=info)
     return info

@@ -209,7 +209,7 @@ def build_mimic_dataset(sources: MimicSources, out: str | Path, settings: PairSe
     if ms_cxr:
         from cfbench.datasets.pseudo_masks import DATASET_MASKS, ms_cxr_pseudo_masks
 
-        ms_cxr_pseudo_masks(ms_cxr, find_file(sources.mimic_cxr, METADATA), settings.size).save(out / DATASET_MASKS)
+        ms_cxr_pseudo_masks(ms_cxr, find_file(sources.mimic_cxr, METADATA), settings.resolution).save(out / DATASET_MASKS)
     paths = {name: None if value is None else str(value) for name, value in vars(sources).items()}
     info = {"kind": "mimic-edit-instruction", "sources": paths,
             "funnel": funnel, "unknown_phrases": dict(plan.differences.unknown.most_common()),

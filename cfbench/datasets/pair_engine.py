@@ -69,10 +69,10 @@ class PairOutcome:
 
 @dataclass(frozen=True)
 class PairSettings:
-    """size: output side in pixels; register: align the follow-up onto the prior; mi_threshold: discard
+    """resolution: output image side in pixels (the benchmark resolution); register: align the follow-up onto the prior; mi_threshold: discard
     pairs with Mattes MI above it (the paper's -0.88)."""
 
-    size: int = 512
+    resolution: int = 512
     register: bool = True
     mi_threshold: float = MI_THRESHOLD
 
@@ -80,8 +80,8 @@ class PairSettings:
 def process_pair(job: PairJob, out: Path, settings: PairSettings) -> PairOutcome:
     """Read, resize, register and write one pair (runs in a worker process)."""
     try:
-        past = load_image(job.past_source, settings.size)
-        current = load_image(job.current_source, settings.size)
+        past = load_image(job.past_source, settings.resolution)
+        current = load_image(job.current_source, settings.resolution)
     except (ImageReadError, OSError) as error:
         return PairOutcome(job.pair_id, FAILED, error=str(error))
     registration = {}
@@ -164,12 +164,14 @@ def process_pairs(jobs: Iterable[PairJob], out: str | Path, settings: PairSettin
 
 
 def _check_settings(out: Path, settings: PairSettings) -> None:
-    """Refuse to resume into a folder built at another size or registration setting (the threshold may
+    """Refuse to resume into a folder built at another resolution or registration setting (the threshold may
     change: it only decides which recorded pairs are kept)."""
     path = out / SETTINGS
-    fixed = {"size": settings.size, "register": settings.register}
+    fixed = {"resolution": settings.resolution, "register": settings.register}
     if path.is_file():
         previous = json.loads(path.read_text())
+        if "size" in previous and "resolution" not in previous:  # folders built before the key was renamed
+            previous["resolution"] = previous.pop("size")
         differ = {key: (previous.get(key), value) for key, value in fixed.items() if previous.get(key) != value}
         if differ:
             detail = ", ".join(f"{key}: {old!r} before, {new!r} now" for key, (old, new) in differ.items())
@@ -205,7 +207,7 @@ def write_dataset(out: str | Path, samples: list[Sample], outcomes: dict[str, Pa
         else:
             reason = f"discarded: registration MI > {settings.mi_threshold}"
         funnel[reason] = funnel.get(reason, 0) + 1
-    info = {**info, "size": settings.size, "registered": settings.register, "mi_threshold": settings.mi_threshold,
+    info = {**info, "resolution": settings.resolution, "registered": settings.register, "mi_threshold": settings.mi_threshold,
             "funnel": funnel, "failed": failed, "pairs": len(samples), "written": funnel.get("written", 0)}
     writer.close(info=info)
     write_dataset_card(out, title, info, registration_outcomes=outcomes)

@@ -50,34 +50,34 @@ def torchxrayvision_data_file(name: str) -> Path:
 
 @dataclass(eq=False)  # hashed by identity, for the union cache
 class PseudoMasks:
-    """One bool HxW mask per finding (instruction spelling), all at ``size`` x ``size``."""
+    """One bool HxW mask per finding (instruction spelling), all at ``resolution`` x ``resolution``."""
 
     masks: dict[str, np.ndarray]
-    size: int
+    resolution: int
     source: str
 
-    def mask_for(self, operations: Iterable[Operation], size: int | None = None) -> np.ndarray:
+    def mask_for(self, operations: Iterable[Operation], resolution: int | None = None) -> np.ndarray:
         """Union of the masks of the operations' findings, each restricted to the operation's location
         (see :func:`location_region`); the whole image when no finding has a mask.
         The result is shared between calls with the same findings: do not modify it."""
-        size = size or self.size
+        resolution = resolution or self.resolution
         keys = tuple(sorted({(op.finding, op.location or "") for op in operations if op.finding in self.masks}))
-        return self._union(keys, size)
+        return self._union(keys, resolution)
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 -- a handful of finding sets per dataset
-    def _union(self, keys: tuple[tuple[str, str], ...], size: int) -> np.ndarray:
+    def _union(self, keys: tuple[tuple[str, str], ...], resolution: int) -> np.ndarray:
         if not keys:
-            union = np.ones((size, size), dtype=bool)
+            union = np.ones((resolution, resolution), dtype=bool)
         else:
-            union = np.logical_or.reduce([self.masks[finding] & location_region(location, self.size)
+            union = np.logical_or.reduce([self.masks[finding] & location_region(location, self.resolution)
                                           for finding, location in keys])
-            union = union if size == self.size else _resize_mask(union, size)
+            union = union if resolution == self.resolution else _resize_mask(union, resolution)
         union.flags.writeable = False
         return union
 
     def save(self, path: str | Path) -> None:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, size=np.array(self.size), source=np.array(self.source),
+        np.savez_compressed(buffer, resolution=np.array(self.resolution), source=np.array(self.source),
                             **{f"mask/{name}": mask for name, mask in self.masks.items()})
         atomic_write_bytes(path, buffer.getvalue())
 
@@ -85,7 +85,7 @@ class PseudoMasks:
     def load(cls, path: str | Path) -> "PseudoMasks":
         with np.load(path, allow_pickle=False) as archive:
             masks = {key[len("mask/"):]: archive[key].astype(bool) for key in archive.files if key.startswith("mask/")}
-            return cls(masks=masks, size=int(archive["size"]), source=str(archive["source"]))
+            return cls(masks=masks, resolution=int(archive["resolution"] if "resolution" in archive.files else archive["size"]), source=str(archive["source"]))
 
 
 def location_region(location: str, size: int) -> np.ndarray:
@@ -112,8 +112,8 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return mask[np.ix_(index, index)]
 
 
-def boxes_to_masks(boxes: pd.DataFrame, source_size: int | None, size: int, source: str) -> PseudoMasks:
-    """Union of boxes per finding, rescaled to size x size (the dataset images are resized to a square).
+def boxes_to_masks(boxes: pd.DataFrame, source_size: int | None, resolution: int, source: str) -> PseudoMasks:
+    """Union of boxes per finding, rescaled to resolution x resolution (the dataset images are resized to a square).
 
     ``boxes`` columns: finding, x, y, w, h (top-left corner and extent, source pixels), and either a
     common ``source_size`` or per-box ``image_width`` / ``image_height`` columns (MS-CXR)."""
@@ -122,17 +122,17 @@ def boxes_to_masks(boxes: pd.DataFrame, source_size: int | None, size: int, sour
         boxes["image_width"] = boxes["image_height"] = source_size
     masks: dict[str, np.ndarray] = {}
     for finding, group in boxes.groupby("finding"):
-        mask = np.zeros((size, size), dtype=bool)
+        mask = np.zeros((resolution, resolution), dtype=bool)
         for x, y, w, h, width, height in group[["x", "y", "w", "h", "image_width", "image_height"]].astype(float).itertuples(index=False):
-            scale_x, scale_y = size / width, size / height
+            scale_x, scale_y = resolution / width, resolution / height
             top, left = int(np.floor(y * scale_y)), int(np.floor(x * scale_x))
             bottom, right = int(np.ceil((y + h) * scale_y)), int(np.ceil((x + w) * scale_x))
-            mask[max(top, 0) : min(bottom, size), max(left, 0) : min(right, size)] = True
+            mask[max(top, 0) : min(bottom, resolution), max(left, 0) : min(right, resolution)] = True
         masks[str(finding)] = mask
-    return PseudoMasks(masks=masks, size=size, source=source)
+    return PseudoMasks(masks=masks, resolution=resolution, source=source)
 
 
-def nih_pseudo_masks(size: int = 512, bbox_csv: str | Path | None = None,
+def nih_pseudo_masks(resolution: int = 512, bbox_csv: str | Path | None = None,
                      data_entry_csv: str | Path | None = None) -> PseudoMasks:
     """Pseudo masks from NIH ChestX-ray14's boxes on PA images (the files torchxrayvision ships by default)."""
     bbox_csv = Path(bbox_csv) if bbox_csv else torchxrayvision_data_file("BBox_List_2017.csv.gz")
@@ -145,13 +145,13 @@ def nih_pseudo_masks(size: int = 512, bbox_csv: str | Path | None = None,
     boxes = boxes.merge(views.rename(columns={"Image Index": "image", "View Position": "view"}), on="image")
     boxes = boxes[(boxes["view"] == "PA") & boxes["label"].isin(NIH_BOX_FINDINGS)]
     boxes = boxes.assign(finding=boxes["label"].map(NIH_BOX_FINDINGS))
-    return boxes_to_masks(boxes, NIH_IMAGE_SIZE, size, source=f"NIH ChestX-ray14 BBox_List_2017, PA, {len(boxes)} boxes")
+    return boxes_to_masks(boxes, NIH_IMAGE_SIZE, resolution, source=f"NIH ChestX-ray14 BBox_List_2017, PA, {len(boxes)} boxes")
 
 
 MS_CXR_COLUMNS = ("dicom_id", "category_name", "x", "y", "w", "h", "image_width", "image_height")
 
 
-def ms_cxr_pseudo_masks(ms_cxr_csv: str | Path, metadata_csv: str | Path, size: int = 512) -> PseudoMasks:
+def ms_cxr_pseudo_masks(ms_cxr_csv: str | Path, metadata_csv: str | Path, resolution: int = 512) -> PseudoMasks:
     """Pseudo masks from MS-CXR boxes on PA images (the paper's source): ``MS_CXR_Local_Alignment_*.csv``
     and MIMIC-CXR's ``mimic-cxr-2.0.0-metadata.csv(.gz)`` for the view position."""
     boxes = pd.read_csv(ms_cxr_csv, dtype={"dicom_id": str})
@@ -162,15 +162,15 @@ def ms_cxr_pseudo_masks(ms_cxr_csv: str | Path, metadata_csv: str | Path, size: 
     boxes = boxes.merge(views, on="dicom_id", how="left")
     pa = boxes[boxes["ViewPosition"].fillna("").str.upper() == "PA"]
     pa = pa.assign(finding=pa["category_name"].str.strip().str.lower())
-    return boxes_to_masks(pa, None, size, source=f"MS-CXR {Path(ms_cxr_csv).name}, PA, {len(pa)} boxes")
+    return boxes_to_masks(pa, None, resolution, source=f"MS-CXR {Path(ms_cxr_csv).name}, PA, {len(pa)} boxes")
 
 
 DATASET_MASKS = "pseudo_masks.npz"  # written into a dataset folder by `cfbench data build mimic --ms-cxr`
 
 
-def default_pseudo_masks(dataset_root: str | Path | None, size: int) -> PseudoMasks:
+def default_pseudo_masks(dataset_root: str | Path | None, resolution: int) -> PseudoMasks:
     """The pseudo masks a dataset comes with (``{root}/pseudo_masks.npz``, e.g. MS-CXR boxes as in the
     InstructX2X paper), else the public NIH ChestX-ray14 box unions."""
     if dataset_root is not None and (Path(dataset_root) / DATASET_MASKS).is_file():
         return PseudoMasks.load(Path(dataset_root) / DATASET_MASKS)
-    return nih_pseudo_masks(size)
+    return nih_pseudo_masks(resolution)

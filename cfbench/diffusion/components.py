@@ -139,7 +139,7 @@ def check_resolution(components: DiffusionComponents, resolution: int, folder: s
     """ValueError unless the networks in ``folder`` can run at ``resolution`` (a multiple of
     :attr:`DiffusionComponents.image_size_multiple`)."""
     if resolution % components.image_size_multiple:
-        raise ValueError(f"option resolution={resolution} must be a multiple of "
+        raise ValueError(f"option native_resolution={resolution} must be a multiple of "
                          f"{components.image_size_multiple} for the networks in {folder}")
 
 

@@ -41,7 +41,7 @@ COLUMN_TITLES = {
 
 def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = 512, batch_size: int = 8,
              progress: bool = True) -> list[dict]:
-    data_dir = demo_dataset(cache_dir, size=resolution, progress=progress)
+    data_dir = demo_dataset(cache_dir, resolution=resolution, progress=progress)
     reports = []
     for model in DEMO_MODELS:
         settings = RunSettings(model=model, split="demo", data_dir=data_dir, out=runs_dir / model,

@@ -2,7 +2,7 @@
 
 ``build_phantom_dataset`` writes n pairs (one patient each, so splits are patient-wise) with the exact
 counterfactual and lesion-change mask of every sample. ``demo_dataset`` builds the small ``demo`` split
-once and caches it, keyed on the phantom version, size and count.
+once and caches it, keyed on the phantom version, resolution and count.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def build_phantom_dataset(
     out: str | Path,
     n: int,
     seed: int = 0,
-    size: int = 512,
+    resolution: int = 512,
     fractions: dict[str, float] | None = None,
     progress: bool = True,
 ) -> Path:
@@ -82,7 +82,7 @@ def build_phantom_dataset(
     writer = DatasetWriter(out)
     for index in tqdm(range(n), desc="rendering phantoms", unit="pair", disable=not progress):
         pair = sample_pair(pair_seed(seed, index))
-        rendered = render_pair(pair, size)
+        rendered = render_pair(pair, resolution)
         writer.add(
             phantom_sample(pair, index, seed, splits[index]),
             past=rendered.past,
@@ -92,25 +92,25 @@ def build_phantom_dataset(
         )
     counts = {name: splits.count(name) for name in fractions}
     writer.close(
-        info={"kind": "phantom", "phantom_version": PHANTOM_VERSION, "n": n, "seed": seed, "size": size,
+        info={"kind": "phantom", "phantom_version": PHANTOM_VERSION, "n": n, "seed": seed, "resolution": resolution,
               "split_counts": counts}
     )
     return Path(out)
 
 
-def demo_dataset(cache_dir: str | Path, size: int = 512, progress: bool = True) -> Path:
+def demo_dataset(cache_dir: str | Path, resolution: int = 512, progress: bool = True) -> Path:
     """The cached demo dataset (split ``demo``), built on first use.
 
     Built in a temporary folder and renamed into place, so concurrent first uses are safe.
     """
     cache_dir = Path(cache_dir)
-    folder = cache_dir / f"demo-phantom-v{PHANTOM_VERSION}.{DATASET_FORMAT}-n{DEMO_SIZE}-s{size}"
+    folder = cache_dir / f"demo-phantom-v{PHANTOM_VERSION}.{DATASET_FORMAT}-n{DEMO_SIZE}-r{resolution}"
     if (folder / CSV_NAME).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".building-demo-"))
     try:
-        build_phantom_dataset(building, DEMO_SIZE, seed=20261123, size=size, fractions={"demo": 1.0},
+        build_phantom_dataset(building, DEMO_SIZE, seed=20261123, resolution=resolution, fractions={"demo": 1.0},
                               progress=progress)
         try:
             os.rename(building, folder)

@@ -112,11 +112,11 @@ def sample_example(seed: int, stream: int, index: int, weak_fraction: float = 0.
 
 
 def render_example(task: tuple[int, int, int, int, float]) -> tuple[np.ndarray, np.ndarray, int, float, float, list[str]]:
-    """Render one example: task = (seed, stream, index, render_size, weak_fraction) ->
+    """Render one example: task = (seed, stream, index, resolution, weak_fraction) ->
     (float16 (128, 128) image, (5,) labels, group index, sex (1 = male), age years, levels)."""
-    seed, stream, index, render_size, weak_fraction = task
+    seed, stream, index, resolution, weak_fraction = task
     patient, findings, pose, noise_seed = sample_example(seed, stream, index, weak_fraction)
-    image = render(patient, findings, pose, noise_seed, render_size)
+    image = render(patient, findings, pose, noise_seed, resolution)
     small = resize_to_input(torch.from_numpy(image)[None])[0, 0].numpy().astype(np.float16)
     return (small, *example_labels(patient, findings))
 
@@ -144,10 +144,10 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def render_examples(n: int, seed: int, stream: int, render_size: int = 256, weak_fraction: float = 0.0,
+def render_examples(n: int, seed: int, stream: int, resolution: int = 256, weak_fraction: float = 0.0,
                     workers: int = 2, progress: bool = True, desc: str = "rendering") -> PhantomExamples:
     """Render examples 0..n-1 of ``stream`` with ``workers`` processes (1: in this process)."""
-    tasks = [(seed, stream, index, int(render_size), float(weak_fraction)) for index in range(n)]
+    tasks = [(seed, stream, index, int(resolution), float(weak_fraction)) for index in range(n)]
     bar = dict(total=n, desc=desc, unit="img", disable=not progress)
     if workers > 1 and n > 1:
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
@@ -242,7 +242,7 @@ def train_phantom_evaluators(
     n_val: int = 1000,
     epochs: int = 6,
     seed: int = 0,
-    render_size: int = 256,
+    resolution: int = 256,
     workers: int = 2,
     progress: bool = True,
     batch_size: int = 64,
@@ -259,7 +259,7 @@ def train_phantom_evaluators(
         n_train, n_val: training / held-out examples (single radiographs).
         epochs: passes over the training set.
         seed: seeds torch, the batch order and the phantom streams (training stream 0, held-out 1).
-        render_size: pixels the phantoms are rendered at before the antialiased resize to 128.
+        resolution: pixels the phantoms are rendered at before the antialiased resize to 128.
         workers: rendering processes (1: render in this process).
         weak_fraction: per present finding, probability that a TRAINING example gets its weakest level
             (the held-out set always uses the benchmark's ``sample_findings`` as is).
@@ -269,9 +269,9 @@ def train_phantom_evaluators(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    train = render_examples(n_train, seed, TRAIN_STREAM, render_size, weak_fraction, workers, progress,
+    train = render_examples(n_train, seed, TRAIN_STREAM, resolution, weak_fraction, workers, progress,
                             desc="rendering training phantoms")
-    heldout = render_examples(n_val, seed, HELDOUT_STREAM, render_size, 0.0, workers, progress,
+    heldout = render_examples(n_val, seed, HELDOUT_STREAM, resolution, 0.0, workers, progress,
                               desc="rendering held-out phantoms")
     render_seconds = time.perf_counter() - started
 
@@ -335,7 +335,7 @@ def train_phantom_evaluators(
     net = net.to(memory_format=torch.contiguous_format).eval()
     scores = score_outputs(predict_examples(net, heldout.images), heldout) if n_val else {}
     weights_path = save_weights(net, out_dir / WEIGHTS_NAME, trained_on={
-        "n_train": n_train, "epochs": epochs, "seed": seed, "render_size": render_size})
+        "n_train": n_train, "epochs": epochs, "seed": seed, "resolution": resolution})
     record = {
         "evaluator": "phantom-cnn",
         "weights_file": WEIGHTS_NAME,
@@ -347,7 +347,7 @@ def train_phantom_evaluators(
         "heldout": scores,
         "targets": {"finding_auroc": TARGET_AUROC, "group_auroc": TARGET_AUROC, "age_pearson": TARGET_AGE_PEARSON},
         "training": {
-            "n_train": n_train, "n_val": n_val, "epochs": epochs, "seed": seed, "render_size": render_size,
+            "n_train": n_train, "n_val": n_val, "epochs": epochs, "seed": seed, "resolution": resolution,
             "train_stream": TRAIN_STREAM, "heldout_stream": HELDOUT_STREAM,
             "seed_rule": "example i of stream s: numpy SeedSequence([seed, s, i])",
             "weak_fraction": weak_fraction, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,

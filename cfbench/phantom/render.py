@@ -374,42 +374,42 @@ def _compose(base: np.ndarray, layer: np.ndarray, noise: np.ndarray) -> np.ndarr
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_size(size: int) -> int:
-    size = int(size)
-    if size < 16:
-        raise ValueError(f"size must be >= 16 pixels, got {size}")
-    return size
+def _check_resolution(resolution: int) -> int:
+    resolution = int(resolution)
+    if resolution < 16:
+        raise ValueError(f"resolution must be >= 16 pixels, got {resolution}")
+    return resolution
 
 
-def lesion_layer(patient: Patient, findings: FindingState, pose: Pose, size: int = 512) -> np.ndarray:
-    """The findings' contribution to the image, float32 (size, size): the noise-free image with findings
+def lesion_layer(patient: Patient, findings: FindingState, pose: Pose, resolution: int = 512) -> np.ndarray:
+    """The findings' contribution to the image, float32 (resolution, resolution): the noise-free image with findings
     minus the finding-free one, quantised to LAYER_STEP; exactly 0 where findings change nothing."""
-    return _Scene(patient, pose, _check_size(size)).layer(findings)
+    return _Scene(patient, pose, _check_resolution(resolution)).layer(findings)
 
 
-def render(patient: Patient, findings: FindingState, pose: Pose, noise_seed: int, size: int = 512) -> np.ndarray:
-    """One radiograph: float32 (size, size) in [0, 1], 0 = air, 1 = bone.
+def render(patient: Patient, findings: FindingState, pose: Pose, noise_seed: int, resolution: int = 512) -> np.ndarray:
+    """One radiograph: float32 (resolution, resolution) in [0, 1], 0 = air, 1 = bone.
 
     ``clip(anatomy(patient, pose) + lesion_layer(patient, findings, pose) + noise(noise_seed), 0, 1)``.
     """
-    size = _check_size(size)
-    scene = _Scene(patient, pose, size)
-    return _compose(scene.base, scene.layer(findings), _noise(noise_seed, size))
+    resolution = _check_resolution(resolution)
+    scene = _Scene(patient, pose, resolution)
+    return _compose(scene.base, scene.layer(findings), _noise(noise_seed, resolution))
 
 
-def render_pair(pair: PhantomPair, size: int = 512) -> RenderedPair:
+def render_pair(pair: PhantomPair, resolution: int = 512) -> RenderedPair:
     """Past, current, exact counterfactual of past, and the true lesion-change mask of a pair.
 
-    The counterfactual equals ``render(patient, current findings, past pose, past noise seed, size)``
+    The counterfactual equals ``render(patient, current findings, past pose, past noise seed, resolution)``
     bit for bit, and equals ``past`` bit for bit outside ``lesion_change_mask``.
     """
-    size = _check_size(size)
-    past_scene = _Scene(pair.patient, pair.past_pose, size)
-    past_noise = _noise(pair.past_noise_seed, size)
+    resolution = _check_resolution(resolution)
+    past_scene = _Scene(pair.patient, pair.past_pose, resolution)
+    past_noise = _noise(pair.past_noise_seed, resolution)
     past_layer = past_scene.layer(pair.past)
     counter_layer = past_scene.layer(pair.current)
-    current_scene = _Scene(pair.patient, pair.current_pose, size)
-    current = _compose(current_scene.base, current_scene.layer(pair.current), _noise(pair.current_noise_seed, size))
+    current_scene = _Scene(pair.patient, pair.current_pose, resolution)
+    current = _compose(current_scene.base, current_scene.layer(pair.current), _noise(pair.current_noise_seed, resolution))
     return RenderedPair(
         past=_compose(past_scene.base, past_layer, past_noise),
         current=current,

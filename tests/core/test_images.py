@@ -31,7 +31,7 @@ def test_resize_to_benchmark_resolution(tmp_path):
     image = np.zeros((64, 64), np.float32)
     image[:, 32:] = 1.0
     save_png16(tmp_path / "a.png", image)
-    small = load_image(tmp_path / "a.png", size=16)
+    small = load_image(tmp_path / "a.png", resolution=16)
     assert small.shape == (16, 16)
     assert small[:, :7].max() == 0.0 and small[:, 9:].min() == 1.0
     assert resize(image, 64) is image
@@ -60,4 +60,4 @@ def test_real_nih_xray_loads_as_grayscale_float():
     assert 0.0 <= image.min() < 0.1 and 0.9 < image.max() <= 1.0  # full 8-bit range used
     with Image.open(REAL_CXR_DIR / "00000001_000.png") as opened:
         assert np.array_equal(np.round(image * 255).astype(np.uint8), np.asarray(opened.convert("L")))
-    assert load_image(REAL_CXR_DIR / "00000001_000.png", size=224).shape == (224, 224)
+    assert load_image(REAL_CXR_DIR / "00000001_000.png", resolution=224).shape == (224, 224)

@@ -38,7 +38,7 @@ def test_icg_pairs_become_samples(tmp_path):
     write_pair(tmp_path / "icg", "pair-0001", none, effusion)
     write_pair(tmp_path / "icg", "pair-0002", {"Cardiomegaly": 1.0}, {"Cardiomegaly": 0.0}, split="validation")
     write_pair(tmp_path / "icg", "pair-0003", none, none, broken=True)
-    counts = build_icg_dataset(tmp_path / "icg", tmp_path / "out", size=64, progress=False)
+    counts = build_icg_dataset(tmp_path / "icg", tmp_path / "out", resolution=64, progress=False)
     assert counts["written"] == 2 and "followup-diseases" in counts["failed"][0]
     test = EditDataset(tmp_path / "out", "test", resolution=64)
     sample = test["pair-0001"]
@@ -58,5 +58,5 @@ def test_cli_build_icg(tmp_path, capsys):
 
     write_pair(tmp_path / "icg", "pair-0001", [0.0] * 14, [1.0] + [0.0] * 13)
     assert main(["--quiet", "data", "build", "icg", "--root", str(tmp_path / "icg"), "--out", str(tmp_path / "out"),
-                 "--size", "64"]) == 0
+                 "--resolution", "64"]) == 0
     assert "wrote 1 of 1 ICG-CXR pairs" in capsys.readouterr().out

@@ -85,7 +85,7 @@ def test_cli_build_then_run(tmp_path, capsys):
     status = main(["--quiet", "data", "build", "mimic", "--mimic-cxr", str(release.mimic_cxr),
                    "--diff-vqa", str(release.diff_vqa), "--mimic-iv", str(release.mimic_iv),
                    "--ms-cxr", str(release.ms_cxr), "--reports", str(release.reports), "--out", str(out),
-                   "--size", "64", "--workers", "2"])
+                   "--resolution", "64", "--workers", "2"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert "wrote 5 of 6 MIMIC-EDIT-INSTRUCTION pairs" in captured.out
@@ -128,7 +128,7 @@ def count_processed(monkeypatch) -> list[str]:
 
 def test_build_resumes_and_retries_failures(tmp_path, monkeypatch):
     release = write_mimic_release(tmp_path)
-    out, settings = tmp_path / "dataset", PairSettings(size=48)
+    out, settings = tmp_path / "dataset", PairSettings(resolution=48)
     build_mimic_dataset(sources_of(release), out, settings, progress=False)
     ledger = out / "build" / "pairs.jsonl"
     lines = ledger.read_text().splitlines(keepends=True)
@@ -150,25 +150,25 @@ def test_build_resumes_and_retries_failures(tmp_path, monkeypatch):
     info = build_mimic_dataset(sources_of(release), out, settings, progress=False)
     assert info["written"] == 6 and not info["failed"]
 
-    with pytest.raises(ValueError, match="size: 48 before, 64 now"):
-        build_mimic_dataset(sources_of(release), out, PairSettings(size=64), progress=False)
+    with pytest.raises(ValueError, match="resolution: 48 before, 64 now"):
+        build_mimic_dataset(sources_of(release), out, PairSettings(resolution=64), progress=False)
 
 
 def test_mi_threshold_discards_and_a_looser_one_redoes_only_those(tmp_path, monkeypatch):
     release = write_mimic_release(tmp_path)
     out = tmp_path / "dataset"
-    strict = build_mimic_dataset(sources_of(release), out, PairSettings(size=48, mi_threshold=-5.0), progress=False)
+    strict = build_mimic_dataset(sources_of(release), out, PairSettings(resolution=48, mi_threshold=-5.0), progress=False)
     assert strict["written"] == 0 and strict["funnel"]["discarded: registration MI > -5.0"] == 5
     assert not (out / "current").exists() or not any((out / "current").iterdir())
     recorded = read_outcomes(out)
     assert all(o.mutual_information < -0.88 for o in recorded.values() if o.status == "discarded")
     processed = count_processed(monkeypatch)
-    loose = build_mimic_dataset(sources_of(release), out, PairSettings(size=48), progress=False)
+    loose = build_mimic_dataset(sources_of(release), out, PairSettings(resolution=48), progress=False)
     assert loose["written"] == 5 and len(processed) == 6  # the 5 discarded ones + the failed one
     processed.clear()
     # a stricter threshold later needs no new work: written pairs above it are simply left out
     median = sorted(o.mutual_information for o in read_outcomes(out).values() if o.mutual_information)[2]
-    stricter = build_mimic_dataset(sources_of(release), out, PairSettings(size=48, mi_threshold=median), progress=False)
+    stricter = build_mimic_dataset(sources_of(release), out, PairSettings(resolution=48, mi_threshold=median), progress=False)
     assert processed == [pair for pair in processed if "03567e" in pair]  # only the failed pair is retried
     assert stricter["written"] == 3
     assert len(pd.read_csv(out / "instructions.csv")) == 3

@@ -56,7 +56,7 @@ def test_pairs_follow_up_order_and_operations(tmp_path):
 
 def test_build_and_run_end_to_end(tmp_path, capsys):
     data_entry, images = write_fixture(tmp_path)
-    counts = build_nih_dataset(images, tmp_path / "nih", data_entry=data_entry, settings=PairSettings(size=64),
+    counts = build_nih_dataset(images, tmp_path / "nih", data_entry=data_entry, settings=PairSettings(resolution=64),
                                progress=False)
     assert counts["pairs"] == 3 and counts["written"] == 2
     assert str(images / "00000004_001.png") in counts["failed"][0]
@@ -77,6 +77,6 @@ def test_build_and_run_end_to_end(tmp_path, capsys):
 def test_cli_build_nih(tmp_path, capsys):
     data_entry, images = write_fixture(tmp_path)
     assert main(["--quiet", "data", "build", "nih", "--images", str(images), "--out", str(tmp_path / "out"),
-                 "--data-entry", str(data_entry), "--size", "64", "--workers", "2"]) == 0
+                 "--data-entry", str(data_entry), "--resolution", "64", "--workers", "2"]) == 0
     captured = capsys.readouterr()
     assert "wrote 2 of 3 NIH pairs" in captured.out and "00000004_001.png" in captured.err

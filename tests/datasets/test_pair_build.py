@@ -17,7 +17,7 @@ def test_bad_images_are_recorded_and_good_ones_written(tmp_path):
     jobs = [PairJob("good", str(tmp_path / "past.png"), str(tmp_path / "current.png"), "p", "c"),
             PairJob("corrupt", str(tmp_path / "past.png"), str(tmp_path / "corrupt.jpg"), "p", "x"),
             PairJob("missing", str(tmp_path / "nowhere.png"), str(tmp_path / "current.png"), "n", "y")]
-    outcomes = process_pairs(jobs, tmp_path / "out", PairSettings(size=32, register=False), progress=False)
+    outcomes = process_pairs(jobs, tmp_path / "out", PairSettings(resolution=32, register=False), progress=False)
     assert outcomes["good"].status == "written" and outcomes["good"].mutual_information is None
     assert outcomes["corrupt"].status == "failed" and str(tmp_path / "corrupt.jpg") in outcomes["corrupt"].error
     assert outcomes["missing"].status == "failed" and str(tmp_path / "nowhere.png") in outcomes["missing"].error

@@ -19,7 +19,7 @@ def test_union_of_boxes_rescaled():
     either = masks.mask_for([Operation("add", "cardiomegaly"), Operation("remove", "pleural effusion")])
     assert np.array_equal(either, heart | masks.masks["pleural effusion"])
     assert masks.mask_for([Operation("add", "edema")]).all()  # no known finding: whole image
-    assert masks.mask_for([Operation("add", "cardiomegaly")], size=128).sum() == pytest.approx(heart.sum() / 4, rel=0.05)
+    assert masks.mask_for([Operation("add", "cardiomegaly")], resolution=128).sum() == pytest.approx(heart.sum() / 4, rel=0.05)
 
 
 def test_nih_masks_from_the_torchxrayvision_wheel(tmp_path):
@@ -30,7 +30,7 @@ def test_nih_masks_from_the_torchxrayvision_wheel(tmp_path):
     assert "PA" in masks.source
     masks.save(tmp_path / "masks.npz")
     loaded = PseudoMasks.load(tmp_path / "masks.npz")
-    assert loaded.size == 512 and all(np.array_equal(loaded.masks[k], masks.masks[k]) for k in masks.masks)
+    assert loaded.resolution == 512 and all(np.array_equal(loaded.masks[k], masks.masks[k]) for k in masks.masks)
 
 
 def test_locality_on_real_layout_data(random_dataset, tmp_path):
@@ -68,7 +68,7 @@ def test_ms_cxr_masks_from_the_real_schema_and_cli(tmp_path, random_dataset, cap
         tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
     assert main(["masks", "build", "--ms-cxr", str(tmp_path / "MS_CXR_Local_Alignment_v1.1.0.csv"),
                  "--metadata", str(tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"), "--out", str(tmp_path / "m.npz"),
-                 "--size", "300"]) == 0
+                 "--resolution", "300"]) == 0
     masks = PseudoMasks.load(tmp_path / "m.npz")
     heart = masks.masks["cardiomegaly"]
     assert heart[150:230, 100:200].all() and heart.sum() == 80 * 100  # the AP box (d3) is left out

@@ -27,7 +27,7 @@ FAST = Protocol(bootstrap_resamples=200, fid_bootstrap_resamples=20)
 def phantom_runs(tmp_path_factory):
     """A 40-pair phantom split at 64 px and three runs on it."""
     root = tmp_path_factory.mktemp("eval")
-    data = build_phantom_dataset(root / "data", 40, seed=11, size=64, fractions={"holdout": 1.0}, progress=False)
+    data = build_phantom_dataset(root / "data", 40, seed=11, resolution=64, fractions={"holdout": 1.0}, progress=False)
     runs = {}
     for model in ("identity", "ground-truth", "tests.helpers.fake_models:NoisyEditModel"):
         settings = RunSettings(model=model, split="holdout", data_dir=data, out=root / model.replace(":", "_"),

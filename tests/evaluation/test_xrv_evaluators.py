@@ -365,7 +365,7 @@ def test_suite_lists_every_missing_file(xrv_home, tmp_path, monkeypatch):
 def test_real_image_smoke(loaded, capsys):
     from cfbench.core.images import load_image
 
-    image = load_image(REAL_CXR, size=512)
+    image = load_image(REAL_CXR, resolution=512)
     suite = XRVEvaluatorSuite(evaluators=[loaded[name] for name in ("pathology", "race", "age", "sex")])
     out = suite.predict(image[None])
     assert out["pathology"].shape == (1, 5) and out["features"].shape == (1, 1024)

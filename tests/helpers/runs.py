@@ -16,7 +16,7 @@ MODELS = ("identity", "tests.helpers.fake_models:NoisyEditModel", "ground-truth"
 
 def make_evaluated_runs(root: Path, n: int = 30, size: int = 64) -> dict[str, Path]:
     """A phantom split, three runs made by the real runner and scored by the real evaluator."""
-    data = build_phantom_dataset(root / "data", n, seed=5, size=size, fractions={"holdout": 1.0}, progress=False)
+    data = build_phantom_dataset(root / "data", n, seed=5, resolution=size, fractions={"holdout": 1.0}, progress=False)
     runs = {}
     for model in MODELS:
         settings = RunSettings(model=model, split="holdout", data_dir=data, out=root / "runs" / model.split(":")[-1],

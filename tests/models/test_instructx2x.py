@@ -51,7 +51,7 @@ def load(tiny_folder, masks_file):
     cache = {}
 
     def load_model(name: str, **options):
-        options = {"resolution": str(SIZE), "steps": str(STEPS), "pseudo_masks": str(masks_file), **options}
+        options = {"native_resolution": str(SIZE), "steps": str(STEPS), "pseudo_masks": str(masks_file), **options}
         key = (name, tuple(sorted(options.items())))
         if key not in cache:
             cache[key] = get_model_class(name).load(LoadContext(model_path=tiny_folder, options=options))
@@ -237,8 +237,8 @@ def test_load_errors_name_the_problem(tmp_path, tiny_folder):
         model_class.load(LoadContext(model_path=tiny_folder, options={"guidance_scale": "3"}))
     with pytest.raises(ValueError, match="steps"):
         model_class.load(LoadContext(model_path=tiny_folder, options={"steps": "many"}))
-    with pytest.raises(ValueError, match="resolution=34 must be a multiple of 4"):
-        model_class.load(LoadContext(model_path=tiny_folder, options={"resolution": "34"}))
+    with pytest.raises(ValueError, match="native_resolution=34 must be a multiple of 4"):
+        model_class.load(LoadContext(model_path=tiny_folder, options={"native_resolution": "34"}))
     with pytest.raises(ValueError, match="latent_mask must be one of official, max-pool, got 'mean'"):
         model_class.load(LoadContext(model_path=tiny_folder, options={"latent_mask": "mean"}))
 
@@ -261,7 +261,7 @@ def test_shared_loader_reads_text_to_image_folders_and_checks_unet_inputs(tmp_pa
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precision_on_cuda_is_finite_and_batch_independent(tiny_folder, masks_file, precision):
     model = get_model_class("instructx2x").load(LoadContext(model_path=tiny_folder, device="cuda", options={
-        "resolution": str(SIZE), "steps": str(STEPS), "pseudo_masks": str(masks_file), "precision": precision}))
+        "native_resolution": str(SIZE), "steps": str(STEPS), "pseudo_masks": str(masks_file), "precision": precision}))
     assert model.components.unet.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     requests = [request(10), request(11, "Add the finding of small left pleural effusion")]
     batched = model.edit(requests)
@@ -296,7 +296,7 @@ def test_cli_run_on_demo_writes_images_and_guidance_maps(tiny_folder, tmp_path):
     out = tmp_path / "run"
     status = main(["--quiet", "run", "--model", "instructx2x", "--model-path", str(tiny_folder), "--split", "demo",
                    "--limit", "8", "--resolution", str(SIZE), "--batch-size", "4", "--out", str(out),
-                   "--option", f"resolution={SIZE}", "--option", "steps=3"])
+                   "--option", f"native_resolution={SIZE}", "--option", "steps=3"])
     assert status == 0
     images = sorted((out / "images").glob("*.png"))
     guidance = sorted((out / "guidance").glob("*.png"))
@@ -315,7 +315,7 @@ def test_default_pseudo_masks_are_the_datasets_own(tiny_folder, masks_file, tmp_
     shutil.copy(masks_file, root / "pseudo_masks.npz")
     dataset = EditDataset(root, "holdout", SIZE)
     model = get_model_class("instructx2x").load(LoadContext(
-        model_path=tiny_folder, dataset=dataset, options={"resolution": str(SIZE), "steps": str(STEPS)}))
+        model_path=tiny_folder, dataset=dataset, options={"native_resolution": str(SIZE), "steps": str(STEPS)}))
     assert model.settings.pseudo_masks == "auto" and model.identity()["pseudo_masks"] == "synthetic"
     guidance = model.edit([request(3)])[0].guidance_map
     outside = np.ones((SIZE, SIZE), dtype=bool)

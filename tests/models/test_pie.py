@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load(folder, **options):
-    options = {"resolution": str(SIZE), "steps": "8", "iterations": "2", **options}
+    options = {"native_resolution": str(SIZE), "steps": "8", "iterations": "2", **options}
     return get_model_class("pie").load(LoadContext(model_path=folder, options=options))
 
 

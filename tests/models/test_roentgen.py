@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load(folder, **options):
-    options = {"resolution": str(SIZE), "steps": str(STEPS), **options}
+    options = {"native_resolution": str(SIZE), "steps": str(STEPS), **options}
     return get_model_class("roentgen").load(LoadContext(model_path=folder, options=options))
 
 
@@ -79,7 +79,7 @@ def test_cli_run_on_the_phantom_demo_prompts_with_its_target_reports(tiny_sd, tm
     out = tmp_path / "run"
     status = main(["--quiet", "generate", "--model", "roentgen", "--model-path", str(tiny_sd), "--split", "demo",
                    "--limit", "4", "--resolution", str(SIZE), "--batch-size", "2", "--out", str(out),
-                   "--option", f"steps={STEPS}", "--option", f"resolution={SIZE}"])
+                   "--option", f"steps={STEPS}", "--option", f"native_resolution={SIZE}"])
     assert status == 0
     records = read_results(out)
     assert len(records) == 4 and len(list((out / "images").glob("*.png"))) == 4

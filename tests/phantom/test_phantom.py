@@ -80,7 +80,7 @@ def test_output_contract(size):
 
 
 def test_image_looks_like_a_chest_radiograph(patient):
-    image = render(patient, FindingState(), Pose(), noise_seed=0, size=256)
+    image = render(patient, FindingState(), Pose(), noise_seed=0, resolution=256)
     corners = np.concatenate([image[:10, :10].ravel(), image[:10, -10:].ravel()])
     assert corners.mean() < 0.05, "air outside the body is black"
     # lungs (mid-height, a quarter from each side) darker than the mediastinum (centre)
@@ -102,8 +102,8 @@ def test_no_findings_means_zero_layer(patient):
 
 def test_shift_moves_content_by_that_many_pixels(patient):
     size = 256
-    base = render(patient, FindingState(), Pose(), noise_seed=3, size=size)
-    shifted = render(patient, FindingState(), Pose(shift_x=16.0, shift_y=-10.0), noise_seed=3, size=size)
+    base = render(patient, FindingState(), Pose(), noise_seed=3, resolution=size)
+    shifted = render(patient, FindingState(), Pose(shift_x=16.0, shift_y=-10.0), noise_seed=3, resolution=size)
     # 16 px and -10 px at 512 are 8 and -5 px at 256
     errors = {}
     for dy in range(-8, 9):
@@ -250,8 +250,8 @@ def test_findings_are_learnable_at_low_resolution(patient):
 def test_bone_density_falls_with_age():
     young = Patient(age=22.0, sex="M", group="group_a", anatomy_seed=5)
     old = replace(young, age=88.0)
-    a = render(young, FindingState(), Pose(), noise_seed=0, size=128)
-    b = render(old, FindingState(), Pose(), noise_seed=0, size=128)
+    a = render(young, FindingState(), Pose(), noise_seed=0, resolution=128)
+    b = render(old, FindingState(), Pose(), noise_seed=0, resolution=128)
     thorax = (slice(20, 80), slice(20, 108))
     assert a[thorax].mean() > b[thorax].mean() + 0.01
 

@@ -14,7 +14,7 @@ from cfbench.runs.generate import RunSettings, generate
 
 def test_cli_writes_phantom_dataset_with_splits(tmp_path, capsys):
     out = tmp_path / "phantom"
-    assert main(["--quiet", "data", "phantom", "--n", "20", "--out", str(out), "--size", "64", "--seed", "5"]) == 0
+    assert main(["--quiet", "data", "phantom", "--n", "20", "--out", str(out), "--resolution", "64", "--seed", "5"]) == 0
     table = pd.read_csv(out / "instructions.csv")
     assert table["split"].value_counts().to_dict() == {"train": 14, "holdout": 4, "test": 1, "val": 1}
     assert table["subject_id"].is_unique  # one pair per patient: splits are patient-wise
@@ -28,7 +28,7 @@ def test_cli_writes_phantom_dataset_with_splits(tmp_path, capsys):
 
 
 def test_rows_match_the_rendered_pairs(tmp_path):
-    build_phantom_dataset(tmp_path, 6, seed=3, size=64, fractions={"holdout": 1.0}, progress=False)
+    build_phantom_dataset(tmp_path, 6, seed=3, resolution=64, fractions={"holdout": 1.0}, progress=False)
     dataset = EditDataset(tmp_path, "holdout", resolution=64)
     for index, sample in enumerate(dataset):
         pair = sample_pair(pair_seed(3, index))
@@ -43,7 +43,7 @@ def test_rows_match_the_rendered_pairs(tmp_path):
 
 
 def test_true_counterfactual_is_local_and_exact(tmp_path):
-    build_phantom_dataset(tmp_path / "data", 8, size=64, fractions={"holdout": 1.0}, progress=False)
+    build_phantom_dataset(tmp_path / "data", 8, resolution=64, fractions={"holdout": 1.0}, progress=False)
     settings = RunSettings(model="true-counterfactual", split="holdout", data_dir=tmp_path / "data",
                            out=tmp_path / "run", resolution=64)
     generate(settings, progress=False)
@@ -61,7 +61,7 @@ def test_split_assignment_is_deterministic_and_complete():
 
 def test_demo_cache_is_built_once_even_concurrently(tmp_path):
     folders = []
-    threads = [threading.Thread(target=lambda: folders.append(demo_dataset(tmp_path, size=32, progress=False)))
+    threads = [threading.Thread(target=lambda: folders.append(demo_dataset(tmp_path, resolution=32, progress=False)))
                for _ in range(3)]
     for thread in threads:
         thread.start()

@@ -160,8 +160,8 @@ def test_wrong_weights_file_names_it(tmp_path):
 
 
 def test_parallel_rendering_matches_serial():
-    serial = render_examples(3, 5, TEST_STREAM, render_size=32, weak_fraction=0.5, workers=1, progress=False)
-    parallel = render_examples(3, 5, TEST_STREAM, render_size=32, weak_fraction=0.5, workers=2, progress=False)
+    serial = render_examples(3, 5, TEST_STREAM, resolution=32, weak_fraction=0.5, workers=1, progress=False)
+    parallel = render_examples(3, 5, TEST_STREAM, resolution=32, weak_fraction=0.5, workers=2, progress=False)
     np.testing.assert_array_equal(serial.images, parallel.images)
     np.testing.assert_array_equal(serial.findings, parallel.findings)
     image, *_ = render_example((5, TEST_STREAM, 0, 32, 0.5))
@@ -169,14 +169,14 @@ def test_parallel_rendering_matches_serial():
 
 
 def test_tiny_training_run_is_deterministic_and_loadable(tmp_path):
-    kwargs = dict(n_train=48, n_val=24, epochs=1, seed=3, render_size=64, workers=1, progress=False, batch_size=16)
+    kwargs = dict(n_train=48, n_val=24, epochs=1, seed=3, resolution=64, workers=1, progress=False, batch_size=16)
     first = train_phantom_evaluators(tmp_path / "a", **kwargs)
     second = train_phantom_evaluators(tmp_path / "b", **kwargs)
     for folder in ("a", "b"):
         assert (tmp_path / folder / WEIGHTS_NAME).is_file() and (tmp_path / folder / SCORES_NAME).is_file()
     assert first["weights_sha256"] == second["weights_sha256"]
     recorded = json.loads((tmp_path / "a" / SCORES_NAME).read_text())
-    assert recorded["training"]["n_train"] == 48 and recorded["training"]["render_size"] == 64
+    assert recorded["training"]["n_train"] == 48 and recorded["training"]["resolution"] == 64
     assert set(recorded["heldout"]["auroc"]) == set(EVALUATED_FINDINGS)
     loaded = PhantomEvaluator.from_file(tmp_path / "a" / WEIGHTS_NAME)
     out = loaded.predict(np.full((2, 64, 64), 0.5, np.float32))

@@ -47,7 +47,7 @@ def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     base = save_tiny_instruct_pix2pix(root / "ip2p")
     sd_base = save_tiny_stable_diffusion(root / "sd")
-    data = build_phantom_dataset(root / "data", 16, seed=3, size=SIZE, fractions={"train": 1.0}, progress=False)
+    data = build_phantom_dataset(root / "data", 16, seed=3, resolution=SIZE, fractions={"train": 1.0}, progress=False)
     return {"root": root, "base": base, "sd": sd_base, "data": data}
 
 
@@ -264,7 +264,7 @@ def test_trained_folder_loads_in_the_instructx2x_adapter_and_edits(tiny_setup, t
     masks = tiny_setup["root"] / "masks.npz"
     PseudoMasks({"pleural effusion": effusion}, SIZE, "synthetic").save(masks)
     model = get_model_class("instructx2x").load(LoadContext(
-        model_path=out, options={"resolution": str(SIZE), "steps": "2", "pseudo_masks": str(masks)}))
+        model_path=out, options={"native_resolution": str(SIZE), "steps": "2", "pseudo_masks": str(masks)}))
     dataset = EditDataset(tiny_setup["data"], "train", resolution=SIZE)
     prior = dataset.past_image(dataset.samples[0])
     edit = EditRequest(sample_id="s0", image=prior, instruction="Add the finding of left pleural effusion", seed=3)
