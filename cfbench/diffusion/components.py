@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from cfbench.core.resize import resize_batch
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
@@ -166,12 +167,9 @@ def weights_identity(folder: str | Path) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------- images
 
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize float ``B x H x W`` images in [0, 1] to ``B x size[0] x size[1]`` (antialiased bilinear);
-    images already at that size are returned as they are."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    resized = F.interpolate(images[:, None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    return resized[:, 0].clamp(0.0, 1.0)
+    """Resize float ``B x H x W`` images in [0, 1] to ``B x size[0] x size[1]`` (antialiased bilinear,
+    :func:`cfbench.core.resize.resize_batch`); images already at that size are returned as they are."""
+    return resize_batch(images, size, antialias=True)
 
 
 @torch.no_grad()

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cfbench.core.resize import resize_batch
+
 DEFAULT_IQR_FACTOR = 1.5
 DEFAULT_TAU = 0.1
 
@@ -72,9 +74,10 @@ def normalised_relevance(
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of float ``B x H x W`` maps in [0, 1] to ``B x size[0] x size[1]`` (stays in [0, 1])."""
-    resized = F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return resized[:, 0].clamp(0.0, 1.0)
+    """Bilinear resize of float ``B x H x W`` maps in [0, 1] to ``B x size[0] x size[1]`` (stays in [0, 1]),
+    without antialiasing, as the official code brings masks to the latent grid
+    (:func:`cfbench.core.resize.resize_batch`)."""
+    return resize_batch(maps, size, antialias=False)
 
 
 def relevance_map(

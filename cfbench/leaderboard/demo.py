@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.evaluation.metric_names import metric_name
 from cfbench.phantom.dataset import demo_dataset
 from cfbench.runs.generate import RunSettings, generate
 
@@ -26,17 +27,6 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "change_inside_lesion",
     "change_outside_lesion",
 )
-COLUMN_TITLES = {
-    "pathology_mean_auroc": "Patho AUROC",
-    "race_auroc": "Group AUROC",
-    "age_pearson": "Age r",
-    "cmig": "CMIG",
-    "kl_divergence": "KL",
-    "fid": "FID",
-    "mae_to_true_counterfactual": "MAE to true CF",
-    "change_inside_lesion": "change in lesion",
-    "change_outside_lesion": "change outside",
-}
 
 
 def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = 512, batch_size: int = 8,
@@ -67,7 +57,7 @@ def write_demo_leaderboard(runs_dir: Path, out: Path, gallery_samples: int = 8) 
 
 def format_table(rows: list[dict], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
     """A Markdown table: one row per model, values with 4 decimals ('-' for missing)."""
-    header = "| model | " + " | ".join(COLUMN_TITLES.get(c, c) for c in columns) + " |"
+    header = "| model | " + " | ".join(metric_name(c).title for c in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     lines = [header, rule]
     for row in rows:

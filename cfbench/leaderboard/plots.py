@@ -21,10 +21,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cfbench.core.findings import EVALUATED_FINDINGS
-from cfbench.leaderboard.table_model import LAYOUTS, RunSummary, is_oracle, per_finding_auroc
+from cfbench.evaluation.metric_names import metric_name
+from cfbench.leaderboard.table_model import BREAKDOWN_METRICS, LAYOUTS, RunSummary, is_oracle, per_finding_auroc
 
 OPERATION_TITLES = {"add": "add", "remove": "remove", "change": "change level"}
-BREAKDOWN_TITLES = {"pathology_mean_auroc": "Patho AUROC ↑", "cmig": "CMIG ↑", "kl_divergence": "KL (nats) ↓"}
+
+
+def _paper_scale(metric: str) -> float:
+    """The factor the InstructX2X table prints the metric with (AUROC and r x 100), else 1."""
+    return next((c.scale for c in LAYOUTS["instructx2x"].columns if c.metric == metric), 1.0)
 
 
 def _colours(n: int) -> list:
@@ -163,7 +168,7 @@ def finding_heatmap(runs: list[RunSummary], stem: Path) -> list[Path]:
 
 def by_operation_plot(breakdowns: dict[str, dict], runs: list[RunSummary], stem: Path) -> list[Path]:
     """breakdowns: run label -> :func:`cfbench.leaderboard.table_model.by_operation` result."""
-    metrics = [m for m in BREAKDOWN_TITLES
+    metrics = [m for m in BREAKDOWN_METRICS
                if any(isinstance(b.get(kind, {}).get(m), dict) for b in breakdowns.values() for kind in b)]
     if not metrics:
         raise ValueError("no per-operation metrics (each kind needs at least 2 samples)")
@@ -173,7 +178,7 @@ def by_operation_plot(breakdowns: dict[str, dict], runs: list[RunSummary], stem:
     width = 0.8 / max(len(runs), 1)
     for index, metric in enumerate(metrics):
         axes = figure.add_subplot(1, len(metrics), index + 1)
-        scale = 1.0 if metric in ("cmig", "kl_divergence") else 100.0
+        scale = _paper_scale(metric)
         for position, run in enumerate(runs):
             breakdown = breakdowns.get(run.label, {})
             xs, values, lows, highs = [], [], [], []
@@ -195,7 +200,8 @@ def by_operation_plot(breakdowns: dict[str, dict], runs: list[RunSummary], stem:
             counts.append("/".join(str(n) for n in sorted(ns)))
         axes.set_xticks(range(len(kinds)), [f"{OPERATION_TITLES[k]}\nn={c}" for k, c in zip(kinds, counts)],
                         fontsize=7)
-        title = BREAKDOWN_TITLES[metric] + ("" if scale == 1.0 else " (x 100)")
+        info = metric_name(metric)
+        title = f"{info.title} {info.arrow}" + ("" if scale == 1.0 else " (x 100)")
         axes.set_title(title, fontsize=9)
         axes.tick_params(axis="y", labelsize=7)
         axes.grid(axis="y", linewidth=0.3, alpha=0.6)

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cfbench.evaluation.metric_names import metric_name
 from cfbench.evaluation.results import read_metrics
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.leaderboard.reported import ReportedTable, tables_for_layout
@@ -34,24 +35,35 @@ from cfbench.runs.manifest import RunManifest
 
 ORACLE_MODELS: tuple[str, ...] = ("ground-truth", "true-counterfactual")
 MEASURED, REFERENCE, REPORTED = "measured", "reference", "reported"
+BREAKDOWN_METRICS: tuple[str, ...] = ("pathology_mean_auroc", "cmig", "kl_divergence")  # rescored per operation kind
 
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: the metrics.json name, the factor to the paper's scale, decimals, direction
-    (``higher_is_better`` None: descriptive, neither ranked nor bolded)."""
+    """One table column: the metrics.json name, the factor to the paper's scale, decimals, and a spanning
+    header (``group``: "CMIG" over Patho/Race/Age/CMIG, as in the papers). Title and direction come from
+    the metric vocabulary (:mod:`cfbench.evaluation.metric_names`); ``title`` overrides the short title
+    where a paper prints another one (ProgEmu's "AUROC")."""
 
     key: str
-    title: str
     metric: str
     scale: float = 1.0
     decimals: int = 2
-    higher_is_better: bool | None = True
-    group: str = ""  # spanning header ("CMIG" over Patho/Race/Age/CMIG, as in the papers)
+    group: str = ""
+    title_override: str | None = None
+
+    @property
+    def title(self) -> str:
+        return self.title_override or metric_name(self.metric).title
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        """True / False, or None: descriptive, neither ranked nor bolded."""
+        return metric_name(self.metric).higher_is_better
 
     @property
     def arrow(self) -> str:
-        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
+        return metric_name(self.metric).arrow
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,12 @@ LAYOUTS: dict[str, Layout] = {
         name="instructx2x",
         title="InstructX2X protocol: pathology accuracy, attribute retention, CMIG, KL, FID",
         columns=(
-            Column("patho", "Patho", "pathology_mean_auroc", 100.0, group="CMIG"),
-            Column("race", "Race", "race_auroc", 100.0, group="CMIG"),
-            Column("age", "Age", "age_pearson", 100.0, group="CMIG"),
-            Column("cmig", "CMIG", "cmig", 1.0, group="CMIG"),
-            Column("kl", "KL", "kl_divergence", 1.0, 3, higher_is_better=False),
-            Column("fid", "FID", "fid", 1.0, higher_is_better=False),
+            Column("patho", "pathology_mean_auroc", 100.0, group="CMIG"),
+            Column("race", "race_auroc", 100.0, group="CMIG"),
+            Column("age", "age_pearson", 100.0, group="CMIG"),
+            Column("cmig", "cmig", 1.0, group="CMIG"),
+            Column("kl", "kl_divergence", 1.0, 3),
+            Column("fid", "fid", 1.0),
         ),
         notes=("Patho = mean AUROC over 5 findings x 100; Race = race (phantoms: group) AUROC x 100; "
                "Age = Pearson r x 100; CMIG on 0-100.",
@@ -84,13 +96,13 @@ LAYOUTS: dict[str, Layout] = {
         name="progemu",
         title="ProgEmu protocol: image quality, alignment, pathology, interpretation text",
         columns=(
-            Column("fid", "FID", "fid", 1.0, higher_is_better=False, group="Counterfactual image"),
-            Column("clip_i", "CLIP-I", "clip_i", 100.0, group="Counterfactual image"),
-            Column("auroc", "AUROC", "pathology_mean_auroc", 1.0, 4, group="Counterfactual image"),
-            Column("f1", "F1", "f1_macro", 1.0, 4, group="Counterfactual image"),
-            Column("bleu3", "BLEU-3", "bleu3", 1.0, 4, group="Explanatory text"),
-            Column("meteor", "METEOR", "meteor", 1.0, 4, group="Explanatory text"),
-            Column("rouge_l", "ROUGE-L", "rouge_l", 1.0, 4, group="Explanatory text"),
+            Column("fid", "fid", 1.0, group="Counterfactual image"),
+            Column("clip_i", "clip_i", 100.0, group="Counterfactual image"),
+            Column("auroc", "pathology_mean_auroc", 1.0, 4, group="Counterfactual image", title_override="AUROC"),
+            Column("f1", "f1_macro", 1.0, 4, group="Counterfactual image"),
+            Column("bleu3", "bleu3", 1.0, 4, group="Explanatory text"),
+            Column("meteor", "meteor", 1.0, 4, group="Explanatory text"),
+            Column("rouge_l", "rouge_l", 1.0, 4, group="Explanatory text"),
         ),
         notes=("CLIP-I = 100 x mean cosine of BiomedCLIP embeddings, generated vs real target (the pair the "
                "paper compares is not published); AUROC / F1 vs the follow-up study's labels.",),
@@ -99,12 +111,10 @@ LAYOUTS: dict[str, Layout] = {
         name="locality",
         title="Edit locality: where the counterfactual changed the input (cfbench, beyond the papers)",
         columns=(
-            Column("outside", "Change outside lesion", "change_outside_lesion", 1.0, 4, higher_is_better=False,
-                   group="Mean |generated - input|"),
-            Column("inside", "Change inside lesion", "change_inside_lesion", 1.0, 4, higher_is_better=None,
-                   group="Mean |generated - input|"),
-            Column("mae_cf", "MAE to true CF", "mae_to_true_counterfactual", 1.0, 4, higher_is_better=False),
-            Column("mae_target", "MAE to target", "mae_to_target", 1.0, 4, higher_is_better=None),
+            Column("outside", "change_outside_lesion", 1.0, 4, group="Mean |generated - input|"),
+            Column("inside", "change_inside_lesion", 1.0, 4, group="Mean |generated - input|"),
+            Column("mae_cf", "mae_to_true_counterfactual", 1.0, 4),
+            Column("mae_target", "mae_to_target", 1.0, 4),
         ),
         notes=("Pixel values in [0, 1]. Lesion = the true lesion-change mask on phantoms, else the pseudo masks "
                "given to `cfbench eval --pseudo-masks` (see metrics.json, locality_region). Change inside the "
@@ -287,7 +297,7 @@ def run_protocol(run: RunSummary):
     return Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
 
 
-def by_operation(run: RunSummary, metrics: tuple[str, ...] = ("pathology_mean_auroc", "cmig", "kl_divergence"),
+def by_operation(run: RunSummary, metrics: tuple[str, ...] = BREAKDOWN_METRICS,
                  n_resamples: int | None = None) -> dict[str, dict]:
     """Per operation kind (add / remove / change): n and each metric's value and bootstrap interval,
     scored on the run's per-sample table (evaluation.npz) restricted to the samples whose instruction

@@ -20,12 +20,18 @@ import io
 from pathlib import Path
 
 from cfbench.core.findings import EVALUATED_FINDINGS
-from cfbench.leaderboard.table_model import LAYOUTS, RunSummary, build_leaderboard, by_operation, load_runs
+from cfbench.leaderboard.table_model import (
+    BREAKDOWN_METRICS,
+    LAYOUTS,
+    RunSummary,
+    build_leaderboard,
+    by_operation,
+    load_runs,
+)
 from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
 from cfbench.leaderboard.reported import ALL_TABLES, LEADERBOARD_TABLES
 from cfbench.core.storage import atomic_write_text
 
-BREAKDOWN_METRICS = ("pathology_mean_auroc", "cmig", "kl_divergence")
 BREAKDOWN_RESAMPLES = 200
 
 

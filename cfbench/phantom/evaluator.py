@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cfbench.api.evaluator import Evaluator, check_images, check_outputs
 from cfbench.core.config import PACKAGE_DATA_DIR
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
 from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.core.resize import resize_batch
 from cfbench.phantom.scenario import GROUPS, PHANTOM_VERSION
 
 INPUT_SIZE = 128  # pixels; the network's input is (B, 1, 128, 128) in [0, 1]
@@ -58,9 +58,7 @@ def resize_to_input(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tenso
         images = images[:, None]
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected (B, H, W) or (B, 1, H, W) images, got shape {tuple(images.shape)}")
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resize_batch(images[:, 0], (size, size), antialias=True)[:, None]
 
 
 class PhantomNet(nn.Module):
