@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfbench.evaluation import weights
 from cfbench.evaluation import evaluate as evaluate_module
+from cfbench.evaluation import weights
 from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.evaluation.protocol import Protocol
 from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.runs.generate import RunSettings, generate
 from cfbench.runs.store import load_generated
-from cfbench.evaluation.protocol import Protocol
 
 PROTOCOL = Protocol(bootstrap_resamples=1000, fid_bootstrap_resamples=0)
 

@@ -24,10 +24,10 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
 from cfbench.phantom.render import render, render_pair
 from cfbench.phantom.scenario import PHANTOM_VERSION, sample_pair, sample_pose
-
-import numpy as np  # noqa: E402
 
 
 def _median_time(function, repeats: int) -> float:

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from cfbench import diffusion
+from cfbench.api.model import EditRequest
 from cfbench.models.instructx2x import (
     InstructPix2PixModel,
     InstructX2XModel,
     InstructX2XSettings,
     load_pseudo_masks,
 )
-
-from cfbench import diffusion
-from cfbench.api.model import EditRequest
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 INSTRUCTIONS = ("Add the finding of cardiomegaly", "Add the finding of small left pleural effusion",

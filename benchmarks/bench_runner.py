@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cfbench.datasets.edit_dataset import EditDataset
-from cfbench.core.images import encode_png16
 from cfbench.api.model import LoadContext
+from cfbench.core.images import encode_png16
+from cfbench.core.storage import JsonlLedger
+from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.models.reference import IdentityModel
 from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.runs.generate import RunSettings, generate, make_request
-from cfbench.core.storage import JsonlLedger
 
 
 def main() -> None:

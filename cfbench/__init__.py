@@ -1,8 +1,19 @@
 """cfbench: an open benchmark harness for counterfactual chest X-ray generators.
 
-Data flow: split (:mod:`cfbench.datasets.edit_dataset`) -> ``model.edit`` (:mod:`cfbench.api.model`, adapters in
-:mod:`cfbench.models`) -> run folder (:mod:`cfbench.runs.generate`, :mod:`cfbench.runs.store`) -> evaluators and
-metrics (:mod:`cfbench.evaluation.evaluate`, :mod:`cfbench.metrics`) -> leaderboard.
+One subpackage per stage, in the order data flows (a stage imports only the stages above it in this list):
+
+- :mod:`cfbench.core`: shared helpers (settings, image I/O, atomic storage, hashing, seeds, the finding vocabulary);
+- :mod:`cfbench.datasets`: the split layout and reader, and the builders (MIMIC, NIH, ICG-CXR);
+- :mod:`cfbench.api`: the model contract (``EditRequest`` -> ``EditResult``), the registry, the evaluator contract;
+- :mod:`cfbench.phantom`: phantoms with exact counterfactuals, their datasets and evaluator;
+- :mod:`cfbench.diffusion`: the loops generators share (adapters live in :mod:`cfbench.models`);
+- :mod:`cfbench.runs`: generation into a run folder;
+- :mod:`cfbench.evaluation`: evaluators and metrics (math in :mod:`cfbench.metrics`) -> metrics.json;
+- :mod:`cfbench.leaderboard`: tables, plots, gallery;
+- :mod:`cfbench.training`: training generators;
+- :mod:`cfbench.cli`: the ``cfbench`` command, one module per verb group.
+
+What a model plugin needs is exported here.
 """
 
 from cfbench.core.findings import Operation
@@ -15,6 +26,7 @@ from cfbench.api.model import (
     ResultValidationError,
     validate_result,
 )
+from cfbench.api.options import ModelOptions
 from cfbench.api.registry import register
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
 
@@ -27,6 +39,7 @@ __all__ = [
     "EditResult",
     "LoadContext",
     "MissingWeights",
+    "ModelOptions",
     "Operation",
     "ResultValidationError",
     "register",

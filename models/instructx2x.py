@@ -48,15 +48,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from cfbench.core.findings import Operation, parse_instruction
 from cfbench.api.model import (
     Capabilities,
     EditRequest,
     EditResult,
     LoadContext,
 )
-from cfbench.models.diffusers_folder import DiffusersFolderModel, DiffusionOptions
 from cfbench.api.registry import register
+from cfbench.core.findings import Operation, parse_instruction
+from cfbench.models.diffusers_folder import DiffusersFolderModel, DiffusionOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -169,7 +169,6 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         import torch
 
         from cfbench import diffusion
-
         from cfbench.diffusion import rse
 
         if not requests:

@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cfbench.api.model import Capabilities, EditRequest, EditResult
-from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
 from cfbench.api.prompts import text_prompt
 from cfbench.api.registry import register
+from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

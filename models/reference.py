@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.api.model import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
 from cfbench.api.registry import register
+from cfbench.datasets.edit_dataset import EditDataset
 
 
 @register

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfbench.api.model import Capabilities, EditRequest, EditResult
-from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
 from cfbench.api.prompts import text_prompt
 from cfbench.api.registry import register
+from cfbench.models.diffusers_folder import TextPromptedModel, TextPromptedOptions
 
 WEIGHTS_HELP = (
     "RoentGen's weights are on the Hugging Face hub as StanfordAIMI/roent-gen-v1-0 (credentialed access: "

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from cfbench.api.model import CounterfactualModel
 from cfbench.core.config import resolve_path
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
-from cfbench.api.model import CounterfactualModel
 
 ENTRY_POINT_GROUP = "cfbench.models"
 

@@ -189,9 +189,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from cfbench.core.storage import atomic_write_json
     from cfbench.evaluation.results import load_table, read_metrics
     from cfbench.evaluation.scoring import compare_tables
-    from cfbench.core.storage import atomic_write_json
 
     identities = [read_metrics(run).get("evaluator") for run in (args.run_a, args.run_b)]
     if identities[0] != identities[1]:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cfbench.core.storage import atomic_write_json, atomic_write_text
 from cfbench.datasets.edit_dataset import CSV_NAME, SPLITS
 from cfbench.datasets.registration import CALIBRATED_MI_THRESHOLD, MI_THRESHOLD
-from cfbench.core.storage import atomic_write_json, atomic_write_text
 
 OPERATION_TYPES = ("add", "remove", "change")
 

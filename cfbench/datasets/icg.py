@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cfbench.datasets.edit_dataset import DatasetWriter, Sample
 from cfbench.core.findings import CHEXPERT_COLUMNS, Operation
 from cfbench.core.images import ImageReadError, load_image
+from cfbench.datasets.edit_dataset import DatasetWriter, Sample
 
 log = logging.getLogger(__name__)
 

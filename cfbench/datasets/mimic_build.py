@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfbench.datasets import mimic_tables as mimic
-from cfbench.datasets.edit_dataset import Sample
-from cfbench.datasets.diffvqa import DifferenceReport, read_difference_pairs
 from cfbench.core.findings import CHEXPERT_COLUMNS, render_instruction
+from cfbench.datasets import mimic_tables as mimic
+from cfbench.datasets.diffvqa import DifferenceReport, read_difference_pairs
+from cfbench.datasets.edit_dataset import Sample
 from cfbench.datasets.pair_engine import PairJob, PairSettings, process_pairs, write_dataset
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"

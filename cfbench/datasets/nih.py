@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from cfbench.datasets.edit_dataset import Sample
+
 from cfbench.core.findings import CHEXPERT_COLUMNS, Operation, render_instruction
+from cfbench.datasets.edit_dataset import Sample
 from cfbench.datasets.pair_engine import PairJob, PairSettings, process_pairs, write_dataset
 from cfbench.datasets.pseudo_masks import torchxrayvision_data_file
 

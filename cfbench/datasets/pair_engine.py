@@ -26,11 +26,11 @@ from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from cfbench.datasets.edit_dataset import DatasetWriter, Sample
-from cfbench.datasets.card import write_dataset_card
 from cfbench.core.images import ImageReadError, load_image, save_png16
-from cfbench.datasets.registration import MI_THRESHOLD, register_pair
 from cfbench.core.storage import JsonlLedger, atomic_write_json, read_jsonl
+from cfbench.datasets.card import write_dataset_card
+from cfbench.datasets.edit_dataset import DatasetWriter, Sample
+from cfbench.datasets.registration import MI_THRESHOLD, register_pair
 
 log = logging.getLogger(__name__)
 

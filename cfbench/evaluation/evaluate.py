@@ -49,6 +49,7 @@ from cfbench.evaluation.results import open_run_dataset, save_table, write_metri
 from cfbench.evaluation.scoring import SampleTable, score
 from cfbench.runs.store import load_generated, read_failures, read_results
 
+
 def is_phantom(dataset: EditDataset) -> bool:
     return dataset.info.get("kind") == "phantom"
 

@@ -30,9 +30,9 @@ from typing import Callable
 import numpy as np
 
 from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.evaluation.protocol import Protocol
 from cfbench.metrics.bootstrap import ConfidenceInterval, bootstrap_many, paired_difference_ci
 from cfbench.metrics.classification import PathologyAUROC, PathologyF1, binary_auroc
-from cfbench.evaluation.protocol import Protocol
 from cfbench.metrics.cmig import DEFAULT_RETENTION_TERMS, cmig_from_metrics
 from cfbench.metrics.divergence import bernoulli_kl
 from cfbench.metrics.fid import FrechetDistance

@@ -26,7 +26,6 @@ before the torchxrayvision class is constructed, and a missing file raises ``Mis
 from __future__ import annotations
 
 import abc
-
 import contextlib
 import warnings
 from pathlib import Path
@@ -36,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cfbench.evaluation import weights as weights_manager
 from cfbench.api.evaluator import Evaluator, check_images
 from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.evaluation import weights as weights_manager
 
 PREPROCESSING_VERSION = "xrv-pre-1: [0,1] checked; x*2048-1024; square bilinear antialiased resize to native size"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cfbench.evaluation.results import open_run_dataset
 from cfbench.core.images import load_image, resize
-from cfbench.leaderboard.table_model import RunSummary
 from cfbench.core.storage import atomic_write_text
+from cfbench.evaluation.results import open_run_dataset
+from cfbench.leaderboard.table_model import RunSummary
 from cfbench.runs.manifest import RunFiles
 from cfbench.runs.store import read_results
 

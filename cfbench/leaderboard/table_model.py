@@ -27,9 +27,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.evaluation.metric_names import metric_name
 from cfbench.evaluation.results import read_metrics
-from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.leaderboard.reported import ReportedTable, tables_for_layout
 from cfbench.runs.manifest import RunManifest
 

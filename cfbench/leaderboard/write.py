@@ -20,6 +20,9 @@ import io
 from pathlib import Path
 
 from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.core.storage import atomic_write_text
+from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
+from cfbench.leaderboard.reported import ALL_TABLES, LEADERBOARD_TABLES
 from cfbench.leaderboard.table_model import (
     BREAKDOWN_METRICS,
     LAYOUTS,
@@ -28,9 +31,6 @@ from cfbench.leaderboard.table_model import (
     by_operation,
     load_runs,
 )
-from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
-from cfbench.leaderboard.reported import ALL_TABLES, LEADERBOARD_TABLES
-from cfbench.core.storage import atomic_write_text
 
 BREAKDOWN_RESAMPLES = 200
 

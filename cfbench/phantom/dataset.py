@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cfbench.core.seeds import derive_seed
 from cfbench.datasets.edit_dataset import CSV_NAME, DatasetWriter, Sample
 from cfbench.phantom.render import render_pair
-from cfbench.core.seeds import derive_seed
 from cfbench.phantom.scenario import PHANTOM_VERSION, PhantomPair, sample_pair
 
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.70, "holdout": 0.20, "test": 0.05, "val": 0.05}

@@ -29,16 +29,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cfbench.core.findings import EVALUATED_FINDINGS
-from cfbench.phantom.render import render
-from cfbench.phantom.scenario import (
-    FindingState,
-    GROUPS,
-    Patient,
-    PHANTOM_VERSION,
-    sample_findings,
-    sample_patient,
-    sample_pose,
-)
 from cfbench.phantom.evaluator import (
     INPUT_SIZE,
     SCORES_NAME,
@@ -47,6 +37,16 @@ from cfbench.phantom.evaluator import (
     _sha256,
     resize_to_input,
     save_weights,
+)
+from cfbench.phantom.render import render
+from cfbench.phantom.scenario import (
+    GROUPS,
+    PHANTOM_VERSION,
+    FindingState,
+    Patient,
+    sample_findings,
+    sample_patient,
+    sample_pose,
 )
 
 TRAIN_STREAM, HELDOUT_STREAM, TEST_STREAM = 0, 1, 2

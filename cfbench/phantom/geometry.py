@@ -14,7 +14,6 @@ import numpy as np
 
 from cfbench.phantom.scenario import Patient, Pose
 
-
 F32 = np.float32
 
 

@@ -41,11 +41,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from cfbench.phantom.geometry import (
-    F32, SIDE_OF, SIDES, Grid, bump, diaphragm_dome, lung_rho, lung_window, patient_geometry,
-    smoothstep, soft_edge,
+    F32,
+    SIDE_OF,
+    SIDES,
+    Grid,
+    bump,
+    diaphragm_dome,
+    lung_rho,
+    lung_window,
+    patient_geometry,
+    smoothstep,
+    soft_edge,
 )
-from cfbench.phantom.texture import add_specks, calcifications, marking_texture, sample_texture
 from cfbench.phantom.scenario import FindingState, Patient, PhantomPair, Pose
+from cfbench.phantom.texture import add_specks, calcifications, marking_texture, sample_texture
 
 # Lesion layers are quantised to this step, so "layers differ" and "layers differ by > 1e-4" coincide.
 LAYER_STEP = 1.0 / 4096.0

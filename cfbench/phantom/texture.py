@@ -14,7 +14,6 @@ from scipy import ndimage
 from cfbench.phantom.geometry import F32, SIDES, Grid, diaphragm_dome, lung_rho, patient_geometry
 from cfbench.phantom.scenario import Patient
 
-
 _TEX_X = (-0.78, 0.78)  # canonical extent of the marking texture (covers both lungs)
 _TEX_Y = (-0.86, 0.70)
 _VESSEL_STEP = 0.011  # canonical length of one growth step of a vessel tip

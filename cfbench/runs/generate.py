@@ -17,8 +17,6 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from cfbench.datasets.edit_dataset import EditDataset, Sample
-from cfbench.core.images import ImageReadError
 from cfbench.api.model import (
     DEFAULT_RESOLUTION,
     CounterfactualModel,
@@ -27,13 +25,16 @@ from cfbench.api.model import (
     ResultValidationError,
     validate_result,
 )
-from cfbench.core.prefetch import prefetched
 from cfbench.api.registry import get_model_class
-from cfbench.runs.manifest import RunConfig, RunSession
-from cfbench.runs.store import RunStore, Shard
 from cfbench.core.hashing import file_sha256
+from cfbench.core.images import ImageReadError
+from cfbench.core.prefetch import prefetched
 from cfbench.core.provenance import package_versions
 from cfbench.core.seeds import derive_seed
+from cfbench.datasets.edit_dataset import EditDataset, Sample
+from cfbench.runs.manifest import RunConfig, RunSession
+from cfbench.runs.store import RunStore, Shard
+
 
 @dataclass
 class RunSettings:

@@ -71,10 +71,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cfbench.core.seeds import derive_seed
-from cfbench.datasets.edit_dataset import EditDataset
-from cfbench.training.edit_augment import AugmentSettings, augment_pair
-from cfbench.training.base_weights import BaseComponents, load_base_components
 from cfbench.core.storage import atomic_write_json, atomic_write_text, read_jsonl
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.training.base_weights import BaseComponents, load_base_components
+from cfbench.training.edit_augment import AugmentSettings, augment_pair
 
 CONFIG_NAME = "train_config.json"
 LOG_NAME = "train_log.jsonl"

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from cfbench.api.model import CounterfactualModel
-from cfbench.core.errors import WeightsNotFoundError
 from cfbench.api.registry import (
     PluginError,
     UnknownModelError,
@@ -15,6 +14,7 @@ from cfbench.api.registry import (
     register,
     resolve_model_path,
 )
+from cfbench.core.errors import WeightsNotFoundError
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "cfbench-example-plugin"
 
@@ -97,3 +97,25 @@ def test_entry_point_plugin_installed_from_a_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     left_side_change, right_side_change = map(float, out.stdout.split())
     assert left_side_change > 0.1 and right_side_change < 0.01  # patient left = image right
+
+
+def test_example_plugin_validates_its_options_like_built_ins(monkeypatch):
+    """The example adapter builds its options with ModelOptions: unknown keys and out-of-range values raise
+    ValueError naming the option, as built-in adapters do."""
+    import importlib.util
+
+    from cfbench import LoadContext
+
+    spec = importlib.util.spec_from_file_location(
+        "example_plugin_model", EXAMPLE_PLUGIN / "cfbench_example" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    model_class = module.GaussianOpacityModel
+    assert model_class.load(LoadContext(options={"strength": "0.3"})).strength == 0.3
+    with pytest.raises(ValueError, match="strength must lie in"):
+        model_class.load(LoadContext(options={"strength": "2"}))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['strenght'\]"):
+        model_class.load(LoadContext(options={"strenght": "0.3"}))
+    with pytest.raises(ValueError, match="option strength='strong'"):
+        model_class.load(LoadContext(options={"strength": "strong"}))

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfbench.datasets.edit_dataset import DatasetError, DatasetWriter, EditDataset
 from cfbench.core.images import ImageReadError
+from cfbench.datasets.edit_dataset import DatasetError, DatasetWriter, EditDataset
 from tests.helpers.datasets import make_samples, write_random_dataset
 
 

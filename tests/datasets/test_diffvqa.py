@@ -2,8 +2,8 @@
 
 import pytest
 
-from cfbench.datasets.diffvqa import area_location, parse_difference_answer, split_items
 from cfbench.core.findings import Operation
+from cfbench.datasets.diffvqa import area_location, parse_difference_answer, split_items
 
 
 def test_single_addition_with_trailing_space():

@@ -5,8 +5,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.core.findings import CHEXPERT_COLUMNS, Operation
+from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.datasets.icg import build_icg_dataset
 
 

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from cfbench.datasets import pair_engine as pair_build
 from cfbench.cli import main
-from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.core.findings import Operation
+from cfbench.datasets import pair_engine as pair_build
+from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.datasets.mimic_build import MimicSources, build_mimic_dataset, plan_mimic_pairs
 from cfbench.datasets.pair_engine import PairSettings, read_outcomes
 from tests.helpers.mimic_fixtures import MISSING_IMAGE_STUDY, dicom_id, write_mimic_release

@@ -5,8 +5,8 @@ import pandas as pd
 from PIL import Image
 
 from cfbench.cli import main
-from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.core.findings import Operation
+from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.datasets.nih import build_nih_dataset, consecutive_pairs, patient_split
 from cfbench.datasets.pair_engine import PairSettings
 from cfbench.phantom.render import render_pair

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.core.findings import Operation
 from cfbench.datasets.pseudo_masks import PseudoMasks, boxes_to_masks, nih_pseudo_masks
+from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.runs.generate import RunSettings, generate
 
 

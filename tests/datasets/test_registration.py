@@ -6,8 +6,14 @@ import pytest
 import SimpleITK as sitk
 
 from cfbench.core.images import load_image
+from cfbench.datasets.registration import (
+    CALIBRATED_MI_THRESHOLD,
+    MI_THRESHOLD,
+    mutual_information,
+    register_pair,
+    to_sitk,
+)
 from tests.helpers.datasets import REAL_CXR_DIR
-from cfbench.datasets.registration import CALIBRATED_MI_THRESHOLD, MI_THRESHOLD, mutual_information, register_pair, to_sitk
 
 REAL = REAL_CXR_DIR
 

@@ -11,13 +11,13 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
 from cfbench.cli import main
-from cfbench.evaluation.evaluate import evaluate_run
-from cfbench.evaluation.results import load_table
 from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.evaluation.protocol import Protocol
+from cfbench.evaluation.results import load_table
+from cfbench.evaluation.scoring import compare_tables
 from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.runs.generate import RunSettings, generate
-from cfbench.evaluation.protocol import Protocol
-from cfbench.evaluation.scoring import compare_tables
 from tests.helpers.fake_models import RegionStatisticsEvaluator
 
 FAST = Protocol(bootstrap_resamples=200, fid_bootstrap_resamples=20)
@@ -228,8 +228,8 @@ def test_cmig_uses_sex_when_the_data_has_no_race(phantom_runs, tmp_path):
 
 def test_fid_interval_is_the_percentile_interval_shifted_by_the_bootstrap_bias(phantom_runs, tmp_path):
     """FID is biased upwards on resamples; the reported interval is moved down by replicate_mean - value."""
-    from cfbench.metrics.bootstrap import bootstrap_many
     from cfbench.evaluation.scoring import _fid_metric
+    from cfbench.metrics.bootstrap import bootstrap_many
 
     _, runs = phantom_runs
     report = evaluate(runs["tests.helpers.fake_models:NoisyEditModel"], tmp_path)

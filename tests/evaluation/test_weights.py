@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cfbench.evaluation import weights
 from cfbench.core.errors import WeightsNotFoundError
 from cfbench.core.hashing import HASH_CACHE_NAME
+from cfbench.evaluation import weights
 from cfbench.evaluation.weights import WeightsFile
 
 XRV_FOLDER = Path(".torchxrayvision") / "models_data"

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 import torchvision
 
 from cfbench.evaluation import weights
-from tests.helpers.datasets import REAL_CXR_DIR
 from cfbench.evaluation.xrv import (
     PREPROCESSING_VERSION,
     XRVAgeEvaluator,
@@ -43,6 +42,7 @@ from cfbench.evaluation.xrv import (
     suite_members,
     to_xrv_range,
 )
+from tests.helpers.datasets import REAL_CXR_DIR
 
 xrv = _import_xrv()
 

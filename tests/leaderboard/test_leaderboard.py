@@ -15,6 +15,9 @@ from PIL import Image
 
 from cfbench.cli import main
 from cfbench.evaluation.results import load_table
+from cfbench.evaluation.scoring import score
+from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
+from cfbench.leaderboard.reported import ALL_TABLES, INSTRUCTX2X_V2_TABLE2, PROGEMU_TABLE1
 from cfbench.leaderboard.table_model import (
     LAYOUTS,
     REFERENCE,
@@ -25,11 +28,9 @@ from cfbench.leaderboard.table_model import (
     load_runs,
 )
 from cfbench.leaderboard.write import write_leaderboard
-from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
-from cfbench.leaderboard.reported import ALL_TABLES, INSTRUCTX2X_V2_TABLE2, PROGEMU_TABLE1
-from cfbench.evaluation.scoring import score
 from tests.helpers.datasets import PAPER_TABLES_DIR
 from tests.helpers.runs import FAST, make_evaluated_runs
+
 
 @pytest.fixture(scope="module")
 def evaluated_runs(tmp_path_factory) -> dict[str, Path]:

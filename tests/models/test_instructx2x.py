@@ -9,16 +9,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 from cfbench import diffusion
-
-from cfbench.diffusion import rse
-from cfbench.core.findings import Operation
 from cfbench.api.model import EditRequest, LoadContext
-from cfbench.datasets.pseudo_masks import PseudoMasks
 from cfbench.api.registry import get_model_class
 from cfbench.core.errors import WeightsNotFoundError
+from cfbench.core.findings import Operation
+from cfbench.datasets.pseudo_masks import PseudoMasks
+from cfbench.diffusion import rse
+from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 SIZE = 32
 STEPS = 6

@@ -6,8 +6,8 @@ import torch
 
 from cfbench import diffusion
 from cfbench.api.model import EditRequest, LoadContext
-from cfbench.models.pie import round_seed
 from cfbench.api.registry import get_model_class
+from cfbench.models.pie import round_seed
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,11 +11,11 @@ import pytest
 from cfbench.core.findings import EVALUATED_FINDINGS, Operation, parse_instruction
 from cfbench.phantom.render import lesion_layer, render, render_pair
 from cfbench.phantom.scenario import (
-    FindingState,
     GROUPS,
-    operations_between,
+    FindingState,
     Patient,
     Pose,
+    operations_between,
     sample_findings,
     sample_pair,
     sample_patient,

@@ -6,9 +6,9 @@ import pandas as pd
 from cfbench.cli import main
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.phantom.dataset import assign_splits, build_phantom_dataset, demo_dataset, pair_seed
 from cfbench.phantom.render import render_pair
 from cfbench.phantom.scenario import sample_pair
-from cfbench.phantom.dataset import assign_splits, build_phantom_dataset, demo_dataset, pair_seed
 from cfbench.runs.generate import RunSettings, generate
 
 

@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 
 from cfbench.api.evaluator import OUTPUT_KEYS
 from cfbench.core.findings import EVALUATED_FINDINGS
-from cfbench.phantom.scenario import GROUPS, PHANTOM_VERSION
 from cfbench.phantom.evaluator import (
     DEFAULT_WEIGHTS,
     INPUT_SIZE,
@@ -38,6 +37,7 @@ from cfbench.phantom.evaluator_training import (
     train_phantom_evaluators,
 )
 from cfbench.phantom.render import render
+from cfbench.phantom.scenario import GROUPS, PHANTOM_VERSION
 
 N_FRESH = 160  # fresh held-out phantoms, rendered at the benchmark's default 512 px
 FRESH_SIZE = 512

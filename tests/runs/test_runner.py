@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cfbench.core.images import load_image
+from cfbench.core.storage import read_jsonl
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.evaluation.evaluate import evaluate_run
-from cfbench.core.images import load_image
 from cfbench.runs.generate import RunSettings, generate, sample_seed
 from cfbench.runs.manifest import RunManifest
 from cfbench.runs.store import RunConfigMismatch
-from cfbench.core.storage import read_jsonl
 from tests.helpers.datasets import write_random_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # subprocesses import tests.helpers from here

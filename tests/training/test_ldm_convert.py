@@ -14,13 +14,13 @@ import re
 import numpy as np
 import pytest
 import torch
-from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 from cfbench.training.ldm_convert import (
     LdmCheckpointError,
     convert_ldm_checkpoint,
     read_checkpoint_file,
 )
+from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 # ------------------------------------------------------------------ diffusers -> LDM key names (test helper)
 

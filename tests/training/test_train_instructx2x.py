@@ -8,18 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
+from cfbench.core.findings import Operation, parse_instruction, render_instruction
 from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.phantom.dataset import build_phantom_dataset
+from cfbench.training.base_weights import BaseModelError, load_base_components
 from cfbench.training.edit_augment import (
     AugmentSettings,
     augment_pair,
     flip_operation,
     swap_left_right,
 )
-from cfbench.core.findings import Operation, parse_instruction, render_instruction
-from cfbench.training.base_weights import BaseModelError, load_base_components
-from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.training.instructx2x import (
     NO_DROPOUT,
     ConditioningDropout,
@@ -35,6 +34,7 @@ from cfbench.training.instructx2x import (
     tokenize,
     train_instructx2x,
 )
+from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix, save_tiny_stable_diffusion
 
 SIZE = 32
 
@@ -255,8 +255,8 @@ def test_training_lowers_the_loss_and_writes_a_loadable_pipeline(tiny_setup, tra
 
 def test_trained_folder_loads_in_the_instructx2x_adapter_and_edits(tiny_setup, trained):
     from cfbench.api.model import EditRequest, LoadContext, validate_result
-    from cfbench.datasets.pseudo_masks import PseudoMasks
     from cfbench.api.registry import get_model_class
+    from cfbench.datasets.pseudo_masks import PseudoMasks
 
     out, _ = trained
     effusion = np.zeros((SIZE, SIZE), dtype=bool)

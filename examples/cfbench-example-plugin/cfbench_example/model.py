@@ -7,11 +7,12 @@ It is a baseline for plumbing, not a serious generator.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from cfbench import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
+from cfbench import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext, ModelOptions
 
 # Blob centre (row, column as fractions of the image) and radius per finding, patient left = image right.
 FINDING_REGIONS = {
@@ -24,18 +25,30 @@ FINDING_REGIONS = {
 SIDE = {"right": 0, "left": 1}  # index into the two-sided regions above
 
 
+@dataclass(frozen=True)
+class OpacityOptions(ModelOptions):
+    """``--option strength=0.15``: peak intensity change of a blob, in [0, 1] image units."""
+
+    strength: float = 0.15
+
+    def check(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must lie in [0, 1], got {self.strength}")
+
+
 class GaussianOpacityModel(CounterfactualModel):
     name = "example-opacity"
     capabilities = Capabilities(edits_image=True, guidance_map=True, explanation=True)
     native_resolution = 512
     description = "example plugin: soft opacities where each finding usually appears"
 
-    def __init__(self, strength: float = 0.15):
-        self.strength = strength
+    def __init__(self, options: OpacityOptions = OpacityOptions()):
+        self.strength = options.strength
 
     @classmethod
     def load(cls, context: LoadContext) -> "GaussianOpacityModel":
-        return cls(strength=float(context.options.get("strength", 0.15)))
+        # unknown keys, values that do not convert and out-of-range values raise ValueError naming the option
+        return cls(OpacityOptions.from_options(context.options))
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         return [self._edit_one(request) for request in requests]
