@@ -1,14 +1,29 @@
 """Image I/O: every image enters and leaves cfbench through here.
 
-In memory an image is float32 HxW in [0, 1] (0 = black). On disk: 8-bit or 16-bit grayscale PNG/JPEG
-in; 16-bit grayscale PNG out (quantisation step 1/65535, far below any metric's resolution).
-Colour files are converted to luminance (ITU-R 601); an alpha channel is dropped.
+In memory an image is float32 HxW in [0, 1] (0 = black). On disk: PNG or JPEG in, 16-bit grayscale PNG
+out (quantisation step 1/65535, far below any metric's resolution).
+
+Intake policy (what :func:`load_image` accepts; anything else raises :class:`ImageReadError` naming the
+file, so a run records that sample as failed and goes on):
+
+- the format is read from the content (PNG or JPEG signature), not from the extension; a file whose
+  content does not match its extension is read by its content, with a warning;
+- the size is checked from the header before any pixel is decoded: more than ``MAX_IMAGE_PIXELS``
+  (64 MP, far above a 4096 x 4096 radiograph; environment variable ``CFBENCH_MAX_IMAGE_PIXELS``) is
+  refused, so a decompression bomb costs nothing;
+- grayscale (8-bit, 16-bit, 1-bit) is read as it is; RGB(A) and palette files are accepted only when they
+  hold a grayscale picture (channels equal within 2/255, alpha fully opaque) and refused otherwise (a
+  colour or transparent picture is not an X-ray);
+- resized to a square ``resolution``, a non-square image is first centre-cropped to its shorter side
+  (as torchxrayvision's ``XRayCenterCrop``), never stretched.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +32,35 @@ from PIL import Image, UnidentifiedImageError
 from cfbench.core.storage import atomic_write_bytes
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+MAX_IMAGE_PIXELS = int(os.environ.get("CFBENCH_MAX_IMAGE_PIXELS", 64_000_000))
+GRAY_TOLERANCE = 2  # 8-bit levels by which the channels of an "RGB" grayscale picture may differ (JPEG noise)
+_SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",)}
+_EXTENSION_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+logger = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
     """A file that should hold an image is missing, corrupt or of an unsupported kind."""
 
 
+def _grayscale(image: Image.Image, path) -> Image.Image:
+    """The image itself when it is grayscale; a colour-model image (RGB, RGBA, palette, LA, ...) converted
+    to 8-bit gray when it holds a grayscale picture; ImageReadError otherwise."""
+    if image.mode in ("L", "1", "I", "F", "I;16", "I;16B", "I;16L"):
+        return image
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.int16)
+    if (rgba[..., 3] < 255).any():
+        raise ImageReadError(f"{path}: has transparent pixels (mode {image.mode}); an X-ray has no transparency")
+    spread = int((rgba[..., :3].max(axis=-1) - rgba[..., :3].min(axis=-1)).max(initial=0))
+    if spread > GRAY_TOLERANCE:
+        raise ImageReadError(f"{path}: a colour picture (mode {image.mode}, channels differ by up to {spread}/255); "
+                             "cfbench reads grayscale X-rays")
+    return Image.fromarray(rgba[..., :3].mean(axis=-1).round().astype(np.uint8), mode="L")
+
+
 def to_float(image: Image.Image, path: str | os.PathLike = "<memory>") -> np.ndarray:
-    """A PIL image as float32 HxW in [0, 1]."""
+    """A PIL image as float32 HxW in [0, 1] (grayscale pictures only; see the module's intake policy)."""
+    image = _grayscale(image, path)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L"):
         return (np.asarray(image, dtype=np.uint16).astype(np.float32) / 65535.0).astype(np.float32)
@@ -37,9 +73,17 @@ def to_float(image: Image.Image, path: str | os.PathLike = "<memory>") -> np.nda
         if data.size and (data.min() < 0.0 or data.max() > 1.0):
             raise ImageReadError(f"{path}: float image outside [0, 1]")
         return data.copy()
-    if mode not in ("L", "1"):
+    if mode == "1":
         image = image.convert("L")
     return (np.asarray(image, dtype=np.uint8).astype(np.float32) / 255.0).astype(np.float32)
+
+
+def center_crop_square(image: np.ndarray) -> np.ndarray:
+    """The centred square of side min(H, W) (torchxrayvision's XRayCenterCrop); a square image unchanged."""
+    height, width = image.shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -50,23 +94,75 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def load_image(path: str | os.PathLike, resolution: int | None = None) -> np.ndarray:
-    """Read a grayscale X-ray as float32 HxW in [0, 1], resized to resolution x resolution when given.
+def _sniffed_format(path: Path) -> str:
+    with open(path, "rb") as stream:
+        head = stream.read(8)
+    for name, signatures in _SIGNATURES.items():
+        if head.startswith(signatures):
+            return name
+    raise ImageReadError(f"cannot read image {path}: not a PNG or JPEG file (starts with {head!r})")
 
-    Raises ImageReadError naming the file when it is missing or cannot be decoded.
+
+def load_image(path: str | os.PathLike, resolution: int | None = None) -> np.ndarray:
+    """Read a grayscale X-ray as float32 HxW in [0, 1]; with ``resolution``, centre-cropped to a square and
+    resized to resolution x resolution (see the module's intake policy).
+
+    Raises ImageReadError naming the file when it is missing, too large, not a grayscale PNG/JPEG, or
+    cannot be decoded.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image file not found: {path}")
+    found = _sniffed_format(path)
+    expected = _EXTENSION_FORMAT.get(path.suffix.lower())
+    if expected is not None and expected != found:
+        logger.warning("%s is a %s file named %s; read as %s", path, found, path.suffix, found)
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path, formats=[found])
+        with opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageReadError(_too_large(path, width, height))
             opened.load()
             array = to_float(opened, path)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except Image.DecompressionBombError:
+        raise ImageReadError(_too_large(path, *_header_size(path))) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageReadError):
+            raise
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     if array.ndim != 2 or array.size == 0:
         raise ImageReadError(f"image {path} has shape {array.shape}, expected a 2-D grayscale image")
-    return resize(array, resolution) if resolution else array
+    if not resolution:
+        return array
+    return resize(center_crop_square(array), resolution)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # read the header only
+    try:
+        with Image.open(path) as opened:
+            return opened.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _too_large(path: Path, width: int, height: int) -> str:
+    return (f"image {path} is {width} x {height} = {width * height / 1e6:.0f} MP, over the limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP (set CFBENCH_MAX_IMAGE_PIXELS to allow larger images)")
+
+
+def png_intact(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a complete PNG (every chunk present with its checksum); nothing is decoded."""
+    try:
+        with Image.open(path, formats=["PNG"]) as opened:
+            opened.verify()
+        return True
+    except Exception:  # noqa: BLE001 -- missing, truncated, not a PNG: all mean "not intact"
+        return False
 
 
 def encode_png16(image: np.ndarray) -> bytes:

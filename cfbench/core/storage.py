@@ -1,23 +1,39 @@
 """Atomic file writes and crash-tolerant JSON-lines ledgers.
 
-A file written here is either absent or complete: data goes to a temporary file in the same folder,
-is flushed to disk, and is renamed over the target (rename is atomic on POSIX and Windows).
+A file written here is either absent or complete: data goes to a temporary file in the same folder
+(``.{name}.{pid}.{random}.tmp``), is flushed to disk, and is renamed over the target (rename is atomic on
+POSIX and Windows). Files get the permissions of an ordinary ``open()`` under the process umask (0644
+under umask 022), not the private 0600 of a temporary file. Temporary files of processes that died
+(kill -9) are removed by :func:`remove_stale_temporaries`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
+        os.fchmod(handle, _FILE_MODE)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -26,6 +42,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files of atomic writes whose process no longer runs (left by kill -9), in
+    ``folder`` (and its sub-folders); the files of live processes are left alone. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")):
+        match = _TEMPORARY.match(path.name)
+        if match and path.is_file() and not process_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -91,3 +133,53 @@ class JsonlLedger:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock; the message names it."""
+
+
+class FolderLock:
+    """An advisory, exclusive lock on ``path`` (a small file holding the owner's pid and command line).
+
+    The operating system drops the lock when its process ends, however it ends (kill -9 included), so a lock
+    left by a dead process is simply taken over. A second process asking for a held lock gets
+    :class:`LockedError` naming the holder, at once (no waiting).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path = Path(path)
+        self.what = what
+        self._handle = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+        import sys
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockedError(f"{self.what} is in use by {holder} (lock {self.path}); wait for it to finish, "
+                              "or use another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops the lock
+            self._handle = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

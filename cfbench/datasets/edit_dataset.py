@@ -4,6 +4,7 @@ writing new datasets in it."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from cfbench.core.storage import atomic_write_json, atomic_write_text
 from cfbench.datasets.layout import CSV_NAME, LABEL_VALUES, REQUIRED_COLUMNS, SPLITS, DatasetError
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,18 +55,37 @@ def _text(value) -> str | None:
     return text if text != "" else None
 
 
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row of instructions.csv left out of the split, and why (``row``: 1-based data row)."""
+
+    row: int
+    sample_id: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}" + (f" ({self.sample_id})" if self.sample_id else "") + f": {self.reason}"
+
+
 class EditDataset:
     """One split of a dataset folder.
 
     Images are read lazily: ``past_image(sample)`` etc. return float32 HxW in [0, 1] at ``resolution``.
+
+    A row that breaks the layout (a blank required column, an unknown split, a label that is not 1/0/-1,
+    an instruction that does not parse, a duplicate id, an id that is not a plain file name) is left out
+    and listed in :attr:`skipped_rows` with its reason; with ``strict=True`` it refuses the dataset.
+    A file or column problem (no CSV, a missing required column, undecodable bytes) always refuses it.
     """
 
-    def __init__(self, root: str | Path, split: str, resolution: int = 512):
+    def __init__(self, root: str | Path, split: str, resolution: int = 512, strict: bool = False):
         self.root = Path(root)
         self.split = split
         self.resolution = resolution
         if split not in SPLITS:
             raise DatasetError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        if not self.root.is_dir():
+            raise DatasetError(f"no such dataset folder: {self.root}")
         csv_path = self.root / CSV_NAME
         if not csv_path.is_file():
             raise DatasetError(
@@ -73,12 +94,30 @@ class EditDataset:
             )
         self.csv_path = csv_path
         table = _read_table(csv_path)
-        self.samples: list[Sample] = [
-            _row_to_sample(table, index, csv_path) for index in np.flatnonzero(table["split"] == split)
-        ]
+        self.samples: list[Sample] = []
+        self.skipped_rows: list[SkippedRow] = []
+        seen: set[str] = set()
+        for index in range(len(table)):
+            try:
+                sample = _row_to_sample(table, index, csv_path)
+                if sample.sample_id in seen:
+                    raise DatasetError(f"{csv_path} row {index + 1}: duplicate sample id {sample.sample_id!r}")
+                seen.add(sample.sample_id)
+            except DatasetError as error:
+                if strict:
+                    raise
+                self.skipped_rows.append(SkippedRow(index + 1, _text(table.at[index, "sample_id"]),
+                                                    str(error).removeprefix(f"{csv_path} row {index + 1}: ")))
+                continue
+            if sample.split == split:
+                self.samples.append(sample)
+        if self.skipped_rows:
+            logger.warning("%s: %d row(s) skipped (first: %s); pass strict=True / --strict to refuse the dataset",
+                           csv_path, len(self.skipped_rows), self.skipped_rows[0])
         if not self.samples:
             present = sorted(table["split"].dropna().unique())
-            raise DatasetError(f"{csv_path}: split {split!r} has no rows (splits present: {present})")
+            raise DatasetError(f"{csv_path}: split {split!r} has no usable rows (splits present: {present}; "
+                               f"{len(self.skipped_rows)} row(s) skipped)")
         self._by_id = {sample.sample_id: sample for sample in self.samples}
         info_path = self.root / "dataset.json"
         self.info: dict = json.loads(info_path.read_text()) if info_path.is_file() else {}
@@ -100,7 +139,8 @@ class EditDataset:
         return list(self.samples[0].labels)
 
     def image_path(self, folder: str, stem: str, sample: Sample) -> Path:
-        """The file of an image of ``sample`` (``folder/stem.png|.jpg``); ImageReadError naming it if absent."""
+        """The file of an image of ``sample`` (``folder/stem.png|.jpg``); ImageReadError naming it if absent.
+        ``stem`` is a plain file name (checked when the row was read), so the path stays inside the folder."""
         path = find_image(self.root / folder, stem)
         if path is None:
             raise ImageReadError(
@@ -112,10 +152,10 @@ class EditDataset:
     def current_path(self, sample: Sample) -> Path:
         return self.image_path("current", sample.current_dicom_id, sample)
 
-    def _load(self, folder: str, stem: str, sample: Sample) -> np.ndarray:
+    def _load(self, folder: str, stem: str, sample: Sample, mask: bool = False) -> np.ndarray:
         path = self.image_path(folder, stem, sample)
         try:
-            return load_image(path, self.resolution)
+            return load_mask(path, self.resolution) if mask else load_image(path, self.resolution)
         except ImageReadError as error:
             raise ImageReadError(f"sample {sample.sample_id!r} (row {sample.row}): {error}") from error
 
@@ -134,16 +174,26 @@ class EditDataset:
 
     def lesion_mask(self, sample: Sample) -> np.ndarray:
         """The true lesion-change mask, bool HxW (phantom datasets only)."""
-        path = find_image(self.root / "lesion_mask", sample.sample_id)
-        if path is None:
-            raise ImageReadError(f"sample {sample.sample_id!r}: no lesion mask in {self.root / 'lesion_mask'}")
-        return load_mask(path, self.resolution)
+        return self._load("lesion_mask", sample.sample_id, sample, mask=True)
+
+
+def _line_of_byte(data: bytes, position: int) -> int:
+    """1-based line number of a byte offset."""
+    return data.count(b"\n", 0, position) + 1
 
 
 def _read_table(csv_path: Path) -> pd.DataFrame:
+    data = csv_path.read_bytes()
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = _line_of_byte(data, error.start)
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        raise DatasetError(f"{csv_path} line {line} (data row {line - 1}), byte {column} of the line: "
+                           f"{data[error.start:error.start + 4]!r} is not UTF-8; save the file as UTF-8") from None
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except pd.errors.ParserError as error:
         raise DatasetError(f"cannot parse {csv_path}: {error}") from error
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
@@ -151,23 +201,19 @@ def _read_table(csv_path: Path) -> pd.DataFrame:
             f"{csv_path} is missing required column(s) {', '.join(missing)}; "
             f"required: {', '.join(REQUIRED_COLUMNS)}; found: {', '.join(table.columns)}"
         )
-    for column in REQUIRED_COLUMNS:
-        blank = np.flatnonzero(table[column].isna().to_numpy())
-        if len(blank):
-            rows = ", ".join(str(i + 1) for i in blank[:10])
-            raise DatasetError(f"{csv_path}: column {column!r} is blank in row(s) {rows}")
-    bad_split = sorted(set(table["split"]) - set(SPLITS))
-    if bad_split:
-        raise DatasetError(f"{csv_path}: unknown split value(s) {bad_split}; allowed: {', '.join(SPLITS)}")
     if "sample_id" not in table.columns:
-        table["sample_id"] = table["past_dicom_id"] + "_" + table["current_dicom_id"]
-    duplicated = table["sample_id"][table["sample_id"].duplicated()].tolist()
-    if duplicated:
-        raise DatasetError(f"{csv_path}: duplicate sample ids {duplicated[:5]}")
-    unsafe = [s for s in table["sample_id"] if not _SAFE_ID.match(s)]
-    if unsafe:
-        raise DatasetError(f"{csv_path}: sample ids must be file-name safe ([A-Za-z0-9._-]): {unsafe[:5]}")
+        table["sample_id"] = table["past_dicom_id"].fillna("") + "_" + table["current_dicom_id"].fillna("")
     return table
+
+
+def _check_name(value: str | None, column: str, csv_path: Path, index: int) -> str:
+    """A value that names a file must be a plain name: no folder, no '..', no absolute path."""
+    if value is None:
+        raise DatasetError(f"{csv_path} row {index + 1}: column {column!r} is blank")
+    if not _SAFE_ID.match(value) or value in (".", ".."):
+        raise DatasetError(f"{csv_path} row {index + 1}: {column} {value!r} is not a plain file name "
+                           "([A-Za-z0-9._-], no folders)")
+    return value
 
 
 def _label(table: pd.DataFrame, index: int, column: str, csv_path: Path) -> float | None:
@@ -180,7 +226,7 @@ def _label(table: pd.DataFrame, index: int, column: str, csv_path: Path) -> floa
         value = math.nan
     if value not in LABEL_VALUES:
         raise DatasetError(
-            f"{csv_path} row {index + 1}, column {column!r}: label {text!r} is not 1.0, 0.0, -1.0 or blank"
+            f"{csv_path} row {index + 1}: column {column!r}: label {text!r} is not 1.0, 0.0, -1.0 or blank"
         )
     return value
 
@@ -189,6 +235,13 @@ def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
     def get(column: str) -> str | None:
         return _text(table.at[index, column]) if column in table.columns else None
 
+    for column in REQUIRED_COLUMNS:
+        if get(column) is None:
+            raise DatasetError(f"{csv_path} row {index + 1}: column {column!r} is blank")
+    if get("split") not in SPLITS:
+        raise DatasetError(f"{csv_path} row {index + 1}: unknown split {get('split')!r}; allowed: {', '.join(SPLITS)}")
+    for column in ("sample_id", "past_dicom_id", "current_dicom_id"):
+        _check_name(get(column), column, csv_path, index)
     instruction = get("instruction")
     operations_text = get("operations")
     try:
@@ -207,6 +260,8 @@ def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
         age = float(age_text) if age_text is not None else None
     except ValueError:
         raise DatasetError(f"{csv_path} row {index + 1}: age {age_text!r} is not a number") from None
+    if age is not None and not math.isfinite(age):
+        age = None  # unknown: the age metric reports how many samples it excluded
     return Sample(
         sample_id=get("sample_id"),
         split=get("split"),

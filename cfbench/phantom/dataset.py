@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cfbench.core.seeds import derive_seed
+from cfbench.core.storage import process_alive
 from cfbench.datasets.edit_dataset import CSV_NAME, DatasetWriter, Sample
 from cfbench.phantom.render import render_pair
 from cfbench.phantom.scenario import PHANTOM_VERSION, PhantomPair, sample_pair
@@ -98,6 +99,14 @@ def build_phantom_dataset(
     return Path(out)
 
 
+def _remove_dead_builds(cache_dir: Path) -> None:
+    """Remove ``.building-demo-{pid}-*`` folders whose process is gone (a build killed mid-way)."""
+    for folder in cache_dir.glob(".building-demo-*"):
+        pid = folder.name.removeprefix(".building-demo-").split("-")[0]
+        if folder.is_dir() and (not pid.isdigit() or not process_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def demo_dataset(cache_dir: str | Path, resolution: int = 512, progress: bool = True) -> Path:
     """The cached demo dataset (split ``demo``), built on first use.
 
@@ -108,7 +117,8 @@ def demo_dataset(cache_dir: str | Path, resolution: int = 512, progress: bool = 
     if (folder / CSV_NAME).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".building-demo-"))
+    _remove_dead_builds(cache_dir)
+    building = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".building-demo-{os.getpid()}-"))
     try:
         build_phantom_dataset(building, DEMO_SIZE, seed=20261123, resolution=resolution, fractions={"demo": 1.0},
                               progress=progress)

@@ -8,13 +8,18 @@ a message naming model and sample; the other samples go on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from cfbench.api.model import (
@@ -40,7 +45,9 @@ from cfbench.runs.store import RunStore, Shard
 class RunSettings:
     """Everything ``cfbench generate`` needs. Only the fields of :func:`run_config` decide whether an
     existing run folder may be resumed; batch size, device, limit and shard may change between sessions.
-    ``shard``: this process generates only its part of the split (see :class:`cfbench.runs.store.Shard`)."""
+    ``shard``: this process generates only its part of the split (see :class:`cfbench.runs.store.Shard`).
+    ``sample_timeout``: seconds one model call may take before its samples are recorded as failed (None: no
+    limit). ``strict``: refuse a dataset with bad rows instead of leaving those rows out."""
 
     model: str
     split: str
@@ -54,6 +61,8 @@ class RunSettings:
     device: str = "cpu"
     options: dict[str, str] = field(default_factory=dict)
     shard: Shard | None = None
+    sample_timeout: float | None = None
+    strict: bool = False
 
 
 @dataclass
@@ -105,7 +114,7 @@ def generate(
 ) -> GenerateReport:
     """Generate counterfactuals for a split into ``settings.out``, resuming where an earlier session stopped."""
     started = time.perf_counter()
-    dataset = dataset or EditDataset(settings.data_dir, settings.split, settings.resolution)
+    dataset = dataset or EditDataset(settings.data_dir, settings.split, settings.resolution, strict=settings.strict)
     model = model or build_model(settings, dataset)
     runtime = RunSession(
         argv=list(sys.argv),
@@ -160,14 +169,78 @@ def make_request(sample: Sample, dataset: EditDataset, run_seed: int) -> EditReq
 def _load_requests(
     batch: Sequence[Sample], dataset: EditDataset, settings: RunSettings
 ) -> tuple[list[EditRequest], list[tuple[str, str]]]:
-    """The requests of a batch, and (sample id, message) for samples whose input cannot be read."""
+    """The requests of a batch, and (sample id, message) for samples whose input cannot be used (missing,
+    corrupt, too large: anything reading it raised); one bad input never stops the batch."""
     requests, unreadable = [], []
     for sample in batch:
         try:
             requests.append(make_request(sample, dataset, settings.seed))
-        except ImageReadError as error:
-            unreadable.append((sample.sample_id, f"model {settings.model!r}, sample {sample.sample_id!r}: {error}"))
+        except Exception as error:  # noqa: BLE001 -- named and recorded per sample
+            reason = str(error) if isinstance(error, ImageReadError) else f"{type(error).__name__}: {error}"
+            unreadable.append((sample.sample_id, f"model {settings.model!r}, sample {sample.sample_id!r}: {reason}"))
     return requests, unreadable
+
+
+class SampleTimeout(Exception):
+    """A model call ran past ``--sample-timeout``."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise SampleTimeout in this (main) thread after ``seconds``; no limit when None or off the main thread
+    (a timer signal interrupts Python code, and C code when it returns to Python)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise SampleTimeout(f"no result after {seconds:g} s (--sample-timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _call_model(model: CounterfactualModel, requests: list[EditRequest], settings: RunSettings):
+    """``model.edit(requests)`` checked for its result count; a problem is returned as a message, never raised
+    (SystemExit from a model included): one bad batch must not end the run. Ctrl-C still stops it."""
+    try:
+        with _time_limit(settings.sample_timeout):
+            results = model.edit(requests)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001
+        return f"edit() raised {type(error).__name__}: {error}"
+    if not isinstance(results, (list, tuple)) or len(results) != len(requests):
+        count = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+        return f"edit() returned {count} results for {len(requests)} requests"
+    return list(results)
+
+
+def json_safe_info(info: dict, where: str) -> dict:
+    """A model's ``info`` as plain JSON: NumPy scalars and arrays become numbers and lists, non-finite
+    floats become None; anything else that JSON cannot hold raises ResultValidationError naming the key."""
+
+    def convert(value, path: str):
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, dict):
+            return {str(key): convert(item, f"{path}.{key}") for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        raise ResultValidationError(f"{where}: info{path} is a {type(value).__name__}, which JSON cannot hold")
+
+    return convert(info, "")
 
 
 def _run_batch(
@@ -177,6 +250,8 @@ def _run_batch(
     settings: RunSettings,
     store: RunStore,
 ) -> list[str]:
+    """Generate and store one batch; returns the messages of the samples that failed. A batch whose model
+    call fails is retried one sample at a time, so one bad sample does not fail the others."""
     failed: list[str] = []
 
     def fail(sample_id: str, message: str) -> None:
@@ -188,23 +263,19 @@ def _run_batch(
     if not requests:
         return failed
     tick = time.perf_counter()
-    try:
-        results = model.edit(requests)
-    except Exception as error:  # noqa: BLE001 -- one bad batch must not lose the run
-        for request in requests:
-            fail(request.sample_id, f"model {settings.model!r}, sample {request.sample_id!r}: "
-                                    f"edit() raised {type(error).__name__}: {error}")
+    results = _call_model(model, requests, settings)
+    if isinstance(results, str):
+        if len(requests) > 1:
+            for request in requests:
+                failed += _run_batch([request], [], model, settings, store)
+            return failed
+        fail(requests[0].sample_id, f"model {settings.model!r}, sample {requests[0].sample_id!r}: {results}")
         return failed
     seconds = (time.perf_counter() - tick) / len(requests)
-    if not isinstance(results, (list, tuple)) or len(results) != len(requests):
-        count = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
-        for request in requests:
-            fail(request.sample_id, f"model {settings.model!r}, sample {request.sample_id!r}: "
-                                    f"edit() returned {count} results for {len(requests)} requests")
-        return failed
     for request, result in zip(requests, results):
         try:
             validate_result(result, request, settings.model)
+            result.info = json_safe_info(result.info, f"model {settings.model!r}, sample {request.sample_id!r}")
         except ResultValidationError as error:
             fail(request.sample_id, str(error))
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from cfbench.api.model import EditResult
-from cfbench.core.images import load_image, save_png16
-from cfbench.core.storage import JsonlLedger, atomic_write_json, read_jsonl
+from cfbench.core.images import load_image, png_intact, save_png16
+from cfbench.core.storage import FolderLock, JsonlLedger, atomic_write_json, read_jsonl, remove_stale_temporaries
 from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,16 +95,24 @@ class RunStore:
         self.folder = self.files.folder
         self.config = config
         self.shard = shard
-        if self.files.manifest.is_file():
-            existing = RunManifest.read(self.folder)
-            if existing.config != config:
-                raise RunConfigMismatch(_describe_mismatch(self.folder, existing.config, config))
-            self.manifest = existing
-        else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.manifest = RunManifest(config=config, runtime=runtime)
-            self.manifest.write(self.folder)
         suffix = shard.suffix if shard else ""
+        self._lock = FolderLock(self.folder / f".lock{suffix}",
+                                f"run folder {self.folder}" + (f" (shard {shard.index}/{shard.count})" if shard else ""))
+        self._lock.acquire()  # one writer per run folder (per shard); a dead holder's lock is taken over
+        try:
+            remove_stale_temporaries(self.folder)
+            if self.files.manifest.is_file():
+                existing = RunManifest.read(self.folder)
+                if existing.config != config:
+                    raise RunConfigMismatch(_describe_mismatch(self.folder, existing.config, config))
+                self.manifest = existing
+            else:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.manifest = RunManifest(config=config, runtime=runtime)
+                self.manifest.write(self.folder)
+        except BaseException:
+            self._lock.release()
+            raise
         self._results = JsonlLedger(self.files.results_ledger(suffix))
         self._failures = JsonlLedger(self.files.failures_ledger(suffix))
 
@@ -119,8 +130,23 @@ class RunStore:
         self.manifest.write(self.folder)
 
     def finished(self) -> dict[str, FinishedSample]:
-        """Samples finished by any process (all ledgers), so shards may be re-split between sessions."""
-        return {record["sample_id"]: _to_finished(record) for record in read_results(self.folder)}
+        """Samples finished by any process (all ledgers), so shards may be re-split between sessions, whose
+        image files are intact: a sample whose image (or guidance map) was deleted or damaged after it was
+        recorded is left out, so it is generated again."""
+        finished = {}
+        for record in read_results(self.folder):
+            sample = _to_finished(record)
+            damaged = [path for path in self._files_of(sample) if not png_intact(path)]
+            if damaged:
+                logger.warning("run %s: %s of finished sample %s missing or damaged; it is generated again",
+                               self.folder, ", ".join(str(p) for p in damaged), sample.sample_id)
+                continue
+            finished[sample.sample_id] = sample
+        return finished
+
+    def _files_of(self, sample: "FinishedSample") -> list[Path]:
+        files = [self.files.image(sample.sample_id)]
+        return files + [self.files.guidance_map(sample.sample_id)] if sample.has_guidance else files
 
     def save(self, sample_id: str, seed: int, result: EditResult, seconds: float) -> None:
         save_png16(self.files.image(sample_id), result.image)
@@ -146,6 +172,7 @@ class RunStore:
     def close(self) -> None:
         self._results.close()
         self._failures.close()
+        self._lock.release()
 
     def __enter__(self) -> "RunStore":
         return self

@@ -70,14 +70,21 @@ def test_bad_rows_are_named(tmp_path):
     table = pd.read_csv(tmp_path / "instructions.csv", dtype=str)
     table.loc[2, "Cardiomegaly"] = "yes"
     table.to_csv(tmp_path / "instructions.csv", index=False)
-    with pytest.raises(DatasetError, match="row 3, column 'Cardiomegaly': label 'yes'"):
-        EditDataset(tmp_path, "holdout")
+    dataset = EditDataset(tmp_path, "holdout")  # the bad row is left out, with its reason
+    assert [s.row for s in dataset] == [1, 2]
+    assert [str(r) for r in dataset.skipped_rows] == [
+        "row 3 (s002): column 'Cardiomegaly': label 'yes' is not 1.0, 0.0, -1.0 or blank"]
+    with pytest.raises(DatasetError, match="row 3: column 'Cardiomegaly': label 'yes'"):
+        EditDataset(tmp_path, "holdout", strict=True)
 
 
 def test_split_errors(tmp_path, random_dataset):
     with pytest.raises(DatasetError, match="unknown split 'validation'"):
         EditDataset(random_dataset, "validation")
-    with pytest.raises(DatasetError, match="split 'train' has no rows"):
+    with pytest.raises(DatasetError, match="split 'train' has no usable rows"):
         EditDataset(random_dataset, "train")
+    with pytest.raises(DatasetError, match="no such dataset folder"):
+        EditDataset(tmp_path / "nowhere", "holdout")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no instructions.csv"):
         EditDataset(tmp_path / "empty", "holdout")
