@@ -14,9 +14,12 @@ from cfbench.metrics._inputs import PerSampleStore, check_indices, float_array
 
 
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two 1-D arrays, in [-1, 1]; NaN when n < 2 or either array is constant."""
+    """Pearson correlation of two 1-D arrays, in [-1, 1]; NaN when n < 2 or either array is constant.
+    Non-finite input (NaN, inf) is an error: callers leave such samples out and say so."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("pearson_r: input contains NaN or infinite values; exclude those samples first")
     if x.size < 2:
         return math.nan
     x_centred = x - x.mean()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 
 class CliError(RuntimeError):
     """An error the user can fix; printed without a traceback."""
@@ -37,3 +39,36 @@ def report_build(counts: dict, source: str, out: str) -> int:
     if len(counts["failed"]) > 20:
         print(f"  ... and {len(counts['failed']) - 20} more (see dataset.json)", file=sys.stderr)
     return 0
+
+
+MIN_RESOLUTION = 16  # pixels; the phantom renderer and every network need at least this
+
+
+def resolution_type(text: str) -> int:
+    """argparse type of an image side in pixels: an integer >= 16."""
+    value = positive_int(text)
+    if value < MIN_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_RESOLUTION} pixels, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a duration or a scale: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value

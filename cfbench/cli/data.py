@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cfbench.api.model import DEFAULT_RESOLUTION
-from cfbench.cli.common import CliError, progress, report_build
+from cfbench.cli.common import CliError, positive_int, progress, report_build, resolution_type
 
 
 def cmd_data_phantom(args) -> int:
@@ -72,14 +72,14 @@ def cmd_masks_build(args) -> int:
 def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     from cfbench.datasets.registration import MI_THRESHOLD
 
-    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+    parser.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                         help=f"image side of the written dataset in pixels (default {DEFAULT_RESOLUTION})")
     parser.add_argument("--no-register", action="store_true", help="skip the rigid registration of each pair")
     parser.add_argument("--mi-threshold", type=float, default=MI_THRESHOLD, metavar="MI",
                         help=f"discard pairs whose Mattes MI after registration is above this (default "
                              f"{MI_THRESHOLD}, the paper's; see DATASET_CARD.md for the calibration note)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N pairs")
 
 
 def add_verbs(verbs) -> None:
@@ -90,17 +90,17 @@ def add_verbs(verbs) -> None:
     masks_build.add_argument("--ms-cxr", metavar="CSV", help="MS_CXR_Local_Alignment_v1.1.0.csv")
     masks_build.add_argument("--metadata", metavar="CSV", help="mimic-cxr-2.0.0-metadata.csv(.gz), for PA views")
     masks_build.add_argument("--out", required=True, metavar="FILE", help="output .npz")
-    masks_build.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+    masks_build.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                              help=f"mask side in pixels, the dataset's resolution (default {DEFAULT_RESOLUTION})")
     masks_build.set_defaults(handler=cmd_masks_build)
 
     data = verbs.add_parser("data", help="build datasets")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="KIND")
     phantom = data_verbs.add_parser("phantom", help="write a phantom dataset with splits train/holdout/test/val")
-    phantom.add_argument("--n", type=int, default=600, help="number of pairs (default 600)")
+    phantom.add_argument("--n", type=positive_int, default=600, help="number of pairs (default 600)")
     phantom.add_argument("--out", required=True, metavar="DIR")
     phantom.add_argument("--seed", type=int, default=0)
-    phantom.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+    phantom.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                          help=f"image side in pixels (default {DEFAULT_RESOLUTION})")
     phantom.set_defaults(handler=cmd_data_phantom)
     build = data_verbs.add_parser("build", help="build an edit dataset from a public or credentialed release")
@@ -134,6 +134,6 @@ def add_verbs(verbs) -> None:
     icg = sources.add_parser("icg", help="ICG-CXR (ProgEmu): pair folders with JSON, prior and follow-up images")
     icg.add_argument("--root", required=True, metavar="DIR", help="folder holding one sub-folder per pair")
     icg.add_argument("--out", required=True, metavar="DIR")
-    icg.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+    icg.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                      help=f"image side of the written dataset in pixels (default {DEFAULT_RESOLUTION})")
     icg.set_defaults(handler=cmd_data_build_icg)

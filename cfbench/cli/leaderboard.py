@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cfbench.api.model import DEFAULT_RESOLUTION
-from cfbench.cli.common import CliError, progress
+from cfbench.cli.common import CliError, positive_int, progress, resolution_type
 from cfbench.core import config
 from cfbench.core.storage import atomic_write_text
 
@@ -58,7 +58,7 @@ def add_verbs(verbs) -> None:
     """The ``demo`` and ``leaderboard`` verbs."""
     demo = verbs.add_parser("demo", help="run the reference models on the embedded phantom demo split")
     demo.add_argument("--out", metavar="DIR", help="folder for the demo runs (default {runs_dir}/demo)")
-    demo.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    demo.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX")
     demo.add_argument("--leaderboard", metavar="DIR",
                       help="folder for the demo's leaderboard: tables, plots, gallery (default {out}/leaderboard)")
     demo.add_argument("--no-leaderboard", action="store_true", help="skip writing the leaderboard")
@@ -78,7 +78,7 @@ def add_verbs(verbs) -> None:
                             "sets, and the papers' KL scale is unpublished)")
     board.add_argument("--no-plots", action="store_true", help="skip the plots")
     board.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery")
-    board.add_argument("--gallery-samples", type=int, default=8, metavar="N", help="samples in the gallery (default 8)")
+    board.add_argument("--gallery-samples", type=positive_int, default=8, metavar="N", help="samples in the gallery (default 8)")
     board.add_argument("--thumbnail", type=int, default=192, metavar="PX", help="gallery thumbnail side (default 192)")
     board.add_argument("--title", help="title of the leaderboard (default: from the output folder name)")
     board.set_defaults(handler=cmd_leaderboard)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cfbench.cli.common import progress
+from cfbench.cli.common import positive_int, progress, resolution_type
 
 
 def cmd_phantom_train(args) -> int:
@@ -34,8 +34,8 @@ def add_verbs(verbs) -> None:
     train.add_argument("--n-val", type=int, default=1000)
     train.add_argument("--epochs", type=int, default=6)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resolution", type=int, default=256, metavar="PX",
+    train.add_argument("--resolution", type=resolution_type, default=256, metavar="PX",
                        help="side the phantoms are rendered at before the resize to the network input (default 256)")
-    train.add_argument("--workers", type=int, default=2, help="rendering processes")
+    train.add_argument("--workers", type=positive_int, default=2, help="rendering processes")
     train.set_defaults(handler=cmd_phantom_train)
 

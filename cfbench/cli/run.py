@@ -9,7 +9,15 @@ from pathlib import Path
 
 from cfbench.api.model import DEFAULT_RESOLUTION
 from cfbench.api.registry import get_model_class, resolve_model_path
-from cfbench.cli.common import CliError, number, option_pairs, progress
+from cfbench.cli.common import (
+    CliError,
+    number,
+    option_pairs,
+    positive_float,
+    positive_int,
+    progress,
+    resolution_type,
+)
 from cfbench.core import config
 from cfbench.datasets.layout import SPLITS
 from cfbench.evaluation.protocol import EVALUATORS, Protocol
@@ -27,16 +35,21 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="run folder; default: {runs_dir}/{model}-{split}-seed{seed}. "
                              "An existing folder with the same config is resumed.")
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N samples of the split")
-    parser.add_argument("--batch-size", type=int, default=1, metavar="B",
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N samples of the split")
+    parser.add_argument("--batch-size", type=positive_int, default=1, metavar="B",
                         help="requests per model call (results do not depend on it; default 1)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="run seed; each sample's seed is derived from it and the sample id (default 0)")
     parser.add_argument("--device", default="cpu", metavar="D", help="torch device: cpu, cuda, cuda:1 (default cpu)")
-    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX",
+    parser.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                         help=f"benchmark resolution in pixels (default {DEFAULT_RESOLUTION})")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="model-specific option, repeatable")
+    parser.add_argument("--sample-timeout", type=positive_float, metavar="SECONDS",
+                        help="record the samples of a model call that takes longer than this as failed and go on "
+                             "(default: no limit)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a dataset with bad rows (default: leave them out, each named with its reason)")
 
 
 def _data_dir(args) -> Path:
@@ -70,7 +83,8 @@ def _settings_from_args(args):
     return RunSettings(
         model=args.model, split=args.split, data_dir=_data_dir(args), out=out, model_path=model_path,
         resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
-        device=device, options=option_pairs(args.option), shard=shard,
+        device=device, options=option_pairs(args.option), shard=shard, sample_timeout=args.sample_timeout,
+        strict=args.strict,
     )
 
 

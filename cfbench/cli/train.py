@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cfbench.api.model import DEFAULT_RESOLUTION
-from cfbench.cli.common import CliError, progress
+from cfbench.cli.common import CliError, positive_int, progress, resolution_type
 from cfbench.datasets.layout import SPLITS
 
 
@@ -57,12 +57,12 @@ def add_verbs(verbs) -> None:
                      help="InstructPix2Pix or Stable Diffusion diffusers folder (conv_in is widened for SD)")
     x2x.add_argument("--out", required=True, metavar="DIR")
     x2x.add_argument("--split", default="train", choices=SPLITS)
-    x2x.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="PX")
+    x2x.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX")
     x2x.add_argument("--steps", type=int, default=6500, help="optimizer steps (default 6500)")
     x2x.add_argument("--target-batch-size", type=int, default=576, metavar="N",
                      help="effective batch per optimizer step (default 576); must be a multiple of "
                           "--batch-size x processes, the quotient is the gradient accumulation")
-    x2x.add_argument("--batch-size", type=int, default=4, metavar="B", help="per-device micro-batch (default 4)")
+    x2x.add_argument("--batch-size", type=positive_int, default=4, metavar="B", help="per-device micro-batch (default 4)")
     x2x.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
     x2x.add_argument("--warmup-steps", type=int, default=0, metavar="N")
     x2x.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
@@ -77,7 +77,7 @@ def add_verbs(verbs) -> None:
     x2x.add_argument("--keep-checkpoints", type=int, default=2, metavar="N")
     x2x.add_argument("--log-every", type=int, default=10, metavar="K")
     x2x.add_argument("--seed", type=int, default=0)
-    x2x.add_argument("--workers", type=int, default=2, metavar="N", help="data-loading processes (default 2)")
+    x2x.add_argument("--workers", type=positive_int, default=2, metavar="N", help="data-loading processes (default 2)")
     x2x.add_argument("--gradient-checkpointing", action="store_true")
     x2x.set_defaults(handler=cmd_train_instructx2x)
 

@@ -28,7 +28,9 @@ Pixel measures (intensity units of the [0, 1] scale, per-sample means averaged o
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from cfbench.api.evaluator import Evaluator, check_outputs
 from cfbench.core import config
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.core.hashing import file_sha256
+from cfbench.core.images import ImageReadError
 from cfbench.core.prefetch import prefetched
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
@@ -48,6 +51,8 @@ from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol
 from cfbench.evaluation.results import open_run_dataset, save_table, write_metrics
 from cfbench.evaluation.scoring import SampleTable, score
 from cfbench.runs.store import load_generated, read_failures, read_results
+
+logger = logging.getLogger(__name__)
 
 
 def is_phantom(dataset: EditDataset) -> bool:
@@ -107,6 +112,14 @@ def _pixel_measures(generated: np.ndarray, target: np.ndarray, sample: Sample, d
     return values
 
 
+@dataclass(frozen=True)
+class ExcludedSample:
+    """A sample left out of every metric because one of its images could not be used."""
+
+    sample_id: str
+    reason: str
+
+
 def collect(
     run_folder: Path,
     dataset: EditDataset,
@@ -116,35 +129,59 @@ def collect(
     masks: PseudoMasks | None = None,
     batch_size: int = 16,
     progress: bool = True,
-) -> SampleTable:
+) -> tuple[SampleTable, list[ExcludedSample]]:
     """Stream generated images through the evaluators and pixel measures; real outputs from the cache.
 
-    Locality is measured around the true lesion masks on phantom data, else around ``masks``."""
+    Locality is measured around the true lesion masks on phantom data, else around ``masks``. A sample
+    whose generated image, target, prior, counterfactual or mask cannot be read is left out, named with
+    the reason; the table holds the others, in order."""
     resolution = dataset.resolution
     phantom = has_true_lesions(dataset)
     if not phantom and masks is None:
         raise EvaluationError("pseudo masks are needed to measure locality on data without true lesion masks")
     race_classes = next((tuple(e.race_classes) for e in evaluators if "race" in e.outputs), ())
-    truth = _ground_truth(samples, race_classes)
     caches = [EvaluatorOutputCache(cache_dir, evaluator, resolution) for evaluator in evaluators]
-    digests = [file_sha256(dataset.current_path(sample)) for sample in samples]
-    real_rows = [cache.lookup(digests) for cache in caches]  # per evaluator: sample position -> outputs
+    excluded: list[ExcludedSample] = []
+    digests: dict[str, str] = {}
+    for sample in samples:
+        try:
+            digests[sample.sample_id] = file_sha256(dataset.current_path(sample))
+        except (ImageReadError, OSError) as error:
+            excluded.append(ExcludedSample(sample.sample_id, str(error)))
+    usable = [sample for sample in samples if sample.sample_id in digests]
+    real_rows = [cache.lookup([digests[s.sample_id] for s in usable]) for cache in caches]  # position -> outputs
+    kept: list[int] = []  # positions in `usable` that made it through
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}
 
-    def load(positions: list[int]) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
-        batch = [samples[p] for p in positions]
-        images = np.stack([load_generated(run_folder, sample.sample_id, resolution) for sample in batch])
-        targets = np.stack([dataset.current_image(sample) for sample in batch])
-        measures = [_pixel_measures(image, target, sample, dataset, phantom, masks)
-                    for image, target, sample in zip(images, targets, batch)]
-        return images, targets, measures
+    def load_one(sample: Sample):
+        image = load_generated(run_folder, sample.sample_id, resolution)
+        target = dataset.current_image(sample)
+        return image, target, _pixel_measures(image, target, sample, dataset, phantom, masks)
 
-    batches = [list(range(start, min(start + batch_size, len(samples)))) for start in range(0, len(samples), batch_size)]
-    loaded = prefetched(batches, load)
-    for positions, (images, targets, measures) in tqdm(zip(batches, loaded), total=len(batches), desc="evaluating",
-                                                       unit="batch", disable=not progress):
-        for values in measures:
+    def load(positions: list[int]):
+        loaded = []
+        for position in positions:
+            sample = usable[position]
+            try:
+                loaded.append((position, *load_one(sample)))
+            except (ImageReadError, OSError, ValueError) as error:
+                loaded.append((position, error))
+        return loaded
+
+    batches = [list(range(start, min(start + batch_size, len(usable)))) for start in range(0, len(usable), batch_size)]
+    for batch in tqdm(prefetched(batches, load), total=len(batches), desc="evaluating", unit="batch",
+                      disable=not progress):
+        good = [item for item in batch if len(item) == 4]
+        for position, error in (item for item in batch if len(item) == 2):
+            excluded.append(ExcludedSample(usable[position].sample_id, str(error)))
+        if not good:
+            continue
+        positions = [item[0] for item in good]
+        images = np.stack([item[1] for item in good])
+        targets = np.stack([item[2] for item in good])
+        kept += positions
+        for _, _, _, values in good:
             for name, value in values.items():
                 pixel.setdefault(name, []).append(value)
         for evaluator, cache, rows in zip(evaluators, caches, real_rows):
@@ -153,24 +190,33 @@ def collect(
                 generated.setdefault(key, []).append(value)
             missing = [offset for offset, p in enumerate(positions) if p not in rows]
             if missing:  # the real target images are decoded already: score them in the same pass
-                filled = cache.fill([digests[positions[o]] for o in missing], targets[missing])
+                filled = cache.fill([digests[usable[positions[o]].sample_id] for o in missing], targets[missing])
                 rows.update({positions[o]: row for o, row in zip(missing, filled)})
+    for item in excluded:
+        logger.warning("sample %s excluded from every metric: %s", item.sample_id, item.reason)
+    if not kept:
+        raise EvaluationError(f"run {run_folder}: no sample could be evaluated ({len(excluded)} excluded; first: "
+                              f"{excluded[0].sample_id}: {excluded[0].reason})" if excluded else
+                              f"run {run_folder}: no sample to evaluate")
+    table_samples = [usable[p] for p in kept]
+    truth = _ground_truth(table_samples, race_classes)
     real: dict[str, np.ndarray] = {}
     for rows in real_rows:
-        for key in (rows[0].keys() if rows else ()):
-            real[key] = np.stack([rows[p][key] for p in range(len(samples))])
+        for key in (rows[kept[0]].keys() if kept else ()):
+            real[key] = np.stack([rows[p][key] for p in kept])
     explanations = {r["sample_id"]: r.get("explanation") for r in read_results(run_folder)}
-    return SampleTable(
-        sample_ids=[s.sample_id for s in samples],
-        operations=[tuple(sorted({op.op for op in s.operations})) for s in samples],
+    table = SampleTable(
+        sample_ids=[s.sample_id for s in table_samples],
+        operations=[tuple(sorted({op.op for op in s.operations})) for s in table_samples],
         labels=truth["labels"], race=truth["race"], sex_male=truth["sex_male"], age=truth["age"],
         race_classes=race_classes,
         generated={key: np.concatenate(parts) for key, parts in generated.items()},
         real=real,
         pixel={name: np.asarray(values, np.float64) for name, values in pixel.items()},
-        explanations=[explanations.get(s.sample_id) for s in samples],
-        reference_explanations=[s.reference_explanation for s in samples],
+        explanations=[explanations.get(s.sample_id) for s in table_samples],
+        reference_explanations=[s.reference_explanation for s in table_samples],
     )
+    return table, excluded
 
 
 def evaluate_run(
@@ -201,14 +247,19 @@ def evaluate_run(
     cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
     masks = None if has_true_lesions(dataset) else (pseudo_masks or default_pseudo_masks(dataset.root,
                                                                                           dataset.resolution))
-    table = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
+    table, excluded = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
     scores = score(table, protocol)
     failures = {record["sample_id"] for record in read_failures(run_folder)} - finished
     report = {
         "run": manifest.config.to_dict(),
         "dataset": {"path": str(dataset.root), "split": dataset.split, "kind": dataset.info.get("kind", "unknown"),
                     "csv_sha256": manifest.config.dataset_csv_sha256},
-        "n_samples": len(samples),
+        "n_samples": len(table),
+        "n_finished": len(samples),
+        "n_excluded": len(excluded),
+        "excluded_samples": [{"sample_id": item.sample_id, "reason": item.reason} for item in excluded],
+        "dataset_rows_skipped": [{"row": row.row, "sample_id": row.sample_id, "reason": row.reason}
+                                 for row in dataset.skipped_rows],
         "n_in_split": len(dataset),
         "n_failed": len(failures),
         "evaluator": evaluator.identity() if evaluator is not None else None,

@@ -23,6 +23,7 @@ Metric names (all point estimates come with a paired percentile bootstrap interv
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -39,6 +40,7 @@ from cfbench.metrics.fid import FrechetDistance
 from cfbench.metrics.regression import pearson_r
 
 OPERATION_KINDS = ("add", "remove", "change")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,10 +93,12 @@ def _macro_ovr_auroc(probabilities: np.ndarray, labels: np.ndarray, num_classes:
     return float(np.mean([binary_auroc(labels == k, probabilities[:, k]) for k in range(num_classes)]))
 
 
-def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Statistic], dict[str, str]]:
-    """statistic(indices) for every metric the table supports, and the reason for each one it does not."""
+def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Statistic], dict[str, str], dict]:
+    """statistic(indices) for every metric the table supports, the reason for each one it does not, and
+    the samples each metric leaves out (no known race, sex or finite age) with the reason."""
     statistics: dict[str, Statistic] = {}
     skipped: dict[str, str] = {}
+    excluded: dict[str, dict] = {}
     generated = table.generated
     has_labels = not np.isnan(table.labels).all()
     if "pathology" in generated and has_labels:
@@ -114,11 +118,14 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
         ("race_auroc", "race", table.race, table.race >= 0, lambda p, t: _macro_ovr_auroc(p, t, k),
          f"a race in {list(table.race_classes)}"),
         ("sex_auroc", "sex", table.sex_male, ~np.isnan(table.sex_male), lambda p, t: binary_auroc(t, p), "a known sex"),
-        ("age_pearson", "age", table.age, ~np.isnan(table.age), pearson_r, "a known age"),
+        ("age_pearson", "age", table.age, np.isfinite(table.age), pearson_r, "a known, finite age"),
     )
     for name, output, truth, valid, metric, what in retention:
         if output not in generated:
             continue
+        if (~valid).any():
+            excluded[name] = {"n_excluded": int((~valid).sum()), "reason": f"no {what}"}
+            logger.warning("%s: %d of %d samples excluded (no %s)", name, int((~valid).sum()), len(valid), what)
         if valid.sum() < 2:
             skipped[name] = f"fewer than 2 samples with {what}"
             continue
@@ -135,7 +142,7 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
         if np.isfinite(values).any():
             statistics[name] = lambda i, v=values: _nanmean(v[i])
     statistics.update(_text_statistics(table, skipped))
-    return statistics, skipped
+    return statistics, skipped, excluded
 
 
 def _text_statistics(table: SampleTable, skipped: dict[str, str]) -> dict[str, Statistic]:
@@ -181,7 +188,7 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
     """Every metric with its interval, the CMIG/KL/pathology components, and per-operation breakdowns."""
     if len(table) == 0:
         raise ValueError("no samples to score")
-    statistics, skipped = _statistics(table, protocol)
+    statistics, skipped, excluded = _statistics(table, protocol)
     derived = {}
     # the means over findings are functions of the per-finding values of the same replicate: derive them
     # instead of computing every finding's AUROC and F1 twice per replicate
@@ -202,10 +209,15 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
             intervals["fid"] = _fid_interval(table, protocol)
         except ValueError as error:  # e.g. ill-conditioned covariances at N << feature dimension
             skipped["fid"] = f"FID could not be computed on {len(table)} samples: {error}"
+    metrics = {name: _entry(ci) for name, ci in sorted(intervals.items())}
+    for name, exclusion in excluded.items():
+        if name in metrics:  # the metric's n counts the samples it used, and says how many it left out and why
+            metrics[name].update(n=len(table) - exclusion["n_excluded"], **exclusion)
     report = {
         "n": len(table),
-        "metrics": {name: _entry(ci) for name, ci in sorted(intervals.items())},
+        "metrics": metrics,
         "skipped": skipped,
+        "excluded": excluded,
         "components": _components(table, protocol, intervals, accuracy, retention, missing_terms),
     }
     if breakdown:
@@ -318,7 +330,7 @@ def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol
 
 def _with_cmig(table: SampleTable, protocol: Protocol) -> dict[str, Statistic]:
     """The table's statistics plus CMIG and FID as statistics of the indices (for paired differences)."""
-    statistics, _ = _statistics(table, protocol)
+    statistics, _, _ = _statistics(table, protocol)
     accuracy, retention, _ = _cmig_terms(protocol, set(statistics))
     if accuracy and retention:
         components = {name: statistics[name] for name in (*accuracy, *retention)}
