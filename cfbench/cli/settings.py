@@ -60,6 +60,18 @@ def cmd_config(args) -> int:
 def cmd_weights(args) -> int:
     from cfbench.evaluation import weights
 
+    if args.action == "trust":
+        from cfbench.evaluation.weights_trust import trust
+
+        if not args.keys:
+            raise CliError("usage: cfbench weights trust KEY [KEY ...] (keys as listed by `cfbench weights`)")
+        for key in args.keys:
+            try:
+                path = weights.require(key, args.cache_dir)
+            except KeyError as error:
+                raise CliError(error.args[0]) from error
+            print(f"trusted {key}: {path} (SHA-256 {trust(path)})")
+        return 0
     if args.action == "fetch":
         keys = list(weights.CATALOGUE) if args.all else (args.keys or None)
         try:
@@ -69,7 +81,7 @@ def cmd_weights(args) -> int:
         print(weights.weights_table(rows))
         return 0
     if args.keys:
-        raise CliError("keys are only taken by `cfbench weights fetch KEY ...`")
+        raise CliError("keys are only taken by `cfbench weights fetch|trust KEY ...`")
     rows = weights.weights_status(include_optional=args.all, cache_dir=args.cache_dir)
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
@@ -86,8 +98,10 @@ def add_verbs(verbs) -> None:
 
     weights_parser = verbs.add_parser(
         "weights", help="list every weights file the evaluators need (path, size, SHA-256, present), or fetch them")
-    weights_parser.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
-    weights_parser.add_argument("keys", nargs="*", metavar="KEY", help="catalogue keys to fetch (default: the defaults)")
+    weights_parser.add_argument("action", nargs="?", choices=["list", "fetch", "trust"], default="list",
+                                help="list (default); fetch: download; trust: accept the files now present as the "
+                                     "ones to load (their SHA-256 is recorded and checked at every load)")
+    weights_parser.add_argument("keys", nargs="*", metavar="KEY", help="catalogue keys to fetch or trust (fetch default: the defaults)")
     weights_parser.add_argument("--all", action="store_true", help="include optional files")
     weights_parser.add_argument("--force", action="store_true", help="fetch again even if present")
     weights_parser.add_argument("--json", action="store_true", help="machine-readable listing")

@@ -106,15 +106,29 @@ def set_value(key: str, value: str) -> Path:
     """Write ``key = value`` into the config file (other keys kept); returns the file's path."""
     if key not in SETTINGS:
         raise ConfigError(f"unknown setting {key!r}; known: {sorted(SETTINGS)}")
+    value = check_path_value(key, value)
     path = config_file_path()
     values = _read_file(path)
     values[key] = value
-    lines = [f"{name} = {_toml_string(values[name])}" for name in sorted(values)]
+    text = "".join(f"{name} = {_toml_string(values[name])}\n" for name in sorted(values))
+    if {name: str(v) for name, v in tomllib.loads(text).items()} != values:  # the file must read back as written
+        raise ConfigError(f"cannot write {key} = {value!r} as TOML")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, text)
     return path
 
 
+def check_path_value(key: str, value: str) -> str:
+    """Every setting is a folder path: one line of printable text, no control characters."""
+    if not value.strip():
+        raise ConfigError(f"{key}: the value is empty; give a folder path")
+    bad = sorted({repr(c) for c in value if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise ConfigError(f"{key}: a folder path cannot contain control characters ({', '.join(bad)})")
+    return value
+
+
 def _toml_string(value: str) -> str:
+    """A TOML basic string: backslash and quote escaped (control characters are refused before)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'

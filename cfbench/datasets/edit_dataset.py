@@ -206,11 +206,16 @@ def _read_table(csv_path: Path) -> pd.DataFrame:
     return table
 
 
+def is_plain_name(value: str | None) -> bool:
+    """Whether a value that names a file is a plain name ([A-Za-z0-9._-]: no folder, no '..', not absolute),
+    so a path built from it stays inside its dataset folder."""
+    return value is not None and bool(_SAFE_ID.match(value)) and value not in (".", "..")
+
+
 def _check_name(value: str | None, column: str, csv_path: Path, index: int) -> str:
-    """A value that names a file must be a plain name: no folder, no '..', no absolute path."""
     if value is None:
         raise DatasetError(f"{csv_path} row {index + 1}: column {column!r} is blank")
-    if not _SAFE_ID.match(value) or value in (".", ".."):
+    if not is_plain_name(value):
         raise DatasetError(f"{csv_path} row {index + 1}: {column} {value!r} is not a plain file name "
                            "([A-Za-z0-9._-], no folders)")
     return value
@@ -301,6 +306,8 @@ class DatasetWriter:
         counterfactual: np.ndarray | None = None,
         lesion_mask: np.ndarray | None = None,
     ) -> None:
+        """Write the images of a sample (DatasetError, nothing written, when an id is not a plain file name)."""
+        self._check_names(sample)
         save_png16(self.root / "past" / f"{sample.past_dicom_id}.png", past)
         save_png16(self.root / "current" / f"{sample.current_dicom_id}.png", current)
         if counterfactual is not None:
@@ -309,8 +316,15 @@ class DatasetWriter:
             save_mask_png(self.root / "lesion_mask" / f"{sample.sample_id}.png", lesion_mask)
         self.add_row(sample)
 
+    def _check_names(self, sample: Sample) -> None:
+        for what in ("sample_id", "past_dicom_id", "current_dicom_id"):
+            if not is_plain_name(getattr(sample, what)):
+                raise DatasetError(f"{what} {getattr(sample, what)!r} of sample {sample.sample_id!r} is not a plain "
+                                   f"file name ([A-Za-z0-9._-], no folders): refused, nothing written outside {self.root}")
+
     def add_row(self, sample: Sample, extra: dict | None = None) -> None:
         """Record a sample whose images are already in ``past/`` and ``current/``; ``extra`` adds columns."""
+        self._check_names(sample)
         self._rows.append({**sample_to_row(sample), **(extra or {})})
 
     def close(self, info: dict | None = None) -> Path:

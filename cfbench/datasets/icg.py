@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from cfbench.core.findings import CHEXPERT_COLUMNS, Operation
 from cfbench.core.images import ImageReadError, load_image
 from cfbench.datasets.edit_dataset import DatasetWriter, Sample
+from cfbench.datasets.layout import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def build_icg_dataset(root: str | Path, out: str | Path, resolution: int = 512, 
         try:
             sample, prior, follow_up = read_pair(folder, row)
             writer.add(sample, load_image(prior, resolution), load_image(follow_up, resolution))
-        except (ICGError, ImageReadError) as error:
+        except (ICGError, ImageReadError, DatasetError) as error:
             log.warning("skipping %s: %s", folder, error)
             skipped.append(str(error))
     info = {"kind": "icg-cxr", "resolution": resolution, "pairs": len(folders), "written": len(folders) - len(skipped),

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from cfbench.core.images import ImageReadError, load_image, save_png16
 from cfbench.core.storage import JsonlLedger, atomic_write_json, read_jsonl
 from cfbench.datasets.card import write_dataset_card
-from cfbench.datasets.edit_dataset import DatasetWriter, Sample
+from cfbench.datasets.edit_dataset import DatasetWriter, is_plain_name, Sample
 from cfbench.datasets.registration import MI_THRESHOLD, register_pair
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,9 @@ class PairSettings:
 
 def process_pair(job: PairJob, out: Path, settings: PairSettings) -> PairOutcome:
     """Read, resize, register and write one pair (runs in a worker process)."""
+    unsafe = [stem for stem in (job.past_stem, job.current_stem) if not is_plain_name(stem)]
+    if unsafe:  # an id from a metadata file must not lead a write outside the output folder
+        return PairOutcome(job.pair_id, FAILED, error=f"image id {unsafe[0]!r} is not a plain file name")
     try:
         past = load_image(job.past_source, settings.resolution)
         current = load_image(job.current_source, settings.resolution)

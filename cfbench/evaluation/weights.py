@@ -33,6 +33,7 @@ from typing import Iterable
 
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
 from cfbench.core.hashing import cached_sha256, file_sha256
+from cfbench.evaluation.weights_trust import trust
 
 XRV_RELEASE = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
 
@@ -302,7 +303,8 @@ def fetch(keys: Iterable[str] | None = None, progress: bool = True, force: bool 
         if progress:
             sys.stderr.write(f"{entry.key}: {entry.url}\n  -> {target}\n")
         try:
-            _download(entry.url, target, entry.sha256, progress)
+            digest = _download(entry.url, target, entry.sha256, progress)
+            trust(target, digest)  # later loads are checked against what was fetched
         except FetchError:
             raise
         except Exception as error:  # noqa: BLE001 - re-raised with the manual instructions

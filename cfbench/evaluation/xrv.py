@@ -20,7 +20,8 @@ What each network is fed (read from torchxrayvision 1.5.7's forward methods; the
   logits over Male/Female; we report softmax P(Male).
 
 Weights are never downloaded here: every file is checked at its exact path (:mod:`cfbench.evaluation.weights`)
-before the torchxrayvision class is constructed, and a missing file raises ``MissingWeightsError``.
+before the torchxrayvision class is constructed, and a missing file raises ``WeightsNotFoundError``; the file
+must be the one this user trusts, and pickles are read without running code (:mod:`cfbench.evaluation.weights_trust`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from cfbench.api.evaluator import Evaluator, check_images
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.evaluation import weights as weights_manager
+from cfbench.evaluation.weights_trust import restricted_unpickling, verify
 
 PREPROCESSING_VERSION = "xrv-pre-1: [0,1] checked; x*2048-1024; square bilinear antialiased resize to native size"
 
@@ -110,9 +112,12 @@ class XRVModelEvaluator(Evaluator):
         self.cache_dir = cache_dir
         # Check the file at its exact path BEFORE torchxrayvision sees it (it would download otherwise).
         self.weights_path = weights_manager.require(self.weights_key, cache_dir)
-        self._sha256: str | None = None
+        # ...and that it is the file this user trusts, then unpickle it without letting it run code
+        self._sha256: str | None = verify(self.weights_path, self.weights_key,
+                                          weights_manager.get(self.weights_key).sha256)
         xrv = _import_xrv()
-        model = self._build(xrv)
+        with restricted_unpickling():
+            model = self._build(xrv)
         loaded_from = getattr(model, "weights_filename_local", None)
         if loaded_from is not None and Path(loaded_from).resolve() != self.weights_path.resolve():
             raise RuntimeError(f"{self.name}: torchxrayvision loaded {loaded_from}, expected {self.weights_path}")
