@@ -5,3 +5,4 @@ from cfbench.models import instructx2x  # noqa: F401  (registers instructx2x, it
 from cfbench.models import roentgen  # noqa: F401  (registers roentgen, a text-to-image baseline)
 from cfbench.models import pie  # noqa: F401  (registers pie, iterated image-to-image editing)
 from cfbench.models import radedit  # noqa: F401  (registers radedit, DDPM-inversion editing with masks)
+from cfbench.models import biomedjourney  # noqa: F401  (registers biomedjourney, trainable InstructPix2Pix)

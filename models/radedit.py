@@ -59,7 +59,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -71,9 +71,6 @@ from cfbench.core.findings import Operation
 from cfbench.core.seeds import derive_seed
 from cfbench.models.diffusers_folder import DiffusersFolderModel, DiffusionOptions
 from cfbench.models.instructx2x import instruction_operations, load_pseudo_masks
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 PARTS: dict[str, tuple[str, str]] = {
     "unet": ("microsoft/radedit", "the RadEdit UNet (Hugging Face microsoft/radedit, gated: accept the research "
