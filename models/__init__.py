@@ -4,3 +4,5 @@ from cfbench.models import reference  # noqa: F401  (registers identity, ground-
 from cfbench.models import instructx2x  # noqa: F401  (registers instructx2x, its ablations, instructpix2pix)
 from cfbench.models import roentgen  # noqa: F401  (registers roentgen, a text-to-image baseline)
 from cfbench.models import pie  # noqa: F401  (registers pie, iterated image-to-image editing)
+from cfbench.models import radedit  # noqa: F401  (registers radedit, DDPM-inversion editing with masks)
+from cfbench.models import biomedjourney  # noqa: F401  (registers biomedjourney, trainable InstructPix2Pix)

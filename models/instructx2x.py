@@ -159,6 +159,10 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         return {"pseudo_masks": getattr(self.pseudo_masks, "source", None),
                 "rse": {"relevance": self.uses_relevance, "pseudo_mask": self.uses_pseudo_mask}}
 
+    def prompt_text(self, request: EditRequest) -> str:
+        """The text the UNet is conditioned on: the instruction (BiomedJourney overrides it)."""
+        return request.instruction
+
     # ----------------------------------------------------------------------------------- edit
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
@@ -182,7 +186,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         source_latents = image_latents * components.latent_scaling
         conditioning = diffusion.InstructPix2PixConditioning(
             image_latents=image_latents,
-            text_embeddings=diffusion.encode_text(components, [request.instruction for request in requests]),
+            text_embeddings=diffusion.encode_text(components, [self.prompt_text(request) for request in requests]),
             null_embeddings=diffusion.encode_text(components, [""] * len(requests)),
         )
         noise = diffusion.seeded_noise([request.seed for request in requests], tuple(source_latents.shape[1:]),

@@ -86,6 +86,7 @@ class PIEModel(TextPromptedModel):
     description = "PIE: iterated image-to-image Stable Diffusion towards the target report (progressive editing)"
     weights_subdir = "pie"
     weights_help = WEIGHTS_HELP
+    hub_repos = ("IrohXu/stable-diffusion-mimic-cxr-v0.1",)
     settings_class = PIESettings
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:

@@ -54,6 +54,7 @@ class RoentGenModel(TextPromptedModel):
     description = "RoentGen: Stable Diffusion fine-tuned on MIMIC-CXR, prompted with the target impression"
     weights_subdir = "roentgen"
     weights_help = WEIGHTS_HELP
+    hub_repos = ("StanfordAIMI/roent-gen-v1-0",)
     settings_class = RoentGenSettings
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:

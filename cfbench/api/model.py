@@ -111,6 +111,8 @@ class CounterfactualModel(abc.ABC):
     weights_subdir: folder name under the configured weights folder where weights are expected, or None
         for models that need no weights.
     weights_help: how to obtain the weights (shown when they are missing).
+    hub_repos: the Hugging Face repositories ``cfbench weights fetch NAME`` downloads into the local
+        Hugging Face cache (empty: none public); a run reads them with ``--model-path hf:ORG/NAME``.
     """
 
     name: ClassVar[str] = ""
@@ -118,6 +120,7 @@ class CounterfactualModel(abc.ABC):
     native_resolution: ClassVar[int] = DEFAULT_RESOLUTION
     weights_subdir: ClassVar[str | None] = None
     weights_help: ClassVar[str] = ""
+    hub_repos: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
 
     @classmethod

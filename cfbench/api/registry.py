@@ -118,7 +118,20 @@ def expected_weights_path(model_class: type[CounterfactualModel]) -> Path | None
 
 
 def resolve_model_path(model_class: type[CounterfactualModel], model_path: str | Path | None) -> Path | None:
-    """The weights path to use (the given one, else the default), checked to exist."""
+    """The weights path to use (the given one, else the default), checked to exist. ``hf:ORG/NAME[@REV]``
+    is looked up in huggingface_hub's local cache only (see :mod:`cfbench.core.hub`); nothing is downloaded."""
+    from cfbench.core import hub
+
+    if hub.is_hub_spec(model_path):
+        spec = hub.parse_hub_spec(str(model_path))
+        found = hub.resolve_hub_path(spec)
+        if found is None:
+            raise WeightsNotFoundError(MissingWeights(
+                f"weights for model {model_class.name!r} ({spec})", hub.cached_repo_folder(spec),
+                f"Not in the local Hugging Face cache. Run `cfbench weights fetch {model_class.name}` (or "
+                f"`huggingface-cli download {spec.repo_id}`) where a network exists, after accepting the "
+                "repository's terms on huggingface.co; runs never download."))
+        return found
     path = Path(model_path).expanduser() if model_path else expected_weights_path(model_class)
     if path is not None and not path.exists():
         how = model_class.weights_help or "See the model's documentation."

@@ -72,6 +72,8 @@ def cmd_weights(args) -> int:
                 raise CliError(error.args[0]) from error
             print(f"trusted {key}: {path} (SHA-256 {trust(path)})")
         return 0
+    if args.action == "fetch" and args.keys and args.keys[0] in available_models():
+        return _fetch_model_weights(args.keys)
     if args.action == "fetch":
         keys = list(weights.CATALOGUE) if args.all else (args.keys or None)
         try:
@@ -90,6 +92,28 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def _fetch_model_weights(names: list[str]) -> int:
+    """``cfbench weights fetch MODEL``: download a generator's hub repositories into the Hugging Face cache
+    (gated ones need ``huggingface-cli login`` and accepted terms); HF_HUB_OFFLINE=1 only checks the cache."""
+    from cfbench.core import hub
+
+    models = available_models()
+    for name in names:
+        if name not in models:
+            raise CliError(f"unknown model {name!r}")
+        repos = models[name].model_class.hub_repos
+        if not repos:
+            raise CliError(f"model {name!r} has no weights on the Hugging Face hub: "
+                           f"{models[name].model_class.weights_help}")
+        for repo in repos:
+            try:
+                folder = hub.download_snapshot(hub.HubSpec(repo))
+            except Exception as error:  # network, gating, offline cache miss: say which repository
+                raise CliError(f"could not fetch {repo} for {name}: {type(error).__name__}: {error}") from error
+            print(f"{name}: {repo} -> {folder} (use --model-path hf:{repo})")
+    return 0
+
+
 def add_verbs(verbs) -> None:
     """The ``models``, ``weights`` and ``config`` verbs."""
     models = verbs.add_parser("models", help="list registered models, their capabilities and weights")
@@ -101,7 +125,9 @@ def add_verbs(verbs) -> None:
     weights_parser.add_argument("action", nargs="?", choices=["list", "fetch", "trust"], default="list",
                                 help="list (default); fetch: download; trust: accept the files now present as the "
                                      "ones to load (their SHA-256 is recorded and checked at every load)")
-    weights_parser.add_argument("keys", nargs="*", metavar="KEY", help="catalogue keys to fetch or trust (fetch default: the defaults)")
+    weights_parser.add_argument("keys", nargs="*", metavar="KEY",
+                                help="catalogue keys to fetch or trust (fetch default: the defaults), or model names "
+                                     "to fetch (generator weights from the Hugging Face hub into its cache)")
     weights_parser.add_argument("--all", action="store_true", help="include optional files")
     weights_parser.add_argument("--force", action="store_true", help="fetch again even if present")
     weights_parser.add_argument("--json", action="store_true", help="machine-readable listing")

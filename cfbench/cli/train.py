@@ -1,4 +1,5 @@
-"""Verbs that train or convert generators: ``train instructx2x`` and ``convert-ckpt``."""
+"""Verbs that train or convert generators: ``train instructx2x``, ``train biomedjourney`` (the same trainer with
+the progression prompt and the two-stage curriculum) and ``convert-ckpt``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def cmd_train_instructx2x(args) -> int:
         rotation_degrees=args.rotation, center_crop_fraction=args.crop_fraction, hflip_probability=args.hflip,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
         seed=args.seed, num_workers=args.workers, gradient_checkpointing=args.gradient_checkpointing,
+        prompt_source=getattr(args, "prompt_source", "instruction"),
+        report_pair_steps=_report_pair_steps(args),
     )
     try:
         summary = train_instructx2x(train_config, progress=progress(args))
@@ -28,6 +31,14 @@ def cmd_train_instructx2x(args) -> int:
         print(f"trained {summary['steps_this_session']} step(s) (resumed from step {summary['resumed_from_step']}), "
               f"last loss {summary['last_loss']}; pipeline with {summary['exported_weights']} weights in {args.out}")
     return 0
+
+
+def _report_pair_steps(args) -> int:
+    """BiomedJourney's stage-1 length: the flag, else half of the steps; 0 for InstructX2X."""
+    given = getattr(args, "report_pair_steps", None)
+    if given is None:
+        return args.steps // 2 if args.train_verb == "biomedjourney" else 0
+    return given
 
 
 def cmd_convert_ckpt(args) -> int:
@@ -43,6 +54,38 @@ def cmd_convert_ckpt(args) -> int:
     return 0
 
 
+def _add_training_arguments(parser) -> None:
+    """The arguments every InstructPix2Pix-style trainer takes (one trainer, one set of flags)."""
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder (instructions.csv, past/, current/)")
+    parser.add_argument("--base", required=True, metavar="PATH",
+                     help="InstructPix2Pix or Stable Diffusion diffusers folder (conv_in is widened for SD)")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--split", default="train", choices=SPLITS)
+    parser.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
+                        help=f"training image side in pixels (default {DEFAULT_RESOLUTION})")
+    parser.add_argument("--steps", type=positive_int, default=6500, help="optimizer steps (default 6500)")
+    parser.add_argument("--target-batch-size", type=int, default=576, metavar="N",
+                     help="effective batch per optimizer step (default 576); must be a multiple of "
+                          "--batch-size x processes, the quotient is the gradient accumulation")
+    parser.add_argument("--batch-size", type=positive_int, default=4, metavar="B", help="per-device micro-batch (default 4)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
+    parser.add_argument("--warmup-steps", type=int, default=0, metavar="N")
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    parser.add_argument("--no-ema", action="store_true", help="export the raw weights, keep no EMA")
+    parser.add_argument("--ema-decay", type=float, default=0.9999)
+    parser.add_argument("--rotation", type=float, default=2.0, metavar="DEG", help="max rotation (default 2)")
+    parser.add_argument("--crop-fraction", type=float, default=1.0, metavar="F",
+                     help="centre crop side as a fraction of the image (default 1.0: none)")
+    parser.add_argument("--hflip", type=float, default=0.5, metavar="P",
+                     help="horizontal flip probability; left/right words are swapped (default 0.5)")
+    parser.add_argument("--checkpoint-every", type=int, default=500, metavar="K")
+    parser.add_argument("--keep-checkpoints", type=int, default=2, metavar="N")
+    parser.add_argument("--log-every", type=int, default=10, metavar="K")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=positive_int, default=2, metavar="N", help="data-loading processes (default 2)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+
+
 def add_verbs(verbs) -> None:
     """The ``train`` verb group and ``convert-ckpt``."""
     train = verbs.add_parser("train", help="train generators on an edit dataset")
@@ -52,34 +95,21 @@ def add_verbs(verbs) -> None:
         description="Fine-tune InstructX2X from an InstructPix2Pix or Stable Diffusion diffusers folder. "
                     "Multi-GPU: accelerate launch -m cfbench.cli train instructx2x ... Re-run the same "
                     "command to resume; OUT ends as a StableDiffusionInstructPix2PixPipeline folder (EMA weights).")
-    x2x.add_argument("--data", required=True, metavar="DIR", help="dataset folder (instructions.csv, past/, current/)")
-    x2x.add_argument("--base", required=True, metavar="PATH",
-                     help="InstructPix2Pix or Stable Diffusion diffusers folder (conv_in is widened for SD)")
-    x2x.add_argument("--out", required=True, metavar="DIR")
-    x2x.add_argument("--split", default="train", choices=SPLITS)
-    x2x.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX")
-    x2x.add_argument("--steps", type=int, default=6500, help="optimizer steps (default 6500)")
-    x2x.add_argument("--target-batch-size", type=int, default=576, metavar="N",
-                     help="effective batch per optimizer step (default 576); must be a multiple of "
-                          "--batch-size x processes, the quotient is the gradient accumulation")
-    x2x.add_argument("--batch-size", type=positive_int, default=4, metavar="B", help="per-device micro-batch (default 4)")
-    x2x.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
-    x2x.add_argument("--warmup-steps", type=int, default=0, metavar="N")
-    x2x.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    x2x.add_argument("--no-ema", action="store_true", help="export the raw weights, keep no EMA")
-    x2x.add_argument("--ema-decay", type=float, default=0.9999)
-    x2x.add_argument("--rotation", type=float, default=2.0, metavar="DEG", help="max rotation (default 2)")
-    x2x.add_argument("--crop-fraction", type=float, default=1.0, metavar="F",
-                     help="centre crop side as a fraction of the image (default 1.0: none)")
-    x2x.add_argument("--hflip", type=float, default=0.5, metavar="P",
-                     help="horizontal flip probability; left/right words are swapped (default 0.5)")
-    x2x.add_argument("--checkpoint-every", type=int, default=500, metavar="K")
-    x2x.add_argument("--keep-checkpoints", type=int, default=2, metavar="N")
-    x2x.add_argument("--log-every", type=int, default=10, metavar="K")
-    x2x.add_argument("--seed", type=int, default=0)
-    x2x.add_argument("--workers", type=positive_int, default=2, metavar="N", help="data-loading processes (default 2)")
-    x2x.add_argument("--gradient-checkpointing", action="store_true")
+    _add_training_arguments(x2x)
     x2x.set_defaults(handler=cmd_train_instructx2x)
+    journey = train_verbs.add_parser(
+        "biomedjourney", help="train BiomedJourney: InstructPix2Pix on progression prompts, two-stage curriculum",
+        description="The InstructX2X trainer with BiomedJourney's setup: stage 1 (the first --report-pair-steps "
+                    "steps) on single image-report pairs with a dummy black prior image, stage 2 on (prior, "
+                    "progression description, follow-up) triples. Re-run the same command to resume; OUT ends "
+                    "as a folder `cfbench run --model biomedjourney --model-path OUT` loads.")
+    _add_training_arguments(journey)
+    journey.add_argument("--prompt-source", default="progression", choices=["progression", "instruction"],
+                         help="text of the triples: the progression description (default; the instruction "
+                              "where a sample has none) or the instruction")
+    journey.add_argument("--report-pair-steps", type=int, default=None, metavar="K",
+                         help="optimizer steps of stage 1 (image-report pairs; default: half of --steps)")
+    journey.set_defaults(handler=cmd_train_instructx2x)
 
     convert = verbs.add_parser(
         "convert-ckpt", help="convert an original LDM .ckpt/.safetensors into a diffusers pipeline folder",

@@ -3,7 +3,9 @@
 Owns: loading a local diffusers folder, precision policy, grayscale VAE encode/decode, text encoding and
 seeded per-sample noise (:mod:`~cfbench.diffusion.components`); the InstructPix2Pix guidance and DDIM
 editing loop (:mod:`~cfbench.diffusion.instruct_pix2pix`); the text-to-image loop
-(:mod:`~cfbench.diffusion.text_to_image`); Region-Specific Editing maps (:mod:`~cfbench.diffusion.rse`).
+(:mod:`~cfbench.diffusion.text_to_image`); edit-friendly DDPM inversion and its masked reverse pass
+(:mod:`~cfbench.diffusion.ddpm_inversion`, RadEdit); a BERT text encoder with CXR-BERT's projection loaded
+without remote code (:mod:`~cfbench.diffusion.bert_text`); Region-Specific Editing maps (:mod:`~cfbench.diffusion.rse`).
 
 May import: :mod:`cfbench.core`, :mod:`cfbench.datasets`, :mod:`cfbench.api`.
 
@@ -26,6 +28,13 @@ from cfbench.diffusion.components import (
     seeded_noise,
     weights_identity,
 )
+from cfbench.diffusion.ddpm_inversion import (
+    PASTE_BACK_MODES,
+    GuidedText,
+    Inversion,
+    edit_from_inversion,
+    invert_edit_friendly,
+)
 from cfbench.diffusion.instruct_pix2pix import (
     InstructPix2PixConditioning,
     edit_with_instruct_pix2pix,
@@ -35,7 +44,8 @@ from cfbench.diffusion.instruct_pix2pix import (
 from cfbench.diffusion.text_to_image import KeepRegion, generate_from_text
 
 __all__ = [
-    "PRECISIONS", "DiffusionComponents", "InstructPix2PixConditioning", "KeepRegion", "check_resolution",
+    "PASTE_BACK_MODES", "PRECISIONS", "DiffusionComponents", "GuidedText", "Inversion", "edit_from_inversion",
+    "invert_edit_friendly", "InstructPix2PixConditioning", "KeepRegion", "check_resolution",
     "decode_latents", "edit_with_instruct_pix2pix", "encode_images", "encode_text", "generate_from_text",
     "load_diffusion_components", "missing_pipeline_parts", "noise_to_timestep", "predict_guided_noise",
     "predict_text_and_image_noise", "resize_images", "resolve_dtype", "seeded_noise", "weights_identity",

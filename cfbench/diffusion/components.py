@@ -36,6 +36,10 @@ class DiffusionComponents:
     scheduler: a ``DDIMScheduler`` built from the folder's scheduler config (shared state: the loops
         call ``set_timesteps`` on it before each batch).
     dtype: the dtype of the networks' weights; latents and scheduler arithmetic stay float32.
+    vae_dtype: the VAE's dtype when it differs from ``dtype`` (RadEdit's SDXL VAE stays float32 because its
+        fp16 decode overflows); None = ``dtype``.
+    text_attention_mask: pass the tokenizer's attention mask to the text encoder (BERT-style encoders such
+        as CXR-BERT need it; Stable Diffusion's CLIP is called without one, as its pipelines do).
     """
 
     unet: Any
@@ -45,6 +49,13 @@ class DiffusionComponents:
     scheduler: Any
     device: torch.device
     dtype: torch.dtype
+    vae_dtype: torch.dtype | None = None
+    text_attention_mask: bool = False
+
+    @property
+    def vae_network_dtype(self) -> torch.dtype:
+        """The dtype images and latents are cast to for the VAE."""
+        return self.vae_dtype or self.dtype
 
     @property
     def vae_scale_factor(self) -> int:
@@ -173,22 +184,28 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(components: DiffusionComponents, images: torch.Tensor) -> torch.Tensor:
-    """VAE posterior mode of grayscale images.
+def encode_images(components: DiffusionComponents, images: torch.Tensor,
+                  sample_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """VAE posterior mode of grayscale images, or a posterior sample ``mean + std * sample_noise``.
 
     images: float ``B x H x W`` in [0, 1] (H, W divisible by the VAE scale factor).
+    sample_noise: None (the mode), or float32 standard normal noise of the latents' shape (per-sample
+        seeded, see :func:`seeded_noise`).
     Returns float32 ``B x 4 x H/f x W/f`` *unscaled* latents (what InstructPix2Pix conditions on);
     multiply by ``components.latent_scaling`` for the latents the UNet denoises.
     """
     gray = images.to(device=components.device, dtype=torch.float32)[:, None]
-    rgb = (gray.expand(-1, 3, -1, -1) * 2.0 - 1.0).to(components.dtype)
-    return components.vae.encode(rgb).latent_dist.mode().float()
+    rgb = (gray.expand(-1, 3, -1, -1) * 2.0 - 1.0).to(components.vae_network_dtype)
+    posterior = components.vae.encode(rgb).latent_dist
+    if sample_noise is None:
+        return posterior.mode().float()
+    return posterior.mean.float() + posterior.std.float() * sample_noise.to(posterior.mean.device)
 
 
 @torch.no_grad()
 def decode_latents(components: DiffusionComponents, latents: torch.Tensor) -> torch.Tensor:
     """Denoised (scaled) latents -> float32 ``B x H x W`` grayscale images in [0, 1] (mean of the 3 channels)."""
-    unscaled = (latents / components.latent_scaling).to(components.dtype)
+    unscaled = (latents / components.latent_scaling).to(components.vae_network_dtype)
     rgb = components.vae.decode(unscaled).sample.float()
     return ((rgb.clamp(-1.0, 1.0) + 1.0) / 2.0).mean(dim=1)
 
@@ -196,16 +213,22 @@ def decode_latents(components: DiffusionComponents, latents: torch.Tensor) -> to
 # --------------------------------------------------------------------------------------------- text, noise
 
 @torch.no_grad()
-def encode_text(components: DiffusionComponents, prompts: Sequence[str]) -> torch.Tensor:
-    """CLIP last hidden states of prompts (padded/truncated to the tokenizer's maximum length).
+def encode_text(components: DiffusionComponents, prompts: Sequence[str], length: int | None = None) -> torch.Tensor:
+    """Text encoder last hidden states of prompts, padded/truncated to ``length`` tokens (default: the
+    tokenizer's maximum length; 77 for CLIP, 128 for CXR-BERT). The attention mask is passed when
+    ``components.text_attention_mask`` is set.
 
     Returns ``B x L x D`` in the networks' dtype, on their device.
     """
     tokens = components.tokenizer(
-        list(prompts), padding="max_length", max_length=components.tokenizer.model_max_length,
+        list(prompts), padding="max_length", max_length=length or components.tokenizer.model_max_length,
         truncation=True, return_tensors="pt",
     )
-    hidden = components.text_encoder(tokens.input_ids.to(components.device))[0]
+    if components.text_attention_mask:
+        hidden = components.text_encoder(tokens.input_ids.to(components.device),
+                                         attention_mask=tokens.attention_mask.to(components.device))[0]
+    else:
+        hidden = components.text_encoder(tokens.input_ids.to(components.device))[0]
     return hidden.to(components.dtype)
 
 

@@ -74,16 +74,20 @@ from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import atomic_write_json, atomic_write_text, read_jsonl
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.training.base_weights import BaseComponents, load_base_components
+from cfbench.training.checkpoints import (  # noqa: F401  (re-exported: the trainer's public names)
+    EMA_WEIGHTS,
+    ExponentialMovingAverage,
+    TrainingError,
+    checkpoint_folders,
+    read_checkpoint,
+    restore_latest_checkpoint,
+    write_checkpoint,
+)
 from cfbench.training.edit_augment import AugmentSettings, augment_pair
 
 CONFIG_NAME = "train_config.json"
 LOG_NAME = "train_log.jsonl"
 SUMMARY_NAME = "train_summary.json"
-CHECKPOINTS_DIR = "checkpoints"
-STATE_NAME = "trainer_state.json"
-UNET_WEIGHTS = "unet.safetensors"
-EMA_WEIGHTS = "ema_unet.safetensors"
-OPTIMIZER_STATE = "optimizer.pt"
 PIPELINE_ENTRIES: tuple[str, ...] = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler",
                                      "safety_checker", "feature_extractor")
 
@@ -96,10 +100,9 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
      "base_model", "output_dir"}
 )
 MIXED_PRECISION_CHOICES: tuple[str, ...] = ("no", "fp16", "bf16")
+PROMPT_SOURCES: tuple[str, ...] = ("instruction", "progression")
 
 
-class TrainingError(ValueError):
-    """A training setting or folder the user can fix; the message names it."""
 
 
 @dataclass
@@ -120,6 +123,12 @@ class TrainConfig:
     checkpoints (the last step is always checkpointed). keep_checkpoints: how many recent checkpoints to
     keep. log_every: optimizer steps between log records. seed: the run seed. num_workers: data-loading
     processes. gradient_checkpointing: trade compute for UNet activation memory.
+    prompt_source: the text of a (prior, text, target) triple: "instruction", or "progression" (the
+    sample's progression description, ICG-CXR / BiomedJourney style; its instruction where it has none).
+    report_pair_steps: a two-stage curriculum (BiomedJourney): the first ``report_pair_steps`` optimizer steps
+    train on single image-report pairs (the target study's ``target_report`` as text, a dummy all-black prior
+    image), the rest on triples; 0 (InstructX2X) = triples only. The stage of a sample is a function of its
+    stream position, so resumption stays exact across the switch.
     """
 
     data_dir: str
@@ -152,6 +161,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     gradient_checkpointing: bool = False
+    prompt_source: str = "instruction"
+    report_pair_steps: int = 0
 
     def validate(self) -> None:
         positive = ("resolution", "max_train_steps", "target_batch_size", "per_device_batch_size",
@@ -168,6 +179,10 @@ class TrainConfig:
             raise TrainingError(f"conditioning dropout probabilities must lie in [0, 1] and sum to <= 1, got {dropouts}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise TrainingError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.prompt_source not in PROMPT_SOURCES:
+            raise TrainingError(f"prompt_source must be one of {PROMPT_SOURCES}, got {self.prompt_source!r}")
+        if self.report_pair_steps < 0:
+            raise TrainingError(f"report_pair_steps must be >= 0, got {self.report_pair_steps}")
         self.augment_settings()  # raises on bad augmentation values
 
     def augment_settings(self) -> AugmentSettings:
@@ -262,8 +277,12 @@ class MicroBatches(torch.utils.data.Dataset):
         for position in positions:
             sample = self.dataset.samples[self.stream.sample_index(position)]
             rng = np.random.default_rng(derive_seed(self.config.seed, AUGMENT_STREAM, position))
-            pair = augment_pair(self.dataset.past_image(sample), self.dataset.current_image(sample),
-                                sample.instruction, sample.operations, self.augment, rng)
+            current = self.dataset.current_image(sample)
+            if position // self.config.target_batch_size < self.config.report_pair_steps:
+                past, text = np.zeros_like(current), report_text(sample)
+            else:
+                past, text = self.dataset.past_image(sample), triple_text(sample, self.config.prompt_source)
+            pair = augment_pair(past, current, text, sample.operations, self.augment, rng)
             pasts.append(pair.past)
             currents.append(pair.current)
             instructions.append(pair.instruction)
@@ -275,6 +294,23 @@ class MicroBatches(torch.utils.data.Dataset):
             "positions": torch.tensor(positions, dtype=torch.int64),
             "flipped": torch.tensor(flips, dtype=torch.bool),
         }
+
+
+def triple_text(sample, prompt_source: str) -> str:
+    """The text of a training triple: the instruction, or the progression description where the sample has
+    one (``prompt_source="progression"``)."""
+    if prompt_source == "progression" and sample.progression:
+        return sample.progression
+    return sample.instruction
+
+
+def report_text(sample) -> str:
+    """The text of a curriculum stage-1 pair: the target study's report (TrainingError naming the sample when
+    the dataset has none: build it with reports, or set report_pair_steps to 0)."""
+    if not sample.target_report:
+        raise TrainingError(f"sample {sample.sample_id!r} has no target_report for the image-report stage of the "
+                            "curriculum; build the dataset with reports or use --report-pair-steps 0")
+    return sample.target_report
 
 
 def images_to_model_input(images: np.ndarray) -> torch.Tensor:
@@ -392,96 +428,6 @@ def denoising_loss(unet: torch.nn.Module, frozen: FrozenParts, batch: dict, gene
     return F.mse_loss(prediction.float(), target.float())
 
 
-# ------------------------------------------------------------------------------------------------ EMA
-
-
-class ExponentialMovingAverage:
-    """float32 shadow copies of a module's parameters, updated after every optimizer step with
-    decay min(max_decay, (1 + step) / (10 + step)) (the warm-up InstructPix2Pix and LDM use)."""
-
-    def __init__(self, module: torch.nn.Module, max_decay: float):
-        self.max_decay = max_decay
-        self.shadow = {name: p.detach().float().clone() for name, p in module.named_parameters()}
-
-    def decay_at(self, step: int) -> float:
-        return min(self.max_decay, (1.0 + step) / (10.0 + step))
-
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module, step: int) -> None:
-        decay = self.decay_at(step)
-        for name, parameter in module.named_parameters():
-            self.shadow[name].mul_(decay).add_(parameter.detach().float(), alpha=1.0 - decay)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: tensor.detach().cpu().contiguous() for name, tensor in self.shadow.items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = sorted(set(self.shadow) - set(state))
-        if missing:
-            raise TrainingError(f"EMA state lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
-        for name in self.shadow:
-            self.shadow[name].copy_(state[name])
-
-    @torch.no_grad()
-    def copy_to(self, module: torch.nn.Module) -> None:
-        for name, parameter in module.named_parameters():
-            parameter.copy_(self.shadow[name].to(parameter.dtype))
-
-
-# ---------------------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_folders(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoint folders of a run, oldest first."""
-    root = Path(output_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    folders = [path for path in root.iterdir()
-               if path.is_dir() and path.name.startswith("step-") and (path / STATE_NAME).is_file()]
-    return sorted(folders, key=lambda path: int(path.name.split("-")[1]))
-
-
-def read_checkpoint(folder: str | Path) -> dict:
-    """The contents of a checkpoint folder: step state, UNet weights, EMA weights (or None), optimizer."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    state = json.loads((folder / STATE_NAME).read_text())
-    for name in (UNET_WEIGHTS, OPTIMIZER_STATE):
-        if not (folder / name).is_file():
-            raise TrainingError(f"checkpoint {folder} is incomplete: {name} is missing")
-    ema_path = folder / EMA_WEIGHTS
-    return {
-        "state": state,
-        "unet": load_file(folder / UNET_WEIGHTS),
-        "ema": load_file(ema_path) if ema_path.is_file() else None,
-        "optimizer": torch.load(folder / OPTIMIZER_STATE, map_location="cpu", weights_only=True),
-    }
-
-
-def _write_checkpoint(output_dir: Path, step: int, unet: torch.nn.Module, optimizer, ema, state: dict,
-                      keep: int) -> Path:
-    from safetensors.torch import save_file
-
-    root = output_dir / CHECKPOINTS_DIR
-    final = root / f"step-{step:06d}"
-    partial = root / f".partial-step-{step:06d}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in unet.state_dict().items()}
-    save_file(weights, partial / UNET_WEIGHTS)
-    if ema is not None:
-        save_file(ema.state_dict(), partial / EMA_WEIGHTS)
-    torch.save(optimizer.state_dict(), partial / OPTIMIZER_STATE)
-    atomic_write_json(partial / STATE_NAME, state)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-    for old in checkpoint_folders(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 # --------------------------------------------------------------------------------------------- output
 
 
@@ -558,23 +504,6 @@ def _append_log(path: Path, record: dict) -> None:
         stream.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def _restore_latest_checkpoint(output_dir: Path, unet: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                               ema: ExponentialMovingAverage | None) -> dict:
-    """Load the newest complete checkpoint into unet, optimizer and EMA; return its trainer state
-    ({} when there is none, i.e. a fresh start)."""
-    checkpoints = checkpoint_folders(output_dir)
-    if not checkpoints:
-        return {}
-    saved = read_checkpoint(checkpoints[-1])
-    unet.load_state_dict(saved["unet"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if ema is not None:
-        if saved["ema"] is None:
-            raise TrainingError(f"checkpoint {checkpoints[-1]} has no {EMA_WEIGHTS} but use_ema is on")
-        ema.load_state_dict(saved["ema"])
-    return saved["state"]
-
-
 def train_instructx2x(config: TrainConfig, progress: bool = True) -> dict:
     """Run (or resume) training; return the summary written to ``train_summary.json``."""
     from accelerate import Accelerator
@@ -602,7 +531,7 @@ def train_instructx2x(config: TrainConfig, progress: bool = True) -> dict:
                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
     ema = ExponentialMovingAverage(unet, config.ema_decay) if config.use_ema else None
 
-    saved_state = _restore_latest_checkpoint(out, unet, optimizer, ema)
+    saved_state = restore_latest_checkpoint(out, unet, optimizer, ema)
     start_step = int(saved_state.get("step", 0))
     if saved_state and accelerator.is_main_process:
         _keep_log_until(out / LOG_NAME, start_step)
@@ -662,7 +591,7 @@ def train_instructx2x(config: TrainConfig, progress: bool = True) -> dict:
                 state = {"step": done, "samples_seen": done * samples_per_step,
                          "num_processes": accelerator.num_processes,
                          "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
-                _write_checkpoint(out, done, accelerator.unwrap_model(unet), optimizer.optimizer, ema, state,
+                write_checkpoint(out, done, accelerator.unwrap_model(unet), optimizer.optimizer, ema, state,
                                   config.keep_checkpoints)
             accelerator.wait_for_everyone()
     bar.close()
