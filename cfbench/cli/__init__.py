@@ -24,8 +24,10 @@ from cfbench.cli import data, leaderboard, phantom, run, settings, train
 from cfbench.cli.common import CliError
 from cfbench.core import config
 from cfbench.core.errors import WeightsNotFoundError
+from cfbench.core.storage import LockedError
 from cfbench.datasets.layout import DatasetError
 from cfbench.evaluation.protocol import EvaluationError
+from cfbench.evaluation.weights_trust import UntrustedWeightsError
 from cfbench.runs.store import RunConfigMismatch
 
 VERB_GROUPS = (leaderboard, run, settings, phantom, data, train)  # the order of `cfbench --help`
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
-               config.ConfigError, EvaluationError, FileNotFoundError)
+               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError)
 
 
 def main(argv: list[str] | None = None) -> int:

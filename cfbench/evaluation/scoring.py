@@ -124,8 +124,7 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
         if output not in generated:
             continue
         if (~valid).any():
-            excluded[name] = {"n_excluded": int((~valid).sum()), "reason": f"no {what}"}
-            logger.warning("%s: %d of %d samples excluded (no %s)", name, int((~valid).sum()), len(valid), what)
+            excluded[name] = {"n_excluded": int((~valid).sum()), "reason": f"samples without {what}"}
         if valid.sum() < 2:
             skipped[name] = f"fewer than 2 samples with {what}"
             continue
@@ -211,6 +210,9 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
             skipped["fid"] = f"FID could not be computed on {len(table)} samples: {error}"
     metrics = {name: _entry(ci) for name, ci in sorted(intervals.items())}
     for name, exclusion in excluded.items():
+        if breakdown:  # the top-level call, not the per-operation rescoring
+            logger.warning("%s: %d of %d samples excluded (%s)", name, exclusion["n_excluded"], len(table),
+                           exclusion["reason"])
         if name in metrics:  # the metric's n counts the samples it used, and says how many it left out and why
             metrics[name].update(n=len(table) - exclusion["n_excluded"], **exclusion)
     report = {
