@@ -4,7 +4,7 @@ the progression prompt and the two-stage curriculum) and ``convert-ckpt``."""
 from __future__ import annotations
 
 from cfbench.api.model import DEFAULT_RESOLUTION
-from cfbench.cli.common import CliError, positive_int, progress, resolution_type
+from cfbench.cli.common import CliError, non_negative_int, positive_int, progress, resolution_type
 from cfbench.datasets.layout import SPLITS
 
 
@@ -82,7 +82,7 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--keep-checkpoints", type=int, default=2, metavar="N")
     parser.add_argument("--log-every", type=int, default=10, metavar="K")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=positive_int, default=2, metavar="N", help="data-loading processes (default 2)")
+    parser.add_argument("--workers", type=non_negative_int, default=2, metavar="N", help="data-loading processes (default 2)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
 
 
