@@ -4,3 +4,5 @@ from cfbench.models import reference  # noqa: F401  (registers identity, ground-
 from cfbench.models import instructx2x  # noqa: F401  (registers instructx2x, its ablations, instructpix2pix)
 from cfbench.models import roentgen  # noqa: F401  (registers roentgen, a text-to-image baseline)
 from cfbench.models import pie  # noqa: F401  (registers pie, iterated image-to-image editing)
+from cfbench.models import llm_cxr  # noqa: F401  (registers llm-cxr, report -> VQ-GAN tokens -> image)
+from cfbench.models import progemu  # noqa: F401  (registers progemu, image + progression -> image + interpretation)

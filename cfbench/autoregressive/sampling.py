@@ -103,10 +103,17 @@ def draw(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return index
 
 
-def _forward(model, ids, mask, positions, cache):
-    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1)
-    return output.logits[:, -1, :].float(), output.past_key_values
+def _cache_argument(model) -> str:
+    """The forward argument of the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _forward(model, ids, mask, positions, cache, cache_argument):
+    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                   **{cache_argument: cache})
+    return output.logits[:, -1, :].float(), getattr(output, cache_argument)
 
 
 @torch.no_grad()
@@ -133,7 +140,8 @@ def sample_tokens(model, prompts: Sequence[Sequence[int]], generators: Sequence[
     rows = list(prompts) + (list(negative_prompts) if guided else [])
     ids, mask = left_pad(rows, pad_id, device)
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
-    logits, cache = _forward(model, ids, mask, positions, None)
+    cache_argument = _cache_argument(model)
+    logits, cache = _forward(model, ids, mask, positions, None, cache_argument)
     stop = torch.tensor(sorted(set(settings.stop_ids)), dtype=torch.long)
     generated: list[list[int]] = [[] for _ in range(batch)]
     finished = [False] * batch
@@ -157,7 +165,8 @@ def sample_tokens(model, prompts: Sequence[Sequence[int]], generators: Sequence[
             break
         step_ids = torch.cat([tokens, tokens]) if guided else tokens
         mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
-        logits, cache = _forward(model, step_ids[:, None].to(device), mask, next_position, cache)
+        logits, cache = _forward(model, step_ids[:, None].to(device), mask, next_position, cache,
+                                 cache_argument)
         next_position = next_position + 1
     return generated
 
