@@ -31,6 +31,10 @@ def cmd_train_instructx2x(args) -> int:
 
 
 def cmd_convert_ckpt(args) -> int:
+    if args.format == "emu3-vq":
+        return convert_emu3_vq(args)
+    if not args.config:
+        raise CliError("--config DIR is required with --format ldm")
     from cfbench.training.ldm_convert import LdmCheckpointError, convert_ldm_checkpoint
 
     try:
@@ -40,6 +44,21 @@ def cmd_convert_ckpt(args) -> int:
         raise CliError(str(error)) from error
     print(f"wrote {summary['pipeline']} ({summary['unet_weights']} UNet weights, UNet in_channels "
           f"{summary['unet_in_channels']}) to {summary['out']}")
+    return 0
+
+
+def convert_emu3_vq(args) -> int:
+    """BAAI Emu3 vision-tokenizer folder -> transformers ``Emu3VQVAE`` folder (ProgEmu's VQ)."""
+    from pathlib import Path
+
+    from cfbench.autoregressive.emu3_vq import convert_emu3_vq_folder
+
+    source = Path(args.checkpoint)
+    if not (source / "config.json").is_file():
+        raise CliError(f"{source} is not an Emu3 vision-tokenizer folder (no config.json)")
+    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise CliError(f"{args.out} exists and is not empty")
+    print(f"wrote transformers Emu3VQVAE folder {convert_emu3_vq_folder(source, args.out)}")
     return 0
 
 
@@ -84,9 +103,13 @@ def add_verbs(verbs) -> None:
     convert = verbs.add_parser(
         "convert-ckpt", help="convert an original LDM .ckpt/.safetensors into a diffusers pipeline folder",
         description="Uses diffusers' single-file conversion with a local config folder (nothing is fetched).")
-    convert.add_argument("checkpoint", metavar="CKPT", help="LDM checkpoint (.ckpt, .safetensors)")
-    convert.add_argument("--config", required=True, metavar="DIR",
-                         help="diffusers folder of the same architecture (configs + tokenizer; weights unused)")
+    convert.add_argument("checkpoint", metavar="CKPT",
+                         help="LDM checkpoint (.ckpt, .safetensors); with --format emu3-vq: the BAAI folder")
+    convert.add_argument("--format", default="ldm", choices=["ldm", "emu3-vq"],
+                         help="ldm: LDM checkpoint -> diffusers folder; emu3-vq: BAAI Emu3-VisionTokenizer "
+                              "folder -> transformers Emu3VQVAE folder (ProgEmu's vision_tokenizer/)")
+    convert.add_argument("--config", metavar="DIR",
+                         help="(ldm) diffusers folder of the same architecture (configs + tokenizer; weights unused)")
     convert.add_argument("--out", required=True, metavar="DIR", help="new output folder")
     convert.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
                          help="UNet weights: the EMA copy (auto: when present) or the raw ones")

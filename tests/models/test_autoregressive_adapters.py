@@ -204,3 +204,15 @@ def test_cli_run_end_to_end_with_explanations(progemu_folder, llm_cxr_folder, tm
     assert all(metrics[name]["n"] == 3 for name in ("bleu3", "meteor", "rouge_l"))  # the ProgEmu text columns
     assert main(["--quiet", "run", "--model", "llm-cxr", "--model-path", str(llm_cxr_folder), "--split", "demo",
                  "--resolution", "32", "--out", str(tmp_path / "llm-run"), "--limit", "8", "--evaluator", "none"]) == 0
+
+
+def test_cli_converts_an_emu3_vision_tokenizer(tmp_path):
+    from cfbench.autoregressive.emu3_vq import emu3_decode, load_emu3_vq
+    from cfbench.cli import main
+    from tests.helpers.tiny_autoregressive import save_tiny_emu3_vq_baai
+
+    original = save_tiny_emu3_vq_baai(tmp_path / "baai")
+    assert main(["--quiet", "convert-ckpt", str(tmp_path / "baai"), "--format", "emu3-vq", "--out",
+                 str(tmp_path / "hf")]) == 0
+    codes = torch.randint(0, 64, (1, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(emu3_decode(load_emu3_vq(tmp_path / "hf"), codes), emu3_decode(original, codes))
