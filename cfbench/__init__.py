@@ -7,6 +7,7 @@ One subpackage per stage, in the order data flows (a stage imports only the stag
 - :mod:`cfbench.api`: the model contract (``EditRequest`` -> ``EditResult``), the registry, the evaluator contract;
 - :mod:`cfbench.phantom`: phantoms with exact counterfactuals, their datasets and evaluator;
 - :mod:`cfbench.diffusion`: the loops generators share (adapters live in :mod:`cfbench.models`);
+- :mod:`cfbench.autoregressive`: the image-token language-model loop and VQ tokenizers (LLM-CXR, ProgEmu);
 - :mod:`cfbench.runs`: generation into a run folder;
 - :mod:`cfbench.evaluation`: evaluators and metrics (math in :mod:`cfbench.metrics`) -> metrics.json;
 - :mod:`cfbench.leaderboard`: tables, plots, gallery;

@@ -6,3 +6,5 @@ from cfbench.models import roentgen  # noqa: F401  (registers roentgen, a text-t
 from cfbench.models import pie  # noqa: F401  (registers pie, iterated image-to-image editing)
 from cfbench.models import radedit  # noqa: F401  (registers radedit, DDPM-inversion editing with masks)
 from cfbench.models import biomedjourney  # noqa: F401  (registers biomedjourney, trainable InstructPix2Pix)
+from cfbench.models import llm_cxr  # noqa: F401  (registers llm-cxr, report -> VQ-GAN tokens -> image)
+from cfbench.models import progemu  # noqa: F401  (registers progemu, image + progression -> image + interpretation)

@@ -42,6 +42,10 @@ def _report_pair_steps(args) -> int:
 
 
 def cmd_convert_ckpt(args) -> int:
+    if args.format == "emu3-vq":
+        return convert_emu3_vq(args)
+    if not args.config:
+        raise CliError("--config DIR is required with --format ldm")
     from cfbench.training.ldm_convert import LdmCheckpointError, convert_ldm_checkpoint
 
     try:
@@ -86,6 +90,21 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
 
 
+def convert_emu3_vq(args) -> int:
+    """BAAI Emu3 vision-tokenizer folder -> transformers ``Emu3VQVAE`` folder (ProgEmu's VQ)."""
+    from pathlib import Path
+
+    from cfbench.autoregressive.emu3_vq import convert_emu3_vq_folder
+
+    source = Path(args.checkpoint)
+    if not (source / "config.json").is_file():
+        raise CliError(f"{source} is not an Emu3 vision-tokenizer folder (no config.json)")
+    if Path(args.out).exists() and any(Path(args.out).iterdir()):
+        raise CliError(f"{args.out} exists and is not empty")
+    print(f"wrote transformers Emu3VQVAE folder {convert_emu3_vq_folder(source, args.out)}")
+    return 0
+
+
 def add_verbs(verbs) -> None:
     """The ``train`` verb group and ``convert-ckpt``."""
     train = verbs.add_parser("train", help="train generators on an edit dataset")
@@ -114,9 +133,13 @@ def add_verbs(verbs) -> None:
     convert = verbs.add_parser(
         "convert-ckpt", help="convert an original LDM .ckpt/.safetensors into a diffusers pipeline folder",
         description="Uses diffusers' single-file conversion with a local config folder (nothing is fetched).")
-    convert.add_argument("checkpoint", metavar="CKPT", help="LDM checkpoint (.ckpt, .safetensors)")
-    convert.add_argument("--config", required=True, metavar="DIR",
-                         help="diffusers folder of the same architecture (configs + tokenizer; weights unused)")
+    convert.add_argument("checkpoint", metavar="CKPT",
+                         help="LDM checkpoint (.ckpt, .safetensors); with --format emu3-vq: the BAAI folder")
+    convert.add_argument("--format", default="ldm", choices=["ldm", "emu3-vq"],
+                         help="ldm: LDM checkpoint -> diffusers folder; emu3-vq: BAAI Emu3-VisionTokenizer "
+                              "folder -> transformers Emu3VQVAE folder (ProgEmu's vision_tokenizer/)")
+    convert.add_argument("--config", metavar="DIR",
+                         help="(ldm) diffusers folder of the same architecture (configs + tokenizer; weights unused)")
     convert.add_argument("--out", required=True, metavar="DIR", help="new output folder")
     convert.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
                          help="UNet weights: the EMA copy (auto: when present) or the raw ones")
