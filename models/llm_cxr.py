@@ -46,6 +46,8 @@ from cfbench.api.model import Capabilities, CounterfactualModel, EditRequest, Ed
 from cfbench.api.options import ModelOptions
 from cfbench.api.registry import register, resolve_model_path
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
+from cfbench.core.hashing import folder_sha256
+from cfbench.core.precision import resolve_dtype as precision_dtype
 
 PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
           "request.\n\n### Instruction:\n{instruction}\n\nInput:\n{report}\n\n### Response:\n")
@@ -81,19 +83,12 @@ class LLMCXROptions(ModelOptions):
 
 def resolve_dtype(precision: str, device: str):
     """torch dtype of the LM: auto = bf16 on CUDA, fp32 elsewhere."""
-    import torch
-
-    if precision == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return precision_dtype(precision, device, cuda_auto="bf16")
 
 
-def weights_sha256(folder: Path, suffixes=(".safetensors", ".bin", ".ckpt", ".pt", ".tiktoken")) -> dict[str, str]:
+def weights_sha256(folder: Path) -> dict[str, str]:
     """SHA-256 of every weights file under ``folder``, keyed by relative path (cached beside the files)."""
-    from cfbench.core.hashing import cached_sha256
-
-    files = sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix in suffixes)
-    return {str(path.relative_to(folder)): cached_sha256(path) for path in files}
+    return folder_sha256(folder)
 
 
 def vqgan_files(folder: Path) -> tuple[Path | None, Path | None]:

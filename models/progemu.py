@@ -62,7 +62,8 @@ from cfbench.api.model import Capabilities, CounterfactualModel, EditRequest, Ed
 from cfbench.api.options import ModelOptions
 from cfbench.api.registry import register, resolve_model_path
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
-from cfbench.models.llm_cxr import resolve_dtype, weights_sha256
+from cfbench.core.hashing import folder_sha256
+from cfbench.core.precision import resolve_dtype
 
 WEIGHTS_HELP = ("Download https://huggingface.co/massaki75/progemu into this folder (add emu3.tiktoken and "
                 "emu3_vision_tokens.txt from BAAI/Emu3-Stage1 if it lacks them) and "
@@ -133,7 +134,7 @@ class ProgEmu(CounterfactualModel):
         missing = [MissingWeights(what, path, WEIGHTS_HELP) for what, path in needed if not path.is_file()]
         if missing:
             raise WeightsNotFoundError(missing)
-        dtype = resolve_dtype(settings.precision, context.device)
+        dtype = resolve_dtype(settings.precision, context.device, cuda_auto="bf16")
         device_map = None if settings.device_map == "none" else settings.device_map
         lm = load_emu3_lm(folder, dtype=dtype, device=context.device, device_map=device_map)
         vq = load_emu3_vq(folder / "vision_tokenizer", device=context.device)
@@ -214,5 +215,5 @@ class ProgEmu(CounterfactualModel):
         return results
 
     def identity(self) -> dict[str, Any]:
-        return {"weights_sha256": weights_sha256(self.folder), "constrain": self.settings.constrain,
+        return {"weights_sha256": folder_sha256(self.folder), "constrain": self.settings.constrain,
                 "cfg": self.settings.cfg}

@@ -10,6 +10,7 @@ from pathlib import Path
 from cfbench.core.storage import atomic_write_json
 
 HASH_CACHE_NAME = ".cfbench-sha256.json"  # beside hashed weights files: name -> (size, mtime, sha256)
+WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin", ".ckpt", ".pt", ".tiktoken")
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -47,3 +48,11 @@ def cached_sha256(path: str | os.PathLike) -> str:
     except OSError:
         pass
     return digest
+
+
+def folder_sha256(folder: str | os.PathLike, suffixes: tuple[str, ...] = WEIGHT_SUFFIXES) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` whose suffix is in ``suffixes`` (default: weights files and
+    tokenizer tables), keyed by relative path (cached beside the files): the weights identity of a model."""
+    folder = Path(folder)
+    files = sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix in suffixes)
+    return {str(path.relative_to(folder)): cached_sha256(path) for path in files}

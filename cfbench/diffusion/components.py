@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
+from cfbench.core.hashing import folder_sha256
+from cfbench.core.precision import PRECISIONS  # noqa: F401  (re-exported: diffusion.PRECISIONS)
+from cfbench.core.precision import resolve_dtype as precision_dtype
 from cfbench.core.resize import resize_batch
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -75,12 +76,8 @@ class DiffusionComponents:
 
 def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:
     """The weights dtype for a precision option: "auto" -> float16 on CUDA, float32 elsewhere;
-    "fp32" / "fp16" / "bf16" as named."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    "fp32" / "fp16" / "bf16" as named (:func:`cfbench.core.precision.resolve_dtype`)."""
+    return precision_dtype(precision, device, cuda_auto="fp16")
 
 
 def load_diffusion_components(
@@ -168,11 +165,7 @@ def latent_ddim_scheduler(config: dict) -> Any:
 def weights_identity(folder: str | Path) -> dict[str, str]:
     """SHA-256 of every weights file under a pipeline folder, keyed by relative path (cached beside
     the files, see :func:`cfbench.core.hashing.cached_sha256`)."""
-    from cfbench.core.hashing import cached_sha256
-
-    folder = Path(folder)
-    files = sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix in WEIGHT_SUFFIXES)
-    return {str(path.relative_to(folder)): cached_sha256(path) for path in files}
+    return folder_sha256(folder)
 
 
 # --------------------------------------------------------------------------------------------- images
