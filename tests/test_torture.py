@@ -395,3 +395,18 @@ def test_nonsense_numbers_are_refused_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_pair_engine_refuses_ids_that_would_write_outside_out(tmp_path):
+    """The MIMIC and NIH builders write through the pair engine: an id from a metadata file that is a path
+    fails that pair, names it, and writes nothing."""
+    from cfbench.datasets.pair_engine import FAILED, PairJob, PairSettings, process_pair
+
+    source = tmp_path / "source.png"
+    Image.fromarray(np.full((40, 40), 100, np.uint8)).save(source)
+    for stem in ("../../escaped", str(tmp_path / "absolute")):
+        job = PairJob("p0", str(source), str(source), stem, "fine")
+        outcome = process_pair(job, tmp_path / "out", PairSettings(resolution=32, register=False))
+        assert outcome.status == FAILED and "is not a plain file name" in outcome.error
+    assert not list(tmp_path.rglob("escaped*")) and not (tmp_path / "absolute.png").exists()
+    assert not (tmp_path / "out").exists()
