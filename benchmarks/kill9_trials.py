@@ -83,7 +83,7 @@ def main() -> int:
                CFBENCH_CONFIG=str(root / "config.toml"), OMP_NUM_THREADS="1")
     data = root / "data"
     durations = {}  # each stage's uninterrupted wall time: kills are drawn inside it
-    durations["data phantom"] = run(cli("data", "phantom", "--n", "40", "--out", str(data), "--resolution", "64",
+    durations["data phantom"] = run(cli("data", "phantom", "--n", "160", "--out", str(data), "--resolution", "64",
                                         "--seed", "3"), env)
     reference_run = root / "reference-run"
     generate = ["generate", "--model", MODEL, "--split", "holdout", "--data", str(data), "--resolution", "64",
@@ -95,10 +95,11 @@ def main() -> int:
     board = ["--gallery-samples", "4", "--title", "kill-9 trials"]
     durations["leaderboard"] = run(cli("leaderboard", str(reference_run), "--out", str(reference_board), *board), env)
 
+    print("uninterrupted: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in durations.items()), flush=True)
     stages = {
         "generate": lambda out: cli(*generate, "--out", str(out)),
         "eval": None,  # evaluates a copy of the reference run
-        "data phantom": lambda out: cli("data", "phantom", "--n", "40", "--out", str(out), "--resolution", "64",
+        "data phantom": lambda out: cli("data", "phantom", "--n", "160", "--out", str(out), "--resolution", "64",
                                         "--seed", "3"),
         "leaderboard": lambda out: cli("leaderboard", str(reference_run), "--out", str(out), *board),
     }
