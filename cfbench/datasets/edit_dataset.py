@@ -16,7 +16,7 @@ import pandas as pd
 
 from cfbench.core.findings import CHEXPERT_COLUMNS, Operation, parse_instruction
 from cfbench.core.images import ImageReadError, find_image, load_image, load_mask, save_mask_png, save_png16
-from cfbench.core.storage import atomic_write_json, atomic_write_text
+from cfbench.core.storage import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from cfbench.datasets.layout import CSV_NAME, LABEL_VALUES, REQUIRED_COLUMNS, SPLITS, DatasetError
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -296,6 +296,7 @@ class DatasetWriter:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.root)  # left by a build killed mid-write
         self._rows: list[dict] = []
 
     def add(

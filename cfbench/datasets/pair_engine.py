@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 from tqdm.auto import tqdm
 
 from cfbench.core.images import ImageReadError, load_image, save_png16
-from cfbench.core.storage import JsonlLedger, atomic_write_json, read_jsonl
+from cfbench.core.storage import atomic_write_json, JsonlLedger, read_jsonl, remove_stale_temporaries
 from cfbench.datasets.card import write_dataset_card
 from cfbench.datasets.edit_dataset import DatasetWriter, is_plain_name, Sample
 from cfbench.datasets.registration import MI_THRESHOLD, register_pair
@@ -148,6 +148,7 @@ def process_pairs(jobs: Iterable[PairJob], out: str | Path, settings: PairSettin
     included). ``itk_threads``: SimpleITK threads per worker (default: cores / workers)."""
     out = Path(out)
     jobs = list(jobs)
+    remove_stale_temporaries(out)  # left by a build killed mid-write
     _check_settings(out, settings)
     done = read_outcomes(out)
     todo = [job for job in jobs if not is_finished(done.get(job.pair_id), settings)]

@@ -51,6 +51,7 @@ from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol
 from cfbench.evaluation.results import open_run_dataset, save_table, write_metrics
 from cfbench.evaluation.scoring import SampleTable, score
 from cfbench.runs.store import load_generated, read_failures, read_results
+from cfbench.core.storage import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +234,7 @@ def evaluate_run(
 ) -> dict:
     """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz."""
     run_folder = Path(run_folder)
+    remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
     finished = {record["sample_id"] for record in read_results(run_folder)}
     samples = [sample for sample in dataset if sample.sample_id in finished]

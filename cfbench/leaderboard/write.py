@@ -20,7 +20,7 @@ import io
 from pathlib import Path
 
 from cfbench.core.findings import EVALUATED_FINDINGS
-from cfbench.core.storage import atomic_write_text
+from cfbench.core.storage import atomic_write_text, remove_stale_temporaries
 from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
 from cfbench.leaderboard.reported import ALL_TABLES, LEADERBOARD_TABLES
 from cfbench.leaderboard.table_model import (
@@ -96,6 +96,7 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
         return {"written": write_reported_tables(out), "skipped": []}
     runs = load_runs(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by an earlier write killed mid-way
     title = title or f"cfbench leaderboard: {out.name}"
     written, skipped = [], []
     boards = {}
