@@ -23,6 +23,17 @@ def cmd_phantom_train(args) -> int:
     return 0 if held_out["targets_met"] else 1
 
 
+def cmd_phantom_pseudo_masks(args) -> int:
+    from cfbench.phantom.pseudo_masks import phantom_pseudo_masks
+
+    masks = phantom_pseudo_masks(args.n_pairs, args.resolution, progress=progress(args))
+    masks.save(args.out)
+    share = ", ".join(f"{name} {mask.mean():.0%}" for name, mask in sorted(masks.masks.items()))
+    print(f"wrote {args.out}: per-finding unions of true lesion masks over {args.n_pairs} training pairs "
+          f"(share of the image: {share})")
+    return 0
+
+
 def add_verbs(verbs) -> None:
     """The ``phantom`` verb group."""
     phantom_verb = verbs.add_parser("phantom", help="phantom-suite tools")
@@ -38,4 +49,16 @@ def add_verbs(verbs) -> None:
                        help="side the phantoms are rendered at before the resize to the network input (default 256)")
     train.add_argument("--workers", type=positive_int, default=2, help="rendering processes")
     train.set_defaults(handler=cmd_phantom_train)
+
+    masks = phantom_verbs.add_parser(
+        "pseudo-masks", help="per finding, the union of the true lesion masks of the phantom training stream",
+        description="The phantom analogue of MS-CXR pseudo masks (used by InstructX2X's RSE on phantom data). "
+                    "cfbench ships the result as cfbench/data/phantom_pseudo_masks.npz and copies it into every "
+                    "phantom dataset as pseudo_masks.npz.")
+    masks.add_argument("--out", required=True, metavar="FILE", help="output .npz")
+    masks.add_argument("--n-pairs", type=positive_int, default=300, metavar="N",
+                       help="training pairs to take the union over (default %(default)s)")
+    masks.add_argument("--resolution", type=resolution_type, default=128, metavar="PX",
+                       help="mask side in pixels (default %(default)s; masks are resized to each dataset)")
+    masks.set_defaults(handler=cmd_phantom_pseudo_masks)
 

@@ -85,7 +85,8 @@ class PseudoMasks:
     def load(cls, path: str | Path) -> "PseudoMasks":
         with np.load(path, allow_pickle=False) as archive:
             masks = {key[len("mask/"):]: archive[key].astype(bool) for key in archive.files if key.startswith("mask/")}
-            return cls(masks=masks, resolution=int(archive["resolution"] if "resolution" in archive.files else archive["size"]), source=str(archive["source"]))
+            side = archive["resolution"] if "resolution" in archive.files else archive["size"]  # older files: "size"
+            return cls(masks=masks, resolution=int(side), source=str(archive["source"]))
 
 
 def location_region(location: str, size: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import process_alive
 from cfbench.datasets.edit_dataset import CSV_NAME, DatasetWriter, Sample
 from cfbench.phantom.render import render_pair
+from cfbench.phantom.pseudo_masks import write_dataset_pseudo_masks
 from cfbench.phantom.scenario import PHANTOM_VERSION, PhantomPair, sample_pair
 
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.70, "holdout": 0.20, "test": 0.05, "val": 0.05}
@@ -44,7 +45,9 @@ def assign_splits(n: int, fractions: dict[str, float], seed: int) -> list[str]:
     return assigned
 
 
-DATASET_FORMAT = 2  # bump when the written columns change (the cached demo split is rebuilt): 2 = target_report
+# bump when what a dataset holds changes (the cached demo split is rebuilt): 2 = target_report,
+# 3 = pseudo_masks.npz (the shipped phantom pseudo masks)
+DATASET_FORMAT = 3
 
 
 def phantom_sample(pair: PhantomPair, index: int, dataset_seed: int, split: str) -> Sample:
@@ -92,9 +95,11 @@ def build_phantom_dataset(
             lesion_mask=rendered.lesion_change_mask,
         )
     counts = {name: splits.count(name) for name in fractions}
+    write_dataset_pseudo_masks(out)  # what pseudo_masks=auto reads, as MS-CXR masks in a MIMIC build
     writer.close(
         info={"kind": "phantom", "phantom_version": PHANTOM_VERSION, "n": n, "seed": seed, "resolution": resolution,
-              "split_counts": counts}
+              "split_counts": counts, "pseudo_masks": "pseudo_masks.npz: union of true lesion masks of the "
+                                                      "phantom training stream (cfbench phantom pseudo-masks)"}
     )
     return Path(out)
 

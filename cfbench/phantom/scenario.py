@@ -27,14 +27,14 @@ PNEUMOTHORAX_LEVELS: tuple[str, ...] = ("small", "large")
 ATELECTASIS_LOCATIONS: tuple[str, ...] = ("left base", "right base")
 
 # FindingState field <-> instruction spelling <-> CheXpert column.
-_FIELDS: dict[str, tuple[str, str]] = {
+FINDING_FIELDS: dict[str, tuple[str, str]] = {
     "atelectasis": ("atelectasis", "Atelectasis"),
     "cardiomegaly": ("cardiomegaly", "Cardiomegaly"),
     "edema": ("edema", "Edema"),
     "effusion": ("pleural effusion", "Pleural Effusion"),
     "pneumothorax": ("pneumothorax", "Pneumothorax"),
 }
-_COLUMN_TO_FIELD = {column: name for name, (_, column) in _FIELDS.items()}
+_COLUMN_TO_FIELD = {column: name for name, (_, column) in FINDING_FIELDS.items()}
 assert set(_COLUMN_TO_FIELD) == set(EVALUATED_FINDINGS)
 
 
@@ -120,7 +120,7 @@ class FindingState:
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, name) is None for name in _FIELDS)
+        return all(getattr(self, name) is None for name in FINDING_FIELDS)
 
     def impression(self) -> str:
         """A radiology-impression-style sentence list of the findings ("Small left pleural effusion.
@@ -229,7 +229,7 @@ def _random_value(name: str, rng: np.random.Generator):
 def sample_findings(rng: np.random.Generator) -> FindingState:
     """Each finding present independently with probability 0.35, with random location and level."""
     values = {}
-    for name in _FIELDS:
+    for name in FINDING_FIELDS:
         present = rng.random() < _P_PRESENT
         values[name] = _random_value(name, rng) if present else None
     return FindingState(**values)
@@ -293,7 +293,7 @@ def operations_between(past: FindingState, current: FindingState) -> list[Operat
     operations: list[Operation] = []
     for column in EVALUATED_FINDINGS:
         name = _COLUMN_TO_FIELD[column]
-        finding = _FIELDS[name][0]
+        finding = FINDING_FIELDS[name][0]
         before, after = getattr(past, name), getattr(current, name)
         if before == after:
             continue
@@ -322,7 +322,7 @@ def sample_pair(pair_seed: int) -> PhantomPair:
     patient = sample_patient(rng)
     past = sample_findings(rng)
     n_changes = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-    names = list(_FIELDS)
+    names = list(FINDING_FIELDS)
     changed = rng.choice(len(names), size=n_changes, replace=False)
     values = {name: getattr(past, name) for name in names}
     for index in sorted(int(i) for i in changed):

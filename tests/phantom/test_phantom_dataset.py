@@ -99,3 +99,20 @@ def test_impression_names_each_current_finding_with_its_level_and_side():
                          atelectasis="left base")
     assert state.impression() == ("Small left pleural effusion. Mild cardiomegaly. Large right pneumothorax. "
                                   "Atelectasis at the left base.")
+
+
+def test_phantom_datasets_carry_the_shipped_pseudo_masks(tmp_path):
+    """Every phantom dataset has pseudo_masks.npz (the shipped per-finding unions of true lesion masks of the
+    training stream), and those unions contain the lesion masks of the first training pairs."""
+    from cfbench.datasets.pseudo_masks import DATASET_MASKS, PseudoMasks, default_pseudo_masks
+    from cfbench.phantom.pseudo_masks import phantom_pseudo_masks, shipped_phantom_pseudo_masks
+
+    out = build_phantom_dataset(tmp_path / "d", 6, seed=1, resolution=32, progress=False)
+    shipped = shipped_phantom_pseudo_masks()
+    copied = PseudoMasks.load(out / DATASET_MASKS)
+    assert sorted(copied.masks) == ["atelectasis", "cardiomegaly", "edema", "pleural effusion", "pneumothorax"]
+    assert all(np.array_equal(copied.masks[k], shipped.masks[k]) for k in shipped.masks)
+    assert default_pseudo_masks(out, 32).source == shipped.source
+    few = phantom_pseudo_masks(n_pairs=12, progress=False)
+    for name, mask in few.masks.items():
+        assert mask.any() and not (mask & ~shipped.masks[name]).any()  # a subset of the 300-pair union
