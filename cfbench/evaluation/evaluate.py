@@ -20,7 +20,9 @@ Pixel measures (intensity units of the [0, 1] scale, per-sample means averaged o
   acquisition): not 0 even for a perfect counterfactual on real data.
 - phantoms only (exact counterfactual and lesion-change mask known): ``mae_to_true_counterfactual``,
   ``change_inside_lesion`` = mean |generated - input| inside the true lesion-change mask, and
-  ``change_outside_lesion`` = the same outside it (0 = perfectly local edit).
+  ``change_outside_lesion`` = the same outside it (0 = perfectly local edit), and for models that return
+  guidance maps ``guidance_auroc``: the AUROC of the guidance map as a pixel-wise detector of the true
+  lesion-change mask (1 = the map ranks every changed pixel above every unchanged one, 0.5 = chance).
 - other data: ``change_inside_pseudo_mask`` / ``change_outside_pseudo_mask``, the same around the pseudo
   mask of the instruction's findings (:mod:`cfbench.datasets.pseudo_masks`; the dataset's own ``pseudo_masks.npz``
   when it has one, e.g. MS-CXR boxes, else NIH box unions).
@@ -40,7 +42,7 @@ from cfbench.api.evaluator import Evaluator, check_outputs
 from cfbench.core import config
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.core.hashing import file_sha256
-from cfbench.core.images import ImageReadError
+from cfbench.core.images import ImageReadError, load_image
 from cfbench.core.prefetch import prefetched
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
@@ -50,6 +52,8 @@ from cfbench.evaluation.output_cache import EvaluatorOutputCache
 from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol
 from cfbench.evaluation.results import open_run_dataset, save_table, write_metrics
 from cfbench.evaluation.scoring import SampleTable, score
+from cfbench.metrics.classification import binary_auroc
+from cfbench.runs.manifest import RunFiles
 from cfbench.runs.store import load_generated, read_failures, read_results
 from cfbench.core.storage import remove_stale_temporaries
 
@@ -95,12 +99,14 @@ def _ground_truth(samples: list[Sample], race_classes: tuple[str, ...]) -> dict[
 
 
 def _pixel_measures(generated: np.ndarray, target: np.ndarray, sample: Sample, dataset: EditDataset,
-                    phantom: bool, masks: PseudoMasks | None) -> dict[str, float]:
+                    phantom: bool, masks: PseudoMasks | None, guidance: np.ndarray | None = None) -> dict[str, float]:
     values = {"mae_to_target": float(np.abs(generated - target).mean())}
     if phantom:
         region = dataset.lesion_mask(sample)
         values["mae_to_true_counterfactual"] = float(np.abs(generated - dataset.counterfactual_image(sample)).mean())
         names = ("change_inside_lesion", "change_outside_lesion")
+        if guidance is not None:  # the guidance map as a pixel-wise detector of the true change (NaN: one class)
+            values["guidance_auroc"] = binary_auroc(region.ravel().astype(np.int8), guidance.ravel())
     else:
         region = masks.mask_for(sample.operations, dataset.resolution)
         names = ("change_inside_pseudo_mask", "change_outside_pseudo_mask")
@@ -155,10 +161,14 @@ def collect(
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}
 
+    with_guidance = {r["sample_id"] for r in read_results(run_folder) if r.get("has_guidance")}
+
     def load_one(sample: Sample):
         image = load_generated(run_folder, sample.sample_id, resolution)
         target = dataset.current_image(sample)
-        return image, target, _pixel_measures(image, target, sample, dataset, phantom, masks)
+        guidance = (load_image(RunFiles(run_folder).guidance_map(sample.sample_id), resolution)
+                    if phantom and sample.sample_id in with_guidance else None)
+        return image, target, _pixel_measures(image, target, sample, dataset, phantom, masks, guidance)
 
     def load(positions: list[int]):
         loaded = []

@@ -62,6 +62,9 @@ _METRICS = (
                "mean |generated - input| inside the true lesion-change mask (phantoms only)"),
     MetricName("change_outside_lesion", "Change outside lesion", False, "pixel intensity in [0, 1]",
                "mean |generated - input| outside the true lesion-change mask (phantoms only; 0 = local)"),
+    MetricName("guidance_auroc", "Guidance map AUROC", True, "AUROC in [0, 1]",
+               "AUROC of the guidance map as a pixel-wise detector of the true lesion-change mask, mean over "
+               "samples (phantoms only; models that return guidance maps)"),
     MetricName("change_inside_pseudo_mask", "Change inside pseudo mask", None, "pixel intensity in [0, 1]",
                "mean |generated - input| inside the pseudo mask of the instruction's findings"),
     MetricName("change_outside_pseudo_mask", "Change outside pseudo mask", False, "pixel intensity in [0, 1]",

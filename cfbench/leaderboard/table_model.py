@@ -115,12 +115,14 @@ LAYOUTS: dict[str, Layout] = {
             Column("inside", "change_inside_lesion", 1.0, 4, group="Mean |generated - input|"),
             Column("mae_cf", "mae_to_true_counterfactual", 1.0, 4),
             Column("mae_target", "mae_to_target", 1.0, 4),
+            Column("guidance", "guidance_auroc", 1.0, 3),
         ),
         notes=("Pixel values in [0, 1]. Lesion = the true lesion-change mask on phantoms, else the pseudo masks "
                "given to `cfbench eval --pseudo-masks` (see metrics.json, locality_region). Change inside the "
                "lesion is descriptive (an edit should change it by the right amount, not maximally); MAE to the "
                "true counterfactual exists on phantoms only; MAE to the real target includes the pose change, so "
-               "it is not 0 for a perfect edit and is not ranked.",),
+               "it is not 0 for a perfect edit and is not ranked. Guidance map AUROC (phantoms, models that return "
+               "a map): the map as a pixel-wise detector of the true lesion change, mean over samples.",),
         optional=True,
     ),
 }

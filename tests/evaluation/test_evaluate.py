@@ -241,3 +241,30 @@ def test_fid_interval_is_the_percentile_interval_shifted_by_the_bootstrap_bias(p
     assert bias > 0  # the resampled FIDs are larger than the FID on all samples
     assert fid["ci_low"] == pytest.approx(max(0.0, raw.low - bias)) and fid["ci_high"] == pytest.approx(raw.high - bias)
     assert fid["ci_low"] <= fid["value"] <= fid["ci_high"]
+
+
+def test_guidance_map_auroc_measures_the_map_against_the_true_lesion_change(tmp_path):
+    """guidance_auroc = per-sample AUROC of the guidance map as a detector of the true lesion-change mask
+    (scikit-learn on the same pixels), averaged: the exact mask scores 1, its complement 0."""
+    from cfbench.core.images import load_image, save_png16
+    from cfbench.datasets.edit_dataset import EditDataset
+
+    data = build_phantom_dataset(tmp_path / "data", 6, seed=2, resolution=32, fractions={"holdout": 1.0},
+                                 progress=False)
+    settings = RunSettings(model="tests.helpers.fake_models:NoisyEditModel", split="holdout", data_dir=data,
+                           out=tmp_path / "run", resolution=32)
+    generate(settings, progress=False)
+    report = evaluate_run(tmp_path / "run", evaluator="none", progress=False)
+    dataset = EditDataset(data, "holdout", 32)
+    expected = []
+    for sample in dataset:
+        truth = dataset.lesion_mask(sample).ravel()
+        guidance = load_image(tmp_path / "run" / "guidance" / f"{sample.sample_id}.png", 32).ravel()
+        if truth.any() and not truth.all():
+            expected.append(roc_auc_score(truth, guidance))
+    assert report["metrics"]["guidance_auroc"]["value"] == pytest.approx(np.mean(expected), abs=1e-12)
+    for sample in dataset:  # now the exact masks as guidance maps: a perfect detector
+        save_png16(tmp_path / "run" / "guidance" / f"{sample.sample_id}.png",
+                   dataset.lesion_mask(sample).astype(np.float32))
+    assert evaluate_run(tmp_path / "run", evaluator="none", progress=False)["metrics"]["guidance_auroc"][
+        "value"] == pytest.approx(1.0)
