@@ -6,6 +6,7 @@ Diffusion variant (RoentGen, PIE). Not registered models themselves.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cfbench.api.model import CounterfactualModel, LoadContext
 from cfbench.api.options import ModelOptions
 from cfbench.api.registry import resolve_model_path
+from cfbench.core.config import PACKAGE_DATA_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
     from cfbench.diffusion.components import DiffusionComponents
@@ -61,12 +63,15 @@ class DiffusersFolderModel(CounterfactualModel):
         from cfbench import diffusion
 
         settings = cls.settings_class.from_options(context.options)
-        folder = resolve_model_path(cls, context.model_path)
+        kind = context.dataset.info.get("kind") if context.dataset is not None else None
+        folder = resolve_model_path(cls, context.model_path, kind)
         components = diffusion.load_diffusion_components(
             folder, cls.pipeline_class, device=context.device,
             dtype=diffusion.resolve_dtype(settings.precision, context.device),
             expected_unet_in_channels=cls.unet_in_channels, scheduler=cls.scheduler_choice(settings),
         )
+        if "native_resolution" not in context.options:  # the side the folder's networks were made for
+            settings = dataclasses.replace(settings, native_resolution=components.native_resolution)
         diffusion.check_resolution(components, settings.native_resolution, folder)
         model = cls(components, settings, folder)
         model.prepare(context)
@@ -78,7 +83,10 @@ class DiffusersFolderModel(CounterfactualModel):
     def identity(self) -> dict[str, Any]:
         from cfbench import diffusion
 
-        return {"weights_sha256": diffusion.weights_identity(self.weights_folder), **self.identity_extra()}
+        identity = {"weights_sha256": diffusion.weights_identity(self.weights_folder)}
+        if self.weights_folder.resolve().is_relative_to(PACKAGE_DATA_DIR.resolve()):
+            identity["source"] = f"phantom checkpoint shipped with cfbench ({self.weights_folder.name})"
+        return {**identity, "native_resolution": self.settings.native_resolution, **self.identity_extra()}
 
     def identity_extra(self) -> dict[str, Any]:
         return {}

@@ -120,6 +120,7 @@ class CounterfactualModel(abc.ABC):
     native_resolution: ClassVar[int] = DEFAULT_RESOLUTION
     weights_subdir: ClassVar[str | None] = None
     weights_help: ClassVar[str] = ""
+    phantom_weights: ClassVar[str | None] = None
     hub_repos: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
 

@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from cfbench.api.model import CounterfactualModel
-from cfbench.core.config import resolve_path
+from cfbench.core.config import PACKAGE_DATA_DIR, resolve_path
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
 
 ENTRY_POINT_GROUP = "cfbench.models"
@@ -117,11 +117,24 @@ def expected_weights_path(model_class: type[CounterfactualModel]) -> Path | None
     return resolve_path("weights_dir") / model_class.weights_subdir
 
 
-def resolve_model_path(model_class: type[CounterfactualModel], model_path: str | Path | None) -> Path | None:
-    """The weights path to use (the given one, else the default), checked to exist. ``hf:ORG/NAME[@REV]``
-    is looked up in huggingface_hub's local cache only (see :mod:`cfbench.core.hub`); nothing is downloaded."""
+def phantom_weights_path(model_class: type[CounterfactualModel]) -> Path | None:
+    """The shipped phantom-trained weights of a model (``cfbench/data/{phantom_weights}``), when it has them."""
+    if model_class.phantom_weights is None:
+        return None
+    path = PACKAGE_DATA_DIR / model_class.phantom_weights
+    return path if path.exists() else None
+
+
+def resolve_model_path(model_class: type[CounterfactualModel], model_path: str | Path | None,
+                       dataset_kind: str | None = None) -> Path | None:
+    """The weights path to use, checked to exist: the given one; else, on a phantom dataset
+    (``dataset_kind == "phantom"``), the model's shipped phantom checkpoint when it has one; else
+    ``{weights_dir}/{weights_subdir}``. ``hf:ORG/NAME[@REV]`` is looked up in huggingface_hub's local cache
+    only (see :mod:`cfbench.core.hub`); nothing is downloaded."""
     from cfbench.core import hub
 
+    if not model_path and dataset_kind == "phantom" and phantom_weights_path(model_class) is not None:
+        return phantom_weights_path(model_class)
     if hub.is_hub_spec(model_path):
         spec = hub.parse_hub_spec(str(model_path))
         found = hub.resolve_hub_path(spec)
@@ -135,6 +148,9 @@ def resolve_model_path(model_class: type[CounterfactualModel], model_path: str |
     path = Path(model_path).expanduser() if model_path else expected_weights_path(model_class)
     if path is not None and not path.exists():
         how = model_class.weights_help or "See the model's documentation."
+        if phantom_weights_path(model_class) is not None:
+            how += (" (cfbench's own phantom-trained checkpoint is used on phantom datasets only, e.g. "
+                    "--split demo; real data needs the real weights.)")
         raise WeightsNotFoundError(MissingWeights(
             f"weights for model {model_class.name!r}", path,
             f"{how} Then pass --model-path, or place them at {{weights_dir}}/{model_class.weights_subdir} "

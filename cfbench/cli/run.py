@@ -19,7 +19,7 @@ from cfbench.cli.common import (
     resolution_type,
 )
 from cfbench.core import config
-from cfbench.datasets.layout import SPLITS
+from cfbench.datasets.layout import SPLITS, dataset_kind
 from cfbench.evaluation.protocol import EVALUATORS, Protocol
 
 
@@ -72,11 +72,10 @@ def _settings_from_args(args):
     from cfbench.runs.generate import RunSettings
 
     model_class = get_model_class(args.model)
-    model_path = resolve_model_path(model_class, args.model_path)
-    if args.batch_size < 1:
-        raise CliError("--batch-size must be >= 1")
-    if args.limit is not None and args.limit < 1:
-        raise CliError("--limit must be >= 1")
+    kind = "phantom" if args.split == "demo" and not args.data else None  # the embedded demo set is phantoms
+    if kind is None and not args.model_path and model_class.phantom_weights:
+        kind = dataset_kind(_data_dir(args))  # phantom data: the model's shipped phantom checkpoint
+    model_path = resolve_model_path(model_class, args.model_path, kind)
     safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
     out = Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
     shard, device = _shard_and_device(getattr(args, "shard", None), args.device)

@@ -32,3 +32,15 @@ CSV_NAME = "instructions.csv"
 
 class DatasetError(ValueError):
     """The dataset folder or its CSV breaks the layout; the message names the file, row or column."""
+
+
+def dataset_kind(root) -> str | None:
+    """The ``kind`` a dataset folder's ``dataset.json`` declares ("phantom", "nih", ...), or None."""
+    import json
+    from pathlib import Path
+
+    path = Path(root) / "dataset.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") if path.is_file() else None
+    except (OSError, ValueError):
+        return None

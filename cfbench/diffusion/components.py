@@ -64,6 +64,13 @@ class DiffusionComponents:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def native_resolution(self) -> int:
+        """The image side the folder's UNet was configured for: its latent ``sample_size`` times the VAE
+        factor (512 for Stable Diffusion and InstructPix2Pix)."""
+        size = self.unet.config.sample_size
+        return int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
+
+    @property
     def image_size_multiple(self) -> int:
         """Image sides must be multiples of this: the VAE's factor times the UNet's downsampling (64 for SD)."""
         return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
