@@ -74,6 +74,11 @@ WEIGHTS_HELP = (
 )
 
 
+# cfbench's InstructX2X trained on its phantom suite (`cfbench phantom train-generator`): the default weights of
+# instructx2x, its ablations and instructpix2pix on phantom splits (see cfbench/data/phantom_instructx2x/).
+PHANTOM_CHECKPOINT = "phantom_instructx2x"
+
+
 @dataclass(frozen=True)
 class InstructX2XSettings(DiffusionOptions):
     """Sampling and RSE parameters (see the module docstring for meanings and defaults)."""
@@ -283,6 +288,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
 
 @register
 class InstructX2XModel(InstructPix2PixFamily):
+    phantom_weights = PHANTOM_CHECKPOINT
     name = "instructx2x"
     uses_relevance = True
     uses_pseudo_mask = True
@@ -292,6 +298,7 @@ class InstructX2XModel(InstructPix2PixFamily):
 
 @register
 class InstructX2XRelevanceOnlyModel(InstructPix2PixFamily):
+    phantom_weights = PHANTOM_CHECKPOINT
     name = "instructx2x-relevance-only"
     uses_relevance = True
     capabilities = Capabilities(edits_image=True, guidance_map=True)
@@ -300,6 +307,7 @@ class InstructX2XRelevanceOnlyModel(InstructPix2PixFamily):
 
 @register
 class InstructX2XMaskOnlyModel(InstructPix2PixFamily):
+    phantom_weights = PHANTOM_CHECKPOINT
     name = "instructx2x-mask-only"
     uses_pseudo_mask = True
     capabilities = Capabilities(edits_image=True, guidance_map=True)
@@ -308,6 +316,7 @@ class InstructX2XMaskOnlyModel(InstructPix2PixFamily):
 
 @register
 class InstructPix2PixModel(InstructPix2PixFamily):
+    phantom_weights = PHANTOM_CHECKPOINT
     name = "instructpix2pix"
     capabilities = Capabilities(edits_image=True, guidance_map=False)
     description = "InstructPix2Pix sampling without RSE (InstructX2X 'wo RSE' row); any InstructPix2Pix folder"

@@ -6,18 +6,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cfbench.api.model import DEFAULT_RESOLUTION
 from cfbench.cli.common import CliError, positive_int, progress, resolution_type
 from cfbench.core import config
 from cfbench.core.storage import atomic_write_text
+from cfbench.phantom.scenario import DEMO_RESOLUTION
 
 
 def cmd_demo(args) -> int:
     from cfbench.leaderboard.demo import format_table, run_demo
 
     runs_dir = Path(args.out) if args.out else config.resolve_path("runs_dir") / "demo"
-    rows = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
-                    progress=progress(args))
+    rows, notes = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
+                           all_models=args.all, progress=progress(args))
+    for note in notes:
+        print(f"  left out: {note}", file=sys.stderr)
     table = format_table(rows)
     print()
     print(table)
@@ -27,7 +29,7 @@ def cmd_demo(args) -> int:
         from cfbench.leaderboard.demo import write_demo_leaderboard
 
         leaderboard_dir = Path(args.leaderboard) if args.leaderboard else runs_dir / "leaderboard"
-        result = write_demo_leaderboard(runs_dir, leaderboard_dir)
+        result = write_demo_leaderboard(runs_dir, leaderboard_dir, [row["model"] for row in rows])
         print(f"leaderboard (tables, plots, gallery) under {leaderboard_dir}")
         for reason in result["skipped"]:
             print(f"  not written: {reason}", file=sys.stderr)
@@ -56,9 +58,19 @@ def cmd_leaderboard(args) -> int:
 
 def add_verbs(verbs) -> None:
     """The ``demo`` and ``leaderboard`` verbs."""
-    demo = verbs.add_parser("demo", help="run the reference models on the embedded phantom demo split")
+    demo = verbs.add_parser(
+        "demo", help="the whole pipeline on the embedded phantom demo split: reference models and cfbench's "
+                     "phantom-trained InstructX2X with and without RSE",
+        description="Runs identity, instructpix2pix and instructx2x (cfbench's InstructX2X trained on phantoms, "
+                    "without and with Region-Specific Editing), ground-truth and true-counterfactual on the demo "
+                    "split, evaluates them with the shipped phantom evaluator, prints a summary and writes a "
+                    "leaderboard. A few minutes on 2 cores; runs resume.")
     demo.add_argument("--out", metavar="DIR", help="folder for the demo runs (default {runs_dir}/demo)")
-    demo.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX")
+    demo.add_argument("--resolution", type=resolution_type, default=DEMO_RESOLUTION, metavar="PX",
+                      help="benchmark image side (default %(default)s: the phantom evaluator's input and the "
+                           "generator's side)")
+    demo.add_argument("--all", action="store_true",
+                      help="also the two RSE ablations (relevance map only, pseudo mask only)")
     demo.add_argument("--leaderboard", metavar="DIR",
                       help="folder for the demo's leaderboard: tables, plots, gallery (default {out}/leaderboard)")
     demo.add_argument("--no-leaderboard", action="store_true", help="skip writing the leaderboard")
