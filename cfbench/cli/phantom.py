@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
 from cfbench.cli.common import positive_int, progress, resolution_type
 
 
@@ -34,6 +37,64 @@ def cmd_phantom_pseudo_masks(args) -> int:
     return 0
 
 
+def _parse_overrides(pairs: list[str] | None) -> dict:
+    """``["dataset.n=24", "vae.render_resolutions=[128]"]`` -> {"dataset.n": 24, ...}; values are JSON, else strings."""
+    overrides = {}
+    for pair in pairs or []:
+        key, separator, text = pair.partition("=")
+        if not separator or "." not in key:
+            raise argparse.ArgumentTypeError(f"--set expects SECTION.KEY=VALUE, got {pair!r}")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="training folder (re-run the same command to resume)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N; picks the recipe's profile (default cpu)")
+    parser.add_argument("--recipe", metavar="FILE", help="recipe JSON (default: cfbench/data/phantom_generator_recipe.json)")
+    parser.add_argument("--steps-scale", type=float, default=1.0, metavar="X",
+                        help="multiply the recipe's step counts (e.g. 0.01 for a smoke test)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", dest="overrides",
+                        help="override one recipe value (JSON), e.g. --set dataset.n=24 --set dataset.resolution=64; repeatable")
+
+
+def cmd_train_generator(args) -> int:
+    from cfbench.training.phantom_generator import train_phantom_generator
+
+    record = train_phantom_generator(args.out, recipe=args.recipe, device=args.device, steps_scale=args.steps_scale,
+                                     overrides=_parse_overrides(args.overrides), progress=progress(args))
+    acceptance = record["vae"].get("acceptance") or {}
+    x2x = record["instructx2x"]
+    print(f"VAE: {record['vae']['steps_done']}/{record['vae']['steps']} steps; acceptance passed "
+          f"{acceptance.get('passed')} (max |delta| {acceptance.get('max_abs_delta')})")
+    print(f"InstructX2X: {x2x['steps_done']}/{x2x['steps']} steps; last loss {x2x['loss_curve'].get('last')}")
+    print(f"shipped: {args.out}/shipped ({record['shipped']['weights_megabytes']} MB of weights); "
+          f"model card {args.out}/MODEL_CARD.md")
+    return 0
+
+
+def cmd_train_vae(args) -> int:
+    from cfbench.training.phantom_generator import load_recipe, resolve_recipe, vae_config
+    from cfbench.training.phantom_vae import train_phantom_vae
+
+    overrides = _parse_overrides(args.overrides)
+    if args.max_minutes is not None:
+        overrides["vae.max_minutes"] = args.max_minutes
+    if args.workers is not None:
+        overrides["vae.workers"] = args.workers
+    resolved = resolve_recipe(load_recipe(args.recipe), args.device, args.steps_scale, overrides)
+    summary = train_phantom_vae(vae_config(resolved, args.out, progress=progress(args)))
+    acceptance = summary["acceptance"]
+    print(f"VAE: {summary['steps_done']}/{summary['steps']} steps (completed {summary['completed']}); "
+          f"held-out PSNR {acceptance['psnr_db']:.2f} dB; acceptance passed {acceptance['passed']} "
+          f"(max |delta| {acceptance['max_abs_delta']})")
+    print(json.dumps(acceptance["delta"], indent=2))
+    return 0
+
+
 def add_verbs(verbs) -> None:
     """The ``phantom`` verb group."""
     phantom_verb = verbs.add_parser("phantom", help="phantom-suite tools")
@@ -62,3 +123,15 @@ def add_verbs(verbs) -> None:
                        help="mask side in pixels (default %(default)s; masks are resized to each dataset)")
     masks.set_defaults(handler=cmd_phantom_pseudo_masks)
 
+    generator = phantom_verbs.add_parser(
+        "train-generator", help="train the phantom InstructX2X generator end to end (resumable stages)",
+        description="Render a phantom dataset, train the VAE, build the InstructPix2Pix base folder, train it with "
+                    "cfbench's InstructX2X trainer and write OUT/shipped (float16 safetensors) with MODEL_CARD.md. "
+                    "Run the same command again to resume.")
+    _common(generator)
+    generator.set_defaults(handler=cmd_train_generator)
+    vae = phantom_verbs.add_parser("train-vae", help="train the phantom VAE alone (resumable)")
+    _common(vae)
+    vae.add_argument("--max-minutes", type=float, help="wall-clock cap on training this session (0: none)")
+    vae.add_argument("--workers", type=positive_int, help="rendering processes (default: the recipe profile's)")
+    vae.set_defaults(handler=cmd_train_vae)

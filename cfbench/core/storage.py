@@ -10,6 +10,7 @@ under umask 022), not the private 0600 of a temporary file. Temporary files of p
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -68,6 +69,23 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) 
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def json_safe(value: Any, path: str = "") -> Any:
+    """``value`` as plain JSON data: NumPy scalars and arrays become numbers and lists, NaN and infinities
+    become None (an undefined score), recursively; anything else JSON cannot hold raises TypeError naming
+    where it sits (``path`` prefixes the location, e.g. ``info``)."""
+    if type(value).__module__ == "numpy":
+        value = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(key): json_safe(item, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    raise TypeError(f"{path or 'value'} is a {type(value).__name__}, which JSON cannot hold")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -7,6 +7,8 @@ once and caches it, keyed on the phantom version, resolution and count.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import process_alive
 from cfbench.datasets.edit_dataset import CSV_NAME, DatasetWriter, Sample
-from cfbench.phantom.render import render_pair
+from cfbench.phantom.render import RenderedPair, render_pair
 from cfbench.phantom.pseudo_masks import write_dataset_pseudo_masks
 from cfbench.phantom.scenario import PHANTOM_VERSION, PhantomPair, sample_pair
 
@@ -70,6 +72,12 @@ def phantom_sample(pair: PhantomPair, index: int, dataset_seed: int, split: str)
     )
 
 
+def _render_task(task: tuple[int, int]) -> tuple[PhantomPair, RenderedPair]:
+    """(pair seed, resolution) -> the sampled pair and its rendering (a worker's job)."""
+    pair = sample_pair(task[0])
+    return pair, render_pair(pair, task[1])
+
+
 def build_phantom_dataset(
     out: str | Path,
     n: int,
@@ -77,23 +85,32 @@ def build_phantom_dataset(
     resolution: int = 512,
     fractions: dict[str, float] | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
-    """Render n phantom pairs into ``out`` (dataset layout with counterfactual/ and lesion_mask/)."""
+    """Render n phantom pairs into ``out`` (dataset layout with counterfactual/ and lesion_mask/).
+
+    workers: rendering processes (1: in this process); the output does not depend on it."""
     if n < 1:
         raise ValueError("a phantom dataset needs n >= 1")
     fractions = fractions or SPLIT_FRACTIONS
     splits = assign_splits(n, fractions, seed)
     writer = DatasetWriter(out)
-    for index in tqdm(range(n), desc="rendering phantoms", unit="pair", disable=not progress):
-        pair = sample_pair(pair_seed(seed, index))
-        rendered = render_pair(pair, resolution)
-        writer.add(
-            phantom_sample(pair, index, seed, splits[index]),
-            past=rendered.past,
-            current=rendered.current,
-            counterfactual=rendered.counterfactual,
-            lesion_mask=rendered.lesion_change_mask,
-        )
+    tasks = [(pair_seed(seed, index), resolution) for index in range(n)]
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and n > 1:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+            results = pool.imap(_render_task, tasks, chunksize=8)
+        else:
+            results = map(_render_task, tasks)
+        for index, (pair, rendered) in enumerate(tqdm(results, total=n, desc="rendering phantoms", unit="pair",
+                                                      disable=not progress)):
+            writer.add(
+                phantom_sample(pair, index, seed, splits[index]),
+                past=rendered.past,
+                current=rendered.current,
+                counterfactual=rendered.counterfactual,
+                lesion_mask=rendered.lesion_change_mask,
+            )
     counts = {name: splits.count(name) for name in fractions}
     write_dataset_pseudo_masks(out)  # what pseudo_masks=auto reads, as MS-CXR masks in a MIMIC build
     writer.close(

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cfbench.core.storage import json_safe
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.phantom.evaluator import (
     INPUT_SIZE,
@@ -359,17 +360,6 @@ def train_phantom_evaluators(
             "history": history,
         },
     }
-    record = _json_safe(record)
+    record = json_safe(record)
     (out_dir / SCORES_NAME).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return record
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf (undefined scores, e.g. an AUROC without positives) -> None, recursively."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import signal
 import sys
 import threading
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from cfbench.api.model import (
@@ -36,6 +34,7 @@ from cfbench.core.images import ImageReadError
 from cfbench.core.prefetch import prefetched
 from cfbench.core.provenance import package_versions
 from cfbench.core.seeds import derive_seed
+from cfbench.core.storage import json_safe
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.runs.manifest import RunConfig, RunSession
 from cfbench.runs.store import RunStore, Shard
@@ -222,25 +221,12 @@ def _call_model(model: CounterfactualModel, requests: list[EditRequest], setting
 
 
 def json_safe_info(info: dict, where: str) -> dict:
-    """A model's ``info`` as plain JSON: NumPy scalars and arrays become numbers and lists, non-finite
-    floats become None; anything else that JSON cannot hold raises ResultValidationError naming the key."""
-
-    def convert(value, path: str):
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        if isinstance(value, float):
-            return value if math.isfinite(value) else None
-        if value is None or isinstance(value, (bool, int, str)):
-            return value
-        if isinstance(value, dict):
-            return {str(key): convert(item, f"{path}.{key}") for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [convert(item, f"{path}[{index}]") for index, item in enumerate(value)]
-        raise ResultValidationError(f"{where}: info{path} is a {type(value).__name__}, which JSON cannot hold")
-
-    return convert(info, "")
+    """A model's ``info`` as plain JSON (:func:`cfbench.core.storage.json_safe`: NumPy numbers and arrays
+    converted, non-finite floats None); anything else raises ResultValidationError naming the key."""
+    try:
+        return json_safe(info, "info")
+    except TypeError as error:
+        raise ResultValidationError(f"{where}: {error}") from None
 
 
 def _run_batch(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cfbench.core.storage import atomic_write_json
+from cfbench.core.storage import atomic_write_json, atomic_write_text, read_jsonl
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_NAME = "trainer_state.json"
@@ -133,3 +133,13 @@ def restore_latest_checkpoint(output_dir: Path, unet: torch.nn.Module, optimizer
     return saved["state"]
 
 
+def keep_log_until(path: Path, step: int) -> None:
+    """Drop log records past ``step`` (steps redone after resuming from an earlier checkpoint)."""
+    records = [record for record in read_jsonl(path) if record.get("step", 0) <= step]
+    atomic_write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
+
+
+def append_log(path: Path, record: dict) -> None:
+    """Append one record to a training log (JSON lines)."""
+    with path.open("a") as stream:
+        stream.write(json.dumps(record, sort_keys=True) + "\n")

@@ -77,8 +77,11 @@ from cfbench.training.base_weights import BaseComponents, load_base_components
 from cfbench.training.checkpoints import (  # noqa: F401  (re-exported: the trainer's public names)
     EMA_WEIGHTS,
     ExponentialMovingAverage,
+    STATE_NAME,
     TrainingError,
+    append_log,
     checkpoint_folders,
+    keep_log_until,
     read_checkpoint,
     restore_latest_checkpoint,
     write_checkpoint,
@@ -493,17 +496,6 @@ def _learning_rate(config: TrainConfig, step: int) -> float:
     return config.learning_rate
 
 
-def _keep_log_until(path: Path, step: int) -> None:
-    """Drop log records past ``step`` (steps redone after resuming from an earlier checkpoint)."""
-    records = [record for record in read_jsonl(path) if record.get("step", 0) <= step]
-    atomic_write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
-
-
-def _append_log(path: Path, record: dict) -> None:
-    with path.open("a") as stream:
-        stream.write(json.dumps(record, sort_keys=True) + "\n")
-
-
 def train_instructx2x(config: TrainConfig, progress: bool = True) -> dict:
     """Run (or resume) training; return the summary written to ``train_summary.json``."""
     from accelerate import Accelerator
@@ -534,7 +526,7 @@ def train_instructx2x(config: TrainConfig, progress: bool = True) -> dict:
     saved_state = restore_latest_checkpoint(out, unet, optimizer, ema)
     start_step = int(saved_state.get("step", 0))
     if saved_state and accelerator.is_main_process:
-        _keep_log_until(out / LOG_NAME, start_step)
+        keep_log_until(out / LOG_NAME, start_step)
     if ema is not None:
         ema.shadow = {name: tensor.to(accelerator.device) for name, tensor in ema.shadow.items()}
 
@@ -581,7 +573,7 @@ def train_instructx2x(config: TrainConfig, progress: bool = True) -> dict:
         bar.set_postfix(loss=f"{last_loss:.4f}")
         if accelerator.is_main_process and (done % config.log_every == 0 or done == config.max_train_steps):
             seconds = time.perf_counter() - started
-            _append_log(log_path, {
+            append_log(log_path, {
                 "step": done, "loss": last_loss, "lr": _learning_rate(config, step),
                 "samples_seen": done * samples_per_step, "epoch": done * samples_per_step / len(dataset),
                 "seconds": round(seconds, 3), "steps_per_second": (done - start_step) / max(seconds, 1e-9)})
