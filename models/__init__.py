@@ -8,3 +8,4 @@ from cfbench.models import radedit  # noqa: F401  (registers radedit, DDPM-inver
 from cfbench.models import biomedjourney  # noqa: F401  (registers biomedjourney, trainable InstructPix2Pix)
 from cfbench.models import llm_cxr  # noqa: F401  (registers llm-cxr, report -> VQ-GAN tokens -> image)
 from cfbench.models import progemu  # noqa: F401  (registers progemu, image + progression -> image + interpretation)
+from cfbench.models import cxr_irgen  # noqa: F401  (registers cxr-irgen, CheXpert labels + reference -> image + report)

@@ -1,5 +1,6 @@
 """Verbs that train or convert generators: ``train instructx2x``, ``train biomedjourney`` (the same trainer with
-the progression prompt and the two-stage curriculum) and ``convert-ckpt``."""
+the progression prompt and the two-stage curriculum) and ``convert-ckpt`` (``--format ldm``, ``emu3-vq``,
+``cxr-irgen``)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def _report_pair_steps(args) -> int:
 def cmd_convert_ckpt(args) -> int:
     if args.format == "emu3-vq":
         return convert_emu3_vq(args)
+    if args.format == "cxr-irgen":
+        return convert_cxr_irgen(args)
     if not args.config:
         raise CliError("--config DIR is required with --format ldm")
     from cfbench.training.ldm_convert import LdmCheckpointError, convert_ldm_checkpoint
@@ -105,6 +108,27 @@ def convert_emu3_vq(args) -> int:
     return 0
 
 
+def convert_cxr_irgen(args) -> int:
+    """CXR-IRGen's Lightning checkpoints + local SD-1.4 / CLIP / BART folders -> the ``cxr-irgen`` folder."""
+    if not args.config or not args.clip_vision:
+        raise CliError("--format cxr-irgen needs --config DIR (CompVis/stable-diffusion-v1-4) and --clip-vision DIR "
+                       "(openai/clip-vit-base-patch32)")
+    if (args.lm_ckpt or args.bart) and not args.report_ckpt:
+        raise CliError("--lm-ckpt and --bart belong to the report head: give --report-ckpt (the prior checkpoint) too")
+    from cfbench.training.cxr_irgen_convert import CxrIrgenCheckpointError, convert_cxr_irgen as convert
+    from cfbench.training.ldm_convert import LdmCheckpointError
+
+    try:
+        summary = convert(args.checkpoint, args.config, args.clip_vision, args.out, report_checkpoint=args.report_ckpt,
+                          lm_checkpoint=args.lm_ckpt, bart=args.bart, allow_pickle=args.allow_pickle)
+    except (CxrIrgenCheckpointError, LdmCheckpointError) as error:
+        raise CliError(str(error)) from error
+    head = ("with the report head" if summary["report_head"]
+            else "without a report head (run with --option report=false)")
+    print(f"wrote the cxr-irgen folder {summary['out']} {head}")
+    return 0
+
+
 def add_verbs(verbs) -> None:
     """The ``train`` verb group and ``convert-ckpt``."""
     train = verbs.add_parser("train", help="train generators on an edit dataset")
@@ -134,12 +158,25 @@ def add_verbs(verbs) -> None:
         "convert-ckpt", help="convert an original LDM .ckpt/.safetensors into a diffusers pipeline folder",
         description="Uses diffusers' single-file conversion with a local config folder (nothing is fetched).")
     convert.add_argument("checkpoint", metavar="CKPT",
-                         help="LDM checkpoint (.ckpt, .safetensors); with --format emu3-vq: the BAAI folder")
-    convert.add_argument("--format", default="ldm", choices=["ldm", "emu3-vq"],
+                         help="LDM checkpoint (.ckpt, .safetensors); with --format emu3-vq: the BAAI folder; with "
+                              "--format cxr-irgen: the diffusion Lightning checkpoint")
+    convert.add_argument("--format", default="ldm", choices=["ldm", "emu3-vq", "cxr-irgen"],
                          help="ldm: LDM checkpoint -> diffusers folder; emu3-vq: BAAI Emu3-VisionTokenizer "
-                              "folder -> transformers Emu3VQVAE folder (ProgEmu's vision_tokenizer/)")
+                              "folder -> transformers Emu3VQVAE folder (ProgEmu's vision_tokenizer/); cxr-irgen: "
+                              "CXR-IRGen's diffusion Lightning checkpoint (unet.*, vae.*, text_encoder.*) -> the "
+                              "cxr-irgen folder (with --clip-vision, and --report-ckpt/--lm-ckpt/--bart for reports)")
     convert.add_argument("--config", metavar="DIR",
-                         help="(ldm) diffusers folder of the same architecture (configs + tokenizer; weights unused)")
+                         help="(ldm, cxr-irgen) diffusers folder of the same architecture (configs + tokenizer; "
+                              "weights unused); cxr-irgen: CompVis/stable-diffusion-v1-4")
+    convert.add_argument("--clip-vision", metavar="DIR",
+                         help="(cxr-irgen) local openai/clip-vit-base-patch32 folder (the reference-image encoder)")
+    convert.add_argument("--report-ckpt", metavar="CKPT",
+                         help="(cxr-irgen) the prior-model Lightning checkpoint (prior_model.*: the report ViT)")
+    convert.add_argument("--lm-ckpt", metavar="CKPT",
+                         help="(cxr-irgen) the BART LM Lightning checkpoint (model.*); default: the prior "
+                              "checkpoint's language_model.*")
+    convert.add_argument("--bart", metavar="DIR",
+                         help="(cxr-irgen) local facebook/bart-base folder (config and tokenizer)")
     convert.add_argument("--out", required=True, metavar="DIR", help="new output folder")
     convert.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
                          help="UNet weights: the EMA copy (auto: when present) or the raw ones")

@@ -59,12 +59,13 @@ def _write_tokenizer_files(folder: Path) -> tuple[Path, Path]:
 
 
 def _tiny_components(unet_in_channels: int, sample_size: int, folder: Path,
-                     unet_channels: tuple[int, ...], vae_channels: tuple[int, ...]) -> dict:
+                     unet_channels: tuple[int, ...], vae_channels: tuple[int, ...],
+                     text_max_length: int = TOKENIZER_MAX_LENGTH) -> dict:
     """UNet, VAE, text encoder, tokenizer and DDIM scheduler, all tiny and seeded.
 
     unet_channels: the UNet's block widths (one block per entry; the first is a cross-attention down block,
         the last a plain down block). vae_channels: the VAE's block widths; its downsampling factor is
-        ``2 ** (len(vae_channels) - 1)``.
+        ``2 ** (len(vae_channels) - 1)``. text_max_length: the tokenizer's and text encoder's maximum tokens.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -96,14 +97,14 @@ def _tiny_components(unet_in_channels: int, sample_size: int, folder: Path,
     )
     torch.manual_seed(TINY_SEED + 2)
     vocab_path, merges_path = _write_tokenizer_files(folder / "_tokenizer_source")
-    tokenizer = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=TOKENIZER_MAX_LENGTH)
+    tokenizer = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=text_max_length)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN_SIZE,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
-        max_position_embeddings=TOKENIZER_MAX_LENGTH,
+        max_position_embeddings=text_max_length,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -117,14 +118,16 @@ def _tiny_components(unet_in_channels: int, sample_size: int, folder: Path,
 
 
 def _save(pipeline_class_name: str, unet_in_channels: int, folder: Path, sample_size: int,
-          unet_channels: tuple[int, ...], vae_channels: tuple[int, ...]) -> Path:
+          unet_channels: tuple[int, ...], vae_channels: tuple[int, ...],
+          text_max_length: int = TOKENIZER_MAX_LENGTH) -> Path:
     import shutil
 
     import diffusers
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    components = _tiny_components(unet_in_channels, sample_size, folder, unet_channels, vae_channels)
+    components = _tiny_components(unet_in_channels, sample_size, folder, unet_channels, vae_channels,
+                                  text_max_length)
     pipeline_class = getattr(diffusers, pipeline_class_name)
     pipeline = pipeline_class(**components, safety_checker=None, feature_extractor=None,
                               requires_safety_checker=False)
@@ -150,12 +153,15 @@ def save_tiny_instruct_pix2pix(folder: Path, sample_size: int = 8, *,
 
 def save_tiny_stable_diffusion(folder: Path, sample_size: int = 8, *,
                                unet_channels: tuple[int, ...] = UNET_CHANNELS,
-                               vae_channels: tuple[int, ...] = VAE_CHANNELS, scheduler: str = "ddim") -> Path:
+                               vae_channels: tuple[int, ...] = VAE_CHANNELS, scheduler: str = "ddim",
+                               text_max_length: int = TOKENIZER_MAX_LENGTH) -> Path:
     """Write a tiny ``StableDiffusionPipeline`` folder (UNet in_channels=4) and return it.
 
     scheduler: "ddim", or "pndm" (Stable Diffusion v1's saved scheduler: the PNDM config of the SD v1 release).
+    text_max_length: tokens the tokenizer and text encoder take (default 16; longer for label prompts).
     """
-    folder = _save("StableDiffusionPipeline", LATENT_CHANNELS, folder, sample_size, unet_channels, vae_channels)
+    folder = _save("StableDiffusionPipeline", LATENT_CHANNELS, folder, sample_size, unet_channels, vae_channels,
+                   text_max_length)
     if scheduler == "pndm":
         from diffusers import PNDMScheduler
 
