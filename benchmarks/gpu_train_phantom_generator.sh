@@ -20,16 +20,21 @@
 set -uo pipefail
 : "${OUT:?set OUT to the folder that receives the results}"
 cd "$(dirname "$0")/.." || exit 1
+PYTHON=${PYTHON:-python3}
+WORK=${WORK:-/tmp/phantom-generator}
+DEVICE=${DEVICE:-cuda}
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
+# Without an installed cfbench, cfbench.models and cfbench.metrics (the top-level models/ and metrics/ folders,
+# mapped by pyproject.toml's package-dir) are made importable from this checkout by links.
+if ! "$PYTHON" -c "import cfbench.models, cfbench.metrics" 2>/dev/null; then
+  ln -sfn ../models cfbench/models && ln -sfn ../metrics cfbench/metrics || exit 1
+fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-WORK=${WORK:-/tmp/phantom-generator}
-PYTHON=${PYTHON:-python3}
-DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/train.log"
 "$PYTHON" -c "import torch, diffusers, transformers; assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA'; \

@@ -2,8 +2,9 @@
 
 The VAE has Stable Diffusion's interface, so :mod:`cfbench.diffusion` and the InstructX2X trainer use it
 unchanged: 3-channel input in [-1, 1] (the grey image replicated, as :func:`cfbench.diffusion.encode_images`
-feeds it), 4 latent channels, downsampling factor 8 (four encoder blocks: a 128 px image gives a 16 x 16
-latent). Decoded images are read back as the mean of the 3 output channels.
+feeds it), 4 latent channels, downsampling factor 2 ** (blocks - 1): the recipe's three encoder blocks give
+factor 4, a 32 x 32 x 4 latent for a 128 px image (factor 8, Stable Diffusion's, blurred the fine detail the
+phantom evaluator reads). Decoded images are read back as the mean of the 3 output channels.
 
 ``train_phantom_vae(VaeConfig(...))`` renders single phantoms with the evaluator trainer's samplers
 (:func:`cfbench.phantom.evaluator_training.render_examples`: training stream at each of ``render_resolutions`` px, resized to
@@ -83,7 +84,7 @@ class VaeConfig:
 
     n_train: training phantoms per render size; render_resolutions: px the training phantoms are rendered at
     before the antialiased resize to 128 px; n_heldout: held-out phantoms for the acceptance scores.
-    block_out_channels (one entry per encoder block; 4 blocks = factor 8), layers_per_block, latent_channels,
+    block_out_channels (one entry per encoder block; 3 blocks = factor 4, 4 = factor 8), layers_per_block, latent_channels,
     norm_num_groups: the AutoencoderKL. steps: optimizer steps; batch_size: images per step. learning_rate,
     lr_warmup_steps, final_lr_fraction: the schedule (see the module docstring). weight_decay,
     max_grad_norm (0 disables clipping): AdamW and clipping. mse_weight, gradient_weight, kl_weight,
@@ -98,7 +99,7 @@ class VaeConfig:
     render_resolutions: tuple[int, ...] = (128, 256)
     n_heldout: int = 1000
     seed: int = 0
-    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1
     latent_channels: int = 4
     norm_num_groups: int = 32
@@ -127,8 +128,8 @@ class VaeConfig:
                      "log_every", "workers"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if len(self.block_out_channels) != 4:
-            raise TrainingError("block_out_channels needs 4 entries (downsampling factor 8)")
+        if len(self.block_out_channels) not in (3, 4):
+            raise TrainingError("block_out_channels needs 3 or 4 entries (downsampling factor 4 or 8)")
         if self.learning_rate <= 0 or not 0 <= self.final_lr_fraction <= 1:
             raise TrainingError("learning_rate must be > 0 and final_lr_fraction in [0, 1]")
         if not 0 <= self.hflip_probability <= 1 or self.max_minutes < 0:
