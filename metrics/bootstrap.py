@@ -83,7 +83,16 @@ def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_LEVEL) ->
     return float(low), float(high)
 
 
-def _interval(value: float, replicates: list[float], level: float, n_resamples: int, n: int) -> ConfidenceInterval:
+def interval_from_replicates(value: float, replicates, level: float = DEFAULT_LEVEL, n: int | None = None
+                             ) -> ConfidenceInterval:
+    """The interval of precomputed replicates (one per ``resample_indices`` draw, NaN = undefined), for
+    statistics that evaluate their replicates themselves (e.g. ``FrechetDistance.compute_on_many``); the same
+    as ``bootstrap_ci`` would give from those replicates."""
+    replicates = np.asarray(replicates, dtype=np.float64)
+    return _interval(value, replicates, level, len(replicates), len(replicates) if n is None else n)
+
+
+def _interval(value: float, replicates, level: float, n_resamples: int, n: int) -> ConfidenceInterval:
     replicates_array = np.asarray(replicates, dtype=np.float64)
     low, high = percentile_interval(replicates_array, level)
     finite = replicates_array[np.isfinite(replicates_array)]

@@ -32,7 +32,8 @@ import numpy as np
 
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.evaluation.protocol import Protocol
-from cfbench.metrics.bootstrap import ConfidenceInterval, bootstrap_many, paired_difference_ci
+from cfbench.metrics.bootstrap import (ConfidenceInterval, bootstrap_many, interval_from_replicates,
+                                      paired_difference_ci, resample_indices)
 from cfbench.metrics.classification import PathologyAUROC, PathologyF1, binary_auroc
 from cfbench.metrics.cmig import DEFAULT_RETENTION_TERMS, cmig_from_metrics
 from cfbench.metrics.divergence import bernoulli_kl
@@ -238,8 +239,10 @@ def _fid_interval(table: SampleTable, protocol: Protocol) -> ConfidenceInterval:
     value = fid.compute()
     if protocol.fid_bootstrap_resamples <= 0:
         return ConfidenceInterval(value, math.nan, math.nan, protocol.confidence_level, 0, len(table))
-    interval = bootstrap_many({"fid": _nan_on_error(fid.compute_on)}, len(table), protocol.fid_bootstrap_resamples,
-                              protocol.confidence_level, protocol.bootstrap_seed)["fid"]
+    # the replicates run on worker threads with single-threaded BLAS, from the same index sets as bootstrap_many
+    replicates = fid.compute_on_many(resample_indices(len(table), protocol.fid_bootstrap_resamples,
+                                                      protocol.bootstrap_seed), nan_on_error=True)
+    interval = interval_from_replicates(value, replicates, protocol.confidence_level, len(table))
     bias = interval.replicate_mean - value
     low, high = (max(0.0, interval.low - bias), max(0.0, interval.high - bias)) if math.isfinite(bias) else (
         math.nan, math.nan)
