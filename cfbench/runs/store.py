@@ -4,10 +4,10 @@ The files are named in :mod:`cfbench.runs.manifest`. A sample is finished exactl
 results ledger; its images are written (atomically) before that line, so a crash at any moment leaves
 either a finished sample or one that is redone.
 
-Writes happen off the generation thread: ``RunStore.save`` hands the sample to one writer thread through a
-bounded queue (``write_queue`` samples; a full queue makes ``save`` wait, so memory stays bounded), and
-that thread encodes the PNGs, writes them atomically and only then appends the sample's ledger line, in
-the order the samples were saved. A sample still in the queue when the process is killed has no ledger
+Writes happen off the generation thread: ``RunStore.save`` hands the sample to the writer through a bounded
+queue (``write_queue`` samples; a full queue makes ``save`` wait, so memory stays bounded); two image
+threads encode the PNGs and write them atomically, and one ledger thread appends each sample's line only
+after that sample's images are on disk, in the order the samples were saved. A sample still in the queue when the process is killed has no ledger
 line and is generated again on resume; ``close`` (also on an exception) waits for the queue to drain, and
 a write error is raised in the generating thread at its next ``save``/``fail`` or at ``close``.
 
@@ -25,6 +25,7 @@ import logging
 import queue
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,13 +96,29 @@ class FinishedSample:
 
 
 class _Writer:
-    """One thread that runs the store's writes in order, fed through a bounded queue."""
+    """Image writes on ``IMAGE_WRITERS`` threads (PNG encoding and fsync release the GIL, so they overlap),
+    and one thread that runs the ledger appends in submission order, each after its sample's images; fed
+    through a bounded queue."""
+
+    IMAGE_WRITERS = 2
 
     def __init__(self, size: int, name: str) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
         self._error: BaseException | None = None
+        self._images = ThreadPoolExecutor(self.IMAGE_WRITERS, thread_name_prefix=f"{name}-images")
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def submit_sample(self, write_images, append) -> None:
+        """``write_images`` on an image thread; ``append`` (the ledger line) in order, only once it is done."""
+        self.raise_error()
+        written = self._images.submit(write_images)
+
+        def job() -> None:
+            written.result()  # raises the image write's error: the line is not written
+            append()
+
+        self._queue.put(job)
 
     def _run(self) -> None:
         while True:
@@ -132,6 +149,7 @@ class _Writer:
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        self._images.shutdown(wait=True)
 
 
 class RunStore:
@@ -216,13 +234,19 @@ class RunStore:
             "seconds": round(seconds, 6),
         }
 
-        def write() -> None:
+        def write_images() -> None:
             save_png16(self.files.image(sample_id), image, self.png_compression)
             if guidance is not None:
                 save_png16(self.files.guidance_map(sample_id), guidance, self.png_compression)
+
+        def append() -> None:
             self._results.append(record)  # only after the images are on disk
 
-        self._run(write)
+        if self._writer is None:
+            write_images()
+            append()
+        else:
+            self._writer.submit_sample(write_images, append)
 
     def fail(self, sample_id: str, error: str) -> None:
         record = {"sample_id": sample_id, "error": error}

@@ -89,12 +89,12 @@ def test_png_compression_changes_bytes_not_pixels_and_is_recorded_per_session(ra
 
 def test_the_queue_is_bounded(random_dataset, tmp_path, monkeypatch):
     sizes = []
-    original = store_module._Writer.submit
+    original = store_module._Writer.submit_sample
 
-    def submit(self, job):
+    def submit(self, *jobs):
         sizes.append(self._queue.qsize())
-        original(self, job)
+        original(self, *jobs)
 
-    monkeypatch.setattr(store_module._Writer, "submit", submit)
+    monkeypatch.setattr(store_module._Writer, "submit_sample", submit)
     generate(settings(random_dataset, tmp_path / "run"), progress=False)
     assert sizes and max(sizes) <= 8
