@@ -1,19 +1,27 @@
-"""Evaluation overhead, the real-image cache, and memory against N.
+"""Evaluation overhead, the real-image cache, scoring and FID bootstrap at N=2248, and memory against N.
 
-Prints three ratios, each measured in one run (these machines are noisy, so compare within a run):
+Prints ratios, each measured in one run with the measurements interleaved over ``--repeats`` rounds and
+medians reported (these machines are shared and noisy, so compare within a run):
 
 1. overhead = harness evaluation time / bare evaluator forward time on the same images
-   (target <= 1.15). The evaluator is torchxrayvision's DenseNet-121 (the protocol's pathology
+   (target <= 1.10), with the default protocol (1000 bootstrap resamples, 200 FID resamples). The evaluator is torchxrayvision's DenseNet-121 (the protocol's pathology
    network) with randomly initialised weights written to a temporary cache folder: the same compute as
    the real weights. "Bare" = ``evaluator.predict`` on images already in memory, generated and real
    target images (what a first evaluation must score); "harness" = ``evaluate_run`` end to end with an
    empty cache (read + decode PNGs, pixel measures, real-image cache, scoring with bootstrap intervals).
-2. second model on the same split / first model (target <= 0.6): the real-image outputs come from the
+2. second model on the same split / first model (target <= 0.5): the real-image outputs come from the
    cache the first evaluation filled.
-3. peak memory of an evaluation at N=2000 / N=200 (target <= 1.2), each in a fresh process, with the
-   shipped phantom CNN at 128 px; peak RSS and peak traced Python allocations.
+3. the fixed costs at N=2248 on a synthetic table (five findings with ties, race, sex, age, 1024-d
+   features): bootstrap scoring, today's against the pre-issue-17 scoring (``tests/evaluation/
+   reference_scoring.py``), interleaved; and the FID bootstrap (200 resamples, target <= 30 s), with the
+   pre-issue path timed on a few resamples and scaled to 200. These are set against the bare forward time
+   at N=2248 extrapolated from the measured per-image rate.
+4. peak memory of an evaluation at N=2000 / N=200 (target <= 1.2), each in a fresh process, with the
+   shipped phantom CNN at 128 px: the child's own high-water mark (VmHWM of /proc/self/status: a child's
+   ``ru_maxrss`` on Linux starts from its parent's peak, so it measured nothing) and traced Python allocations.
 
-    python benchmarks/bench_evaluation.py [--n 48] [--resolution 512] [--skip-memory]
+    python benchmarks/bench_evaluation.py [--n 48] [--resolution 512] [--repeats 3] [--skip-memory]
+        [--skip-large] [--large-n 2248]
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.runs.generate import RunSettings, generate
 from cfbench.runs.store import load_generated
 
-PROTOCOL = Protocol(bootstrap_resamples=1000, fid_bootstrap_resamples=0)
+PROTOCOL = Protocol()  # what `cfbench eval` runs: 1000 bootstrap resamples, 200 FID resamples
 
 
 def random_densenet_evaluator(folder: Path):
@@ -67,9 +75,11 @@ def make_runs(root: Path, n: int, size: int) -> tuple[Path, dict[str, Path]]:
     return data, runs
 
 
-def overhead_and_cache(n: int, size: int, layout: str) -> None:
+def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
     """layout "real": only generated and target images are read, as on a real dataset; "phantom": also the
-    prior, the exact counterfactual and the lesion mask of every sample, for the locality measures."""
+    prior, the exact counterfactual and the lesion mask of every sample, for the locality measures.
+    Rounds of (bare, first evaluation with an empty cache, second model) interleaved; returns the bare
+    forward seconds per image."""
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         data, runs = make_runs(scratch, n, size)
@@ -83,13 +93,6 @@ def overhead_and_cache(n: int, size: int, layout: str) -> None:
         generated = np.stack([load_generated(runs["identity"], s.sample_id, size) for s in dataset])
         real = np.stack([dataset.current_image(s) for s in dataset])
         evaluator.predict(generated[:16])  # warm-up (allocator, threads)
-
-        tick = time.perf_counter()
-        for images in (generated, real):
-            for start in range(0, n, 16):
-                evaluator.predict(images[start : start + 16])
-        bare = time.perf_counter() - tick
-
         scoring_seconds = []
         original_score = evaluate_module.score
 
@@ -99,39 +102,100 @@ def overhead_and_cache(n: int, size: int, layout: str) -> None:
             scoring_seconds.append(time.perf_counter() - tick)
             return result
 
-        def timed_eval(run: Path) -> float:
+        def timed_eval(run: Path, cache: Path) -> float:
             tick = time.perf_counter()
-            evaluate_run(run, evaluator=evaluator, protocol=PROTOCOL, cache_dir=scratch / "cache",
-                         batch_size=16, progress=False)
+            evaluate_run(run, evaluator=evaluator, protocol=PROTOCOL, cache_dir=cache, batch_size=16, progress=False)
             return time.perf_counter() - tick
 
+        bares, firsts, seconds_, scorings = [], [], [], []
         evaluate_module.score = timed_score
         try:
-            first = timed_eval(runs["identity"])
-            second = timed_eval(runs["ground-truth"])
+            for round_ in range(repeats):
+                tick = time.perf_counter()
+                for images in (generated, real):
+                    for start in range(0, n, 16):
+                        evaluator.predict(images[start : start + 16])
+                bares.append(time.perf_counter() - tick)
+                firsts.append(timed_eval(runs["identity"], scratch / f"cache{round_}"))
+                scorings.append(scoring_seconds[-1])
+                seconds_.append(timed_eval(runs["ground-truth"], scratch / f"cache{round_}"))
         finally:
             evaluate_module.score = original_score
+    median = lambda values: float(np.median(values))  # noqa: E731
+    overhead = median([f / b for f, b in zip(firsts, bares)])
+    second_ratio = median([s / f for s, f in zip(seconds_, firsts)])
     print(f"evaluation with torchxrayvision DenseNet-121 (random weights), N={n} at {size} px, {layout}-data "
-          f"layout, {torch.get_num_threads()} torch threads")
-    print(f"  bare evaluator forward, generated + real   {bare:8.2f} s")
-    print(f"  harness, first model (empty cache)         {first:8.2f} s   overhead ratio {first / bare:.3f} "
-          f"(target <= 1.15)")
-    print(f"  harness, second model (cache filled)       {second:8.2f} s   second / first {second / first:.3f} "
-          f"(target <= 0.6)")
-    streaming = first - scoring_seconds[0]
-    print(f"  of the first: streaming {streaming:.2f} s (ratio to bare {streaming / bare:.3f}), scoring "
-          f"{scoring_seconds[0]:.2f} s (bootstrap of every metric + one FID: a fixed cost, not per sample)")
+          f"layout, default protocol (1000 + 200 FID resamples), {torch.get_num_threads()} torch threads, "
+          f"{repeats} interleaved rounds (medians)")
+    print(f"  bare evaluator forward, generated + real   {median(bares):8.2f} s")
+    print(f"  harness, first model (empty cache)         {median(firsts):8.2f} s   overhead ratio {overhead:.3f} "
+          f"(target <= 1.10)")
+    print(f"  harness, second model (cache filled)       {median(seconds_):8.2f} s   second / first {second_ratio:.3f} "
+          f"(target <= 0.5)")
+    streaming = [f - s for f, s in zip(firsts, scorings)]
+    print(f"  of the first: streaming {median(streaming):.2f} s (ratio to bare "
+          f"{median([s / b for s, b in zip(streaming, bares)]):.3f}), scoring {median(scorings):.2f} s "
+          "(bootstrap of every metric + FID with its 200-resample bootstrap: a fixed cost, not per sample)")
+    return median(bares) / (2 * n)
+
+
+def large_fixed_costs(n: int, seconds_per_image: float | None, repeats: int, old_fid_resamples: int = 3) -> None:
+    """Scoring and the FID bootstrap at N=n on a synthetic table, today's against the pre-issue-17 code."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cfbench.evaluation.scoring import _fid_interval, _fid_metric, score
+    from cfbench.metrics.bootstrap import resample_indices
+    from tests.evaluation import reference_scoring
+    from tests.evaluation.test_scoring_reference import synthetic_table
+
+    table = synthetic_table(n, seed=0, d=1024, levels=1000)
+    no_fid = Protocol(fid_bootstrap_resamples=0)
+    new, old = [], []
+    for _ in range(repeats):
+        for timings, function in ((old, reference_scoring.score), (new, score)):
+            tick = time.perf_counter()
+            function(table, no_fid, fid=False)
+            timings.append(time.perf_counter() - tick)
+    tick = time.perf_counter()
+    interval = _fid_interval(table, Protocol())
+    fid_new = time.perf_counter() - tick
+    fid = _fid_metric(table)
+    generated, real = fid._stored(False), fid._stored(True)
+    tick = time.perf_counter()
+    for indices in resample_indices(n, old_fid_resamples, 0):
+        reference_scoring._resample_fid(real, indices, generated, indices)
+    fid_old = (time.perf_counter() - tick) / old_fid_resamples * 200
+    print(f"fixed costs at N={n} (synthetic table, 1024-d features), {repeats} interleaved rounds (medians)")
+    print(f"  bootstrap scoring (1000 resamples, no FID)   before {np.median(old):7.2f} s   after {np.median(new):7.2f} s"
+          f"   after / before {np.median(np.array(new) / np.array(old)):.3f}")
+    print(f"  FID bootstrap (200 resamples)                before {fid_old:7.1f} s (timed on {old_fid_resamples}, "
+          f"scaled)   after {fid_new:7.1f} s (target <= 30 s)   FID {interval.value:.2f} "
+          f"[{interval.low:.2f}, {interval.high:.2f}]")
+    if seconds_per_image:
+        bare = seconds_per_image * 2 * n
+        fixed = float(np.median(new)) + fid_new
+        print(f"  bare forward at N={n} extrapolated from the measured rate: {bare:.0f} s; scoring + FID bootstrap "
+              f"add {fixed:.1f} s = {fixed / bare:.3f} of it (before: "
+              f"{(float(np.median(old)) + fid_old) / bare:.3f})")
 
 
 def memory_child(run: str) -> None:
     """Run in a fresh process: evaluate one prepared run; print peak memory as JSON."""
     tracemalloc.start()
-    evaluate_run(run, evaluator="phantom-cnn", protocol=Protocol(fid_bootstrap_resamples=20),
+    evaluate_run(run, evaluator="phantom-cnn", protocol=Protocol(),  # the CLI default, FID bootstrap included
                  cache_dir=Path(run).parent / "cache", batch_size=32, progress=False)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_kib": peak, "traced_peak_bytes": traced_peak}))
+    print(json.dumps({"peak_rss_kib": own_peak_rss_kib(), "inherited_ru_maxrss_kib":
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "traced_peak_bytes": traced_peak}))
+
+
+def own_peak_rss_kib() -> int:
+    """This process's own peak resident set (VmHWM), in KiB: unlike ``ru_maxrss``, not seeded with the
+    parent's peak when the process was forked from it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def memory_ratio() -> None:
@@ -145,7 +209,7 @@ def memory_ratio() -> None:
                                     capture_output=True, text=True, check=True).stdout
             results[n] = json.loads(output.strip().splitlines()[-1])
     small, large = results[200], results[2000]
-    print("peak memory of an evaluation (phantom CNN, 128 px), each in a fresh process")
+    print("peak memory of an evaluation (phantom CNN, 128 px), each in a fresh process (its own VmHWM)")
     for n, result in results.items():
         print(f"  N={n:<5} peak RSS {result['peak_rss_kib'] / 1024:8.1f} MiB   "
               f"traced Python allocations peak {result['traced_peak_bytes'] / 2**20:8.1f} MiB")
@@ -160,13 +224,19 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--layout", choices=["real", "phantom", "both"], default="both")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--large-n", type=int, default=2248)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
+    rate = None
     for layout in (("real", "phantom") if args.layout == "both" else (args.layout,)):
-        overhead_and_cache(args.n, args.resolution, layout)
+        rate = overhead_and_cache(args.n, args.resolution, layout, args.repeats)
+    if not args.skip_large:
+        large_fixed_costs(args.large_n, rate, args.repeats)
     if not args.skip_memory:
         memory_ratio()
 

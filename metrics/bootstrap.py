@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -83,12 +83,27 @@ def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_LEVEL) ->
     return float(low), float(high)
 
 
-def _interval(value: float, replicates: list[float], level: float, n_resamples: int, n: int) -> ConfidenceInterval:
+def interval_from_replicates(value: float, replicates, level: float = DEFAULT_LEVEL, n: int | None = None
+                             ) -> ConfidenceInterval:
+    """The interval of precomputed replicates (one per ``resample_indices`` draw, NaN = undefined), for
+    statistics that evaluate their replicates themselves (e.g. ``FrechetDistance.compute_on_many``); the same
+    as ``bootstrap_ci`` would give from those replicates."""
+    replicates = np.asarray(replicates, dtype=np.float64)
+    return _interval(value, replicates, level, len(replicates), len(replicates) if n is None else n)
+
+
+def _interval(value: float, replicates, level: float, n_resamples: int, n: int) -> ConfidenceInterval:
     replicates_array = np.asarray(replicates, dtype=np.float64)
     low, high = percentile_interval(replicates_array, level)
     finite = replicates_array[np.isfinite(replicates_array)]
     replicate_mean = float(finite.mean()) if finite.size else math.nan
     return ConfidenceInterval(float(value), low, high, level, n_resamples, n, n_resamples - finite.size, replicate_mean)
+
+
+BatchedStatistic = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+"""Several statistics of many replicates at once: (B, n) index matrix -> {name: (B,) values}."""
+
+BATCH_REPLICATES = 250  # replicates per call of a batched statistic (bounds its (B, n) work arrays)
 
 
 def bootstrap_many(
@@ -98,12 +113,19 @@ def bootstrap_many(
     level: float = DEFAULT_LEVEL,
     seed: int = DEFAULT_SEED,
     derived: Mapping[str, Callable[[Mapping[str, float]], float]] | None = None,
+    batched: Sequence[BatchedStatistic] = (),
 ) -> dict[str, ConfidenceInterval]:
     """Intervals of several statistics from the SAME replicates (paired).
 
     ``derived`` statistics are functions of the others' values in a replicate, e.g.
     ``{"cmig": lambda v: cmig_from_metrics(v).value}``: they see exactly the component values of that
     replicate and cost no recomputation. Each statistic counts its own skipped replicates.
+
+    ``batched`` statistics evaluate many replicates in one call (vectorised over replicates, with work
+    shared between the statistics they return, e.g. every finding's AUROC from ranks computed once): each
+    is called with a (B, n) matrix whose rows are the replicates' index sets, in the order of
+    ``resample_indices``, and returns {name: (B,) values}; the point estimate is their value on
+    ``np.arange(n)[None]``. Their values are the same replicates' as a per-index statistic would see.
     """
     _check_arguments(n, n_resamples, level)
     derived = dict(derived or {})
@@ -111,17 +133,30 @@ def bootstrap_many(
     if overlap:
         raise ValueError(f"names used both as statistics and derived statistics: {sorted(overlap)}")
 
-    def evaluate(indices: np.ndarray) -> dict[str, float]:
-        values = {name: float(statistic(indices)) for name, statistic in statistics.items()}
-        for name, function in derived.items():
-            values[name] = float(function(values))
-        return values
+    def evaluate(index_matrix: np.ndarray) -> list[dict[str, float]]:
+        columns: dict[str, np.ndarray] = {}
+        for statistic in batched:
+            for name, values in statistic(index_matrix).items():
+                if name in columns or name in statistics or name in derived:
+                    raise ValueError(f"statistic {name!r} is given more than once")
+                columns[name] = np.asarray(values, dtype=np.float64)
+        rows = []
+        for row, indices in enumerate(index_matrix):
+            values = {name: float(statistic(indices)) for name, statistic in statistics.items()}
+            values.update((name, float(column[row])) for name, column in columns.items())
+            for name, function in derived.items():
+                values[name] = float(function(values))
+            rows.append(values)
+        return rows
 
-    point = evaluate(np.arange(n))
+    point = evaluate(np.arange(n)[None])[0]
     replicates: dict[str, list[float]] = {name: [] for name in point}
-    for indices in resample_indices(n, n_resamples, seed):
-        for name, value in evaluate(indices).items():
-            replicates[name].append(value)
+    draws = resample_indices(n, n_resamples, seed)
+    for start in range(0, n_resamples, BATCH_REPLICATES):
+        block = np.stack([next(draws) for _ in range(min(BATCH_REPLICATES, n_resamples - start))])
+        for values in evaluate(block):
+            for name, value in values.items():
+                replicates[name].append(value)
     return {name: _interval(point[name], replicates[name], level, n_resamples, n) for name in point}
 
 

@@ -165,20 +165,31 @@ def png_intact(path: str | os.PathLike) -> bool:
         return False
 
 
-def encode_png16(image: np.ndarray) -> bytes:
-    """float32 HxW in [0, 1] -> bytes of a 16-bit grayscale PNG."""
+PNG_COMPRESSION = 1
+"""zlib level of the 16-bit PNGs a run writes (0-9): noisy 16-bit images barely compress further, level 6
+costs 1.5x the time of 1, and level 0 writes about 2.5x faster for about 22 % larger files. The level
+changes the bytes, never the pixels."""
+
+
+def check_png_compression(level: int) -> int:
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
+        raise ValueError(f"png_compression must be an integer from 0 to 9, got {level!r}")
+    return level
+
+
+def encode_png16(image: np.ndarray, compress_level: int = PNG_COMPRESSION) -> bytes:
+    """float32 HxW in [0, 1] -> bytes of a 16-bit grayscale PNG (zlib level ``compress_level``)."""
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {image.shape}")
     quantised = np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
     buffer = io.BytesIO()
-    # compress_level 1: noisy 16-bit images barely compress further, and level 6 costs 1.5x the time
-    Image.fromarray(quantised).save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(quantised).save(buffer, format="PNG", compress_level=check_png_compression(compress_level))
     return buffer.getvalue()
 
 
-def save_png16(path: str | os.PathLike, image: np.ndarray) -> None:
+def save_png16(path: str | os.PathLike, image: np.ndarray, compress_level: int = PNG_COMPRESSION) -> None:
     """Write float32 HxW in [0, 1] as a 16-bit grayscale PNG, atomically."""
-    atomic_write_bytes(path, encode_png16(image))
+    atomic_write_bytes(path, encode_png16(image, compress_level))
 
 
 def save_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:

@@ -32,8 +32,9 @@ import numpy as np
 
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.evaluation.protocol import Protocol
-from cfbench.metrics.bootstrap import ConfidenceInterval, bootstrap_many, paired_difference_ci
-from cfbench.metrics.classification import PathologyAUROC, PathologyF1, binary_auroc
+from cfbench.metrics.bootstrap import (ConfidenceInterval, bootstrap_many, interval_from_replicates,
+                                      paired_difference_ci, resample_indices)
+from cfbench.metrics.classification import PathologyAUROC, PathologyF1, RankedAUROC, binary_auroc, resample_counts
 from cfbench.metrics.cmig import DEFAULT_RETENTION_TERMS, cmig_from_metrics
 from cfbench.metrics.divergence import bernoulli_kl
 from cfbench.metrics.fid import FrechetDistance
@@ -144,6 +145,53 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
     return statistics, skipped, excluded
 
 
+def _batched_statistics(table: SampleTable, protocol: Protocol, statistics: dict[str, Statistic]) -> list:
+    """The per-finding AUROC and F1 and the retention AUROCs, evaluated for many replicates at once; the
+    names they give are taken out of ``statistics`` (which keeps the per-index forms for the others).
+
+    A replicate is a vector of counts (how often each sample was drawn); each finding's order is computed
+    once for the whole bootstrap (:class:`cfbench.metrics.classification.RankedAUROC`) and the five F1s
+    come from one product of the counts with indicator columns, so no replicate sorts or recomputes a
+    finding it does not report. The values are the per-index statistics' (tested to 1e-12)."""
+    batched = []
+    n = len(table)
+    generated = table.generated
+    finding_names = [f"pathology_auroc/{f}" for f in EVALUATED_FINDINGS] + [f"f1/{f}" for f in EVALUATED_FINDINGS]
+    if all(name in statistics for name in finding_names):
+        auroc = PathologyAUROC(EVALUATED_FINDINGS, protocol.label_policy)
+        auroc.update(generated["pathology"], table.labels)
+        f1 = PathologyF1(EVALUATED_FINDINGS, protocol.f1_threshold, protocol.label_policy)
+        f1.update(generated["pathology"], table.labels)
+
+        def pathology(index_matrix: np.ndarray) -> dict[str, np.ndarray]:
+            counts = resample_counts(index_matrix, n)
+            values = np.concatenate([auroc.compute_on_counts(counts), f1.compute_on_counts(counts)], axis=1)
+            return dict(zip(finding_names, values.T))
+
+        batched.append(pathology)
+        for name in finding_names:
+            del statistics[name]
+    retention = []  # name, [(rows used, ranked AUROC)] per class (macro mean over them)
+    if "race_auroc" in statistics:
+        valid = np.flatnonzero(table.race >= 0)
+        probabilities, truth = generated["race"][valid], table.race[valid]
+        retention.append(("race_auroc", valid, [RankedAUROC(truth == k, probabilities[:, k])
+                                                for k in range(len(table.race_classes))]))
+    if "sex_auroc" in statistics:
+        valid = np.flatnonzero(~np.isnan(table.sex_male))
+        retention.append(("sex_auroc", valid, [RankedAUROC(table.sex_male[valid], generated["sex"][valid])]))
+    if retention:
+        def retained(index_matrix: np.ndarray) -> dict[str, np.ndarray]:
+            counts = resample_counts(index_matrix, n)
+            return {name: np.mean([ranked.from_counts(counts[:, valid]) for ranked in per_class], axis=0)
+                    for name, valid, per_class in retention}
+
+        batched.append(retained)
+        for name, _, _ in retention:
+            del statistics[name]
+    return batched
+
+
 def _text_statistics(table: SampleTable, skipped: dict[str, str]) -> dict[str, Statistic]:
     """BLEU-3 / METEOR / ROUGE-L where both a generated and a reference explanation exist."""
     pairs = [i for i, (h, r) in enumerate(zip(table.explanations, table.reference_explanations)) if h and r]
@@ -201,8 +249,9 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
         derived["cmig"] = lambda values: cmig_from_metrics(values, accuracy, retention).value
     else:
         skipped["cmig"] = f"CMIG terms unavailable: {missing_terms}"
+    batched = _batched_statistics(table, protocol, statistics)
     intervals = bootstrap_many(statistics, len(table), protocol.bootstrap_resamples, protocol.confidence_level,
-                               protocol.bootstrap_seed, derived=derived)
+                               protocol.bootstrap_seed, derived=derived, batched=batched)
     if fid and "features" in table.generated and "features" in table.real and len(table) >= 2:
         try:
             intervals["fid"] = _fid_interval(table, protocol)
@@ -238,8 +287,10 @@ def _fid_interval(table: SampleTable, protocol: Protocol) -> ConfidenceInterval:
     value = fid.compute()
     if protocol.fid_bootstrap_resamples <= 0:
         return ConfidenceInterval(value, math.nan, math.nan, protocol.confidence_level, 0, len(table))
-    interval = bootstrap_many({"fid": _nan_on_error(fid.compute_on)}, len(table), protocol.fid_bootstrap_resamples,
-                              protocol.confidence_level, protocol.bootstrap_seed)["fid"]
+    # the replicates run on worker threads with single-threaded BLAS, from the same index sets as bootstrap_many
+    replicates = fid.compute_on_many(resample_indices(len(table), protocol.fid_bootstrap_resamples,
+                                                      protocol.bootstrap_seed), nan_on_error=True)
+    interval = interval_from_replicates(value, replicates, protocol.confidence_level, len(table))
     bias = interval.replicate_mean - value
     low, high = (max(0.0, interval.low - bias), max(0.0, interval.high - bias)) if math.isfinite(bias) else (
         math.nan, math.nan)

@@ -30,7 +30,7 @@ from cfbench.api.model import (
 )
 from cfbench.api.registry import get_model_class
 from cfbench.core.hashing import file_sha256
-from cfbench.core.images import ImageReadError
+from cfbench.core.images import PNG_COMPRESSION, ImageReadError
 from cfbench.core.prefetch import prefetched
 from cfbench.core.provenance import package_versions
 from cfbench.core.seeds import derive_seed
@@ -62,6 +62,7 @@ class RunSettings:
     shard: Shard | None = None
     sample_timeout: float | None = None
     strict: bool = False
+    png_compression: int = PNG_COMPRESSION
 
 
 @dataclass
@@ -125,12 +126,14 @@ def generate(
         versions=package_versions(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        png_compression=settings.png_compression,
     )
     samples = dataset.samples[: settings.limit] if settings.limit else dataset.samples
     if settings.shard is not None:
         samples = [sample for sample in samples if settings.shard.owns(sample.sample_id)]
     failed: list[str] = []
-    with RunStore(settings.out, run_config(settings, dataset, model), runtime, shard=settings.shard) as store:
+    with RunStore(settings.out, run_config(settings, dataset, model), runtime, shard=settings.shard,
+                  png_compression=settings.png_compression) as store:
         store.update_runtime(runtime)
         done = store.finished()
         todo = [sample for sample in samples if sample.sample_id not in done]

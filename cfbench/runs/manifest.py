@@ -120,7 +120,10 @@ class RunSession:
 
     argv: the command line. data_dir: the dataset folder (absolute). batch_size, device, limit: as given.
     shard: [index, count] or None. versions: Python and package versions. started: local time, ISO 8601.
-    model_class: the adapter's import path.
+    model_class: the adapter's import path. png_compression: zlib level of the PNGs this session wrote
+    (0-9). It is a session fact, not part of the config: it changes the files' bytes, never their pixels,
+    so no metric depends on it, a run may be resumed with another level, and the config hash (the run's
+    identity in leaderboards) stays the same. None in manifests written before it was recorded (level 1).
     """
 
     argv: list[str]
@@ -132,6 +135,7 @@ class RunSession:
     versions: dict[str, str | None]
     started: str
     model_class: str
+    png_compression: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,6 +4,13 @@ The files are named in :mod:`cfbench.runs.manifest`. A sample is finished exactl
 results ledger; its images are written (atomically) before that line, so a crash at any moment leaves
 either a finished sample or one that is redone.
 
+Writes happen off the generation thread: ``RunStore.save`` hands the sample to the writer through a bounded
+queue (``write_queue`` samples; a full queue makes ``save`` wait, so memory stays bounded); two image
+threads encode the PNGs and write them atomically, and one ledger thread appends each sample's line only
+after that sample's images are on disk, in the order the samples were saved. A sample still in the queue when the process is killed has no ledger
+line and is generated again on resume; ``close`` (also on an exception) waits for the queue to drain, and
+a write error is raised in the generating thread at its next ``save``/``fail`` or at ``close``.
+
 Sharded runs (one process per GPU, :class:`Shard`): every process writes into the same folder, but
 each owns its ledgers (``results.shard-K-of-N.jsonl``, ``failures.shard-K-of-N.jsonl``) and its
 runtime record (``runtime.shard-K-of-N.json``), so no file is written by two processes (safe on
@@ -15,14 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cfbench.api.model import EditResult
-from cfbench.core.images import load_image, png_intact, save_png16
+from cfbench.core.images import PNG_COMPRESSION, check_png_compression, load_image, png_intact, save_png16
 from cfbench.core.storage import FolderLock, JsonlLedger, atomic_write_json, read_jsonl, remove_stale_temporaries
 from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
 
@@ -85,12 +95,71 @@ class FinishedSample:
     has_guidance: bool
 
 
+class _Writer:
+    """Image writes on ``IMAGE_WRITERS`` threads (PNG encoding and fsync release the GIL, so they overlap),
+    and one thread that runs the ledger appends in submission order, each after its sample's images; fed
+    through a bounded queue."""
+
+    IMAGE_WRITERS = 2
+
+    def __init__(self, size: int, name: str) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+        self._error: BaseException | None = None
+        self._images = ThreadPoolExecutor(self.IMAGE_WRITERS, thread_name_prefix=f"{name}-images")
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit_sample(self, write_images, append) -> None:
+        """``write_images`` on an image thread; ``append`` (the ledger line) in order, only once it is done."""
+        self.raise_error()
+        written = self._images.submit(write_images)
+
+        def job() -> None:
+            written.result()  # raises the image write's error: the line is not written
+            append()
+
+        self._queue.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:  # after a failed write nothing more is written: the ledger stays in order
+                    job()
+            except BaseException as error:  # noqa: BLE001 -- handed to the generating thread
+                self._error = error
+            finally:
+                self._queue.task_done()
+
+    def submit(self, job) -> None:
+        self.raise_error()
+        self._queue.put(job)
+
+    def drain(self) -> None:
+        self._queue.join()
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"writing the run folder failed: {error}") from error
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._images.shutdown(wait=True)
+
+
 class RunStore:
     """Open (or create) a run folder for a given config; refuse a folder made with another config.
-    With a ``shard``, this process writes only its own ledgers and runtime record (see the module)."""
+    With a ``shard``, this process writes only its own ledgers and runtime record (see the module).
+    ``png_compression``: zlib level of the image files (0-9; bytes only, never pixels). ``write_queue``:
+    samples that may wait for the writer thread (0: write in the calling thread)."""
 
     def __init__(self, folder: str | Path, config: RunConfig, runtime: RunSession | None = None,
-                 shard: Shard | None = None):
+                 shard: Shard | None = None, png_compression: int = PNG_COMPRESSION, write_queue: int = 8):
         self.files = RunFiles(Path(folder))
         self.folder = self.files.folder
         self.config = config
@@ -115,6 +184,8 @@ class RunStore:
             raise
         self._results = JsonlLedger(self.files.results_ledger(suffix))
         self._failures = JsonlLedger(self.files.failures_ledger(suffix))
+        self.png_compression = check_png_compression(png_compression)
+        self._writer = _Writer(write_queue, f"cfbench-writer-{self.folder.name}") if write_queue > 0 else None
 
     def update_runtime(self, runtime: RunSession) -> None:
         """Record how the latest session ran (device, batch size, versions), keeping earlier sessions
@@ -133,6 +204,7 @@ class RunStore:
         """Samples finished by any process (all ledgers), so shards may be re-split between sessions, whose
         image files are intact: a sample whose image (or guidance map) was deleted or damaged after it was
         recorded is left out, so it is generated again."""
+        self.flush()
         finished = {}
         for record in read_results(self.folder):
             sample = _to_finished(record)
@@ -149,30 +221,62 @@ class RunStore:
         return files + [self.files.guidance_map(sample.sample_id)] if sample.has_guidance else files
 
     def save(self, sample_id: str, seed: int, result: EditResult, seconds: float) -> None:
-        save_png16(self.files.image(sample_id), result.image)
-        if result.guidance_map is not None:
-            save_png16(self.files.guidance_map(sample_id), result.guidance_map)
-        self._results.append(
-            {
-                "sample_id": sample_id,
-                "seed": seed,
-                "explanation": result.explanation,
-                "info": result.info,
-                "has_guidance": result.guidance_map is not None,
-                "seconds": round(seconds, 6),
-            }
-        )
+        """Record a finished sample: its images (atomically), then its ledger line. With a writer thread this
+        returns once the sample is queued; the arrays are copied, so the model may reuse its buffers."""
+        image = np.array(result.image, copy=True)
+        guidance = None if result.guidance_map is None else np.array(result.guidance_map, copy=True)
+        record = {
+            "sample_id": sample_id,
+            "seed": seed,
+            "explanation": result.explanation,
+            "info": result.info,
+            "has_guidance": guidance is not None,
+            "seconds": round(seconds, 6),
+        }
+
+        def write_images() -> None:
+            save_png16(self.files.image(sample_id), image, self.png_compression)
+            if guidance is not None:
+                save_png16(self.files.guidance_map(sample_id), guidance, self.png_compression)
+
+        def append() -> None:
+            self._results.append(record)  # only after the images are on disk
+
+        if self._writer is None:
+            write_images()
+            append()
+        else:
+            self._writer.submit_sample(write_images, append)
 
     def fail(self, sample_id: str, error: str) -> None:
-        self._failures.append({"sample_id": sample_id, "error": error})
+        record = {"sample_id": sample_id, "error": error}
+        self._run(lambda: self._failures.append(record))
+
+    def flush(self) -> None:
+        """Wait until every queued sample is written (raises a write error of the writer thread)."""
+        if self._writer is not None:
+            self._writer.drain()
+
+    def _run(self, job) -> None:
+        if self._writer is None:
+            job()
+        else:
+            self._writer.submit(job)
 
     def failures(self) -> list[dict]:
         return read_failures(self.folder)
 
     def close(self) -> None:
-        self._results.close()
-        self._failures.close()
-        self._lock.release()
+        try:
+            if self._writer is not None:
+                try:
+                    self._writer.drain()
+                finally:
+                    self._writer.stop()
+        finally:
+            self._results.close()
+            self._failures.close()
+            self._lock.release()
 
     def __enter__(self) -> "RunStore":
         return self

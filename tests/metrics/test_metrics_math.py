@@ -357,6 +357,61 @@ def test_fid_from_covariance_factors_equals_the_independent_formula(n_real, n_ge
         assert value == pytest.approx(_independent_fid(real, generated), rel=1e-6)
 
 
+@pytest.mark.parametrize("degenerate", [False, True])
+def test_fid_bootstrap_path_for_n_above_d_equals_the_direct_formula(degenerate, monkeypatch):
+    # N > d: most resamples hold more distinct rows than features, which takes the whitened-basis path
+    # (Cholesky + dsygst + eigenvalues only); it must equal the direct d x d formula on the materialised resample
+    from cfbench.metrics import fid as fid_module
+
+    rng = np.random.default_rng(21)
+    n, d = 260, 48
+    real, generated = _feature_sets(rng, n, n, d)
+    if degenerate:  # a dead feature (constant on every image) and a real-only constant one: singular covariances
+        real[:, 3] = 0.0
+        generated[:, 3] = 0.0
+        real[:, 7] = 1.5
+    metric = FrechetDistance(num_features=d, keep_features=True)
+    metric.update(real, real=True)
+    metric.update(generated, real=False)
+    used = []
+    original = fid_module._WhitenedBasis.trace_sqrt_product
+
+    def spy(self, real_indices, indices):
+        value = original(self, real_indices, indices)
+        used.append(value is not None)
+        return value
+
+    monkeypatch.setattr(fid_module._WhitenedBasis, "trace_sqrt_product", spy)
+    index_sets = list(resample_indices(n, 6, seed=3))
+    real_sets = list(resample_indices(n, 6, seed=4))
+    for indices, real_indices in zip(index_sets, real_sets):
+        for r in (indices, real_indices):  # paired and unpaired resamples
+            expected = frechet_distance(*fid_module.gaussian_statistics(real[r].astype(np.float64)),
+                                        *fid_module.gaussian_statistics(generated[indices].astype(np.float64)))
+            assert metric.compute_on(indices, r) == pytest.approx(expected, rel=1e-8, abs=1e-10)
+    assert used and all(used)  # the fast path answered every resample (none fell back)
+    many = metric.compute_on_many(index_sets, workers=2)
+    one_by_one = np.array([metric.compute_on(i) for i in index_sets])
+    np.testing.assert_allclose(many, one_by_one, rtol=1e-12)
+    np.testing.assert_allclose(metric.compute_on_many(index_sets, real_sets, workers=1),
+                               [metric.compute_on(i, r) for i, r in zip(index_sets, real_sets)], rtol=1e-12)
+
+
+def test_fid_bootstrap_path_at_the_protocol_dimension():
+    # d = 1024, N = 1300: resamples of ~820 distinct rows take the factor path, a full-sample one the whitened path
+    rng = np.random.default_rng(22)
+    n, d = 1300, 1024
+    mixing = rng.normal(size=(d, d)) / np.sqrt(d)
+    real = np.abs(rng.normal(size=(n, d)) @ mixing).astype(np.float32)
+    generated = np.abs(rng.normal(size=(n, d)) @ mixing * 1.1 + 0.05).astype(np.float32)
+    metric = FrechetDistance(num_features=d, keep_features=True)
+    metric.update(real, real=True)
+    metric.update(generated, real=False)
+    indices = np.concatenate([np.arange(n), np.arange(50)])[:n]  # 1300 rows, 1250 distinct: > d
+    expected = frechet_distance_from_features(real[indices].astype(np.float64), generated[indices].astype(np.float64))
+    assert metric.compute_on(indices) == pytest.approx(expected, rel=1e-8)
+
+
 # ---------------------------------------------------------------------------------------------------- KL
 
 

@@ -1,0 +1,406 @@
+"""Scoring as it was before issue 17 (commit 7212798), kept verbatim as the reference of
+``tests/evaluation/test_scoring_reference.py``: per-index statistics, one replicate at a time, AUROC through
+SciPy's ``rankdata``, FID resamples above d through the d x d covariances. Only the imports differ: the old
+``bootstrap_many`` and ``_resample_fid`` are copied below, and the FID statistic calls the old resample path.
+"""
+
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from cfbench.core.findings import EVALUATED_FINDINGS
+from cfbench.evaluation.protocol import Protocol
+from cfbench.metrics.bootstrap import Statistic as _Statistic  # noqa: F401
+from cfbench.metrics.bootstrap import ConfidenceInterval, _check_arguments, _interval, paired_difference_ci, resample_indices
+from cfbench.metrics.fid import _weighted_factor, frechet_distance, frechet_distance_from_factors
+from cfbench.metrics.classification import PathologyAUROC, PathologyF1, binary_auroc
+from cfbench.metrics.cmig import DEFAULT_RETENTION_TERMS, cmig_from_metrics
+from cfbench.metrics.divergence import bernoulli_kl
+from cfbench.metrics.fid import FrechetDistance
+from cfbench.metrics.regression import pearson_r
+
+OPERATION_KINDS = ("add", "remove", "change")
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleTable:
+    """Per-sample values of one evaluated run; row i of every array is ``sample_ids[i]``.
+
+    labels: (N, 5) target-study CheXpert labels (1, 0, -1, NaN blank), columns EVALUATED_FINDINGS.
+    race: (N,) index into ``race_classes``, -1 where unknown or outside the evaluator's classes.
+    sex_male: (N,) 1.0 male, 0.0 female, NaN unknown. age: (N,) years, NaN unknown.
+    generated / real: evaluator outputs on generated / real target images (keys of cfbench.api.evaluator).
+    pixel: per-sample pixel measures, NaN where undefined for that sample.
+    explanations / reference_explanations: the model's explanation and the dataset's reference text
+    (None where absent), for the ProgEmu text metrics.
+    """
+
+    sample_ids: list[str]
+    operations: list[tuple[str, ...]]
+    labels: np.ndarray
+    race: np.ndarray
+    sex_male: np.ndarray
+    age: np.ndarray
+    race_classes: tuple[str, ...]
+    generated: dict[str, np.ndarray] = field(default_factory=dict)
+    real: dict[str, np.ndarray] = field(default_factory=dict)
+    pixel: dict[str, np.ndarray] = field(default_factory=dict)
+    explanations: list[str | None] = field(default_factory=list)
+    reference_explanations: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def subset(self, rows: np.ndarray) -> "SampleTable":
+        return SampleTable(
+            sample_ids=[self.sample_ids[i] for i in rows],
+            operations=[self.operations[i] for i in rows],
+            labels=self.labels[rows], race=self.race[rows], sex_male=self.sex_male[rows], age=self.age[rows],
+            race_classes=self.race_classes,
+            generated={k: v[rows] for k, v in self.generated.items()},
+            real={k: v[rows] for k, v in self.real.items()},
+            pixel={k: v[rows] for k, v in self.pixel.items()},
+            explanations=[self.explanations[i] for i in rows] if self.explanations else [],
+            reference_explanations=[self.reference_explanations[i] for i in rows] if self.reference_explanations else [],
+        )
+
+
+Statistic = Callable[[np.ndarray], float]
+
+
+def _macro_ovr_auroc(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    return float(np.mean([binary_auroc(labels == k, probabilities[:, k]) for k in range(num_classes)]))
+
+
+def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Statistic], dict[str, str], dict]:
+    """statistic(indices) for every metric the table supports, the reason for each one it does not, and
+    the samples each metric leaves out (no known race, sex or finite age) with the reason."""
+    statistics: dict[str, Statistic] = {}
+    skipped: dict[str, str] = {}
+    excluded: dict[str, dict] = {}
+    generated = table.generated
+    has_labels = not np.isnan(table.labels).all()
+    if "pathology" in generated and has_labels:
+        auroc = PathologyAUROC(EVALUATED_FINDINGS, protocol.label_policy)
+        auroc.update(generated["pathology"], table.labels)
+        f1 = PathologyF1(EVALUATED_FINDINGS, protocol.f1_threshold, protocol.label_policy)
+        f1.update(generated["pathology"], table.labels)
+        statistics["pathology_mean_auroc"] = auroc.compute_on
+        statistics["f1_macro"] = f1.compute_on
+        for finding in EVALUATED_FINDINGS:
+            statistics[f"pathology_auroc/{finding}"] = lambda i, f=finding: auroc.compute_on(i, finding=f)
+            statistics[f"f1/{finding}"] = lambda i, f=finding: f1.compute_on(i, finding=f)
+    elif "pathology" in generated:
+        skipped["pathology_mean_auroc"] = "the dataset has no CheXpert label columns for the target study"
+    k = len(table.race_classes)
+    retention = (  # name, evaluator output, truth, which samples have a truth, metric(predicted, truth)
+        ("race_auroc", "race", table.race, table.race >= 0, lambda p, t: _macro_ovr_auroc(p, t, k),
+         f"a race in {list(table.race_classes)}"),
+        ("sex_auroc", "sex", table.sex_male, ~np.isnan(table.sex_male), lambda p, t: binary_auroc(t, p), "a known sex"),
+        ("age_pearson", "age", table.age, np.isfinite(table.age), pearson_r, "a known, finite age"),
+    )
+    for name, output, truth, valid, metric, what in retention:
+        if output not in generated:
+            continue
+        if (~valid).any():
+            excluded[name] = {"n_excluded": int((~valid).sum()), "reason": f"samples without {what}"}
+        if valid.sum() < 2:
+            skipped[name] = f"fewer than 2 samples with {what}"
+            continue
+        predicted = generated[output]
+        statistics[name] = lambda i, p=predicted, t=truth, v=valid, m=metric: m(p[i[v[i]]], t[i[v[i]]])
+    if "pathology" in generated and "pathology" in table.real:
+        p_real, q_generated = table.real["pathology"], generated["pathology"]
+        statistics["kl_divergence"] = lambda i: float(
+            bernoulli_kl(p_real[i].mean(axis=0), q_generated[i].mean(axis=0)).sum())
+    if "embedding" in generated and "embedding" in table.real:
+        cosines = _cosine(generated["embedding"], table.real["embedding"])
+        statistics["clip_i"] = lambda i: float(cosines[i].mean())
+    for name, values in table.pixel.items():
+        if np.isfinite(values).any():
+            statistics[name] = lambda i, v=values: _nanmean(v[i])
+    statistics.update(_text_statistics(table, skipped))
+    return statistics, skipped, excluded
+
+
+def _text_statistics(table: SampleTable, skipped: dict[str, str]) -> dict[str, Statistic]:
+    """BLEU-3 / METEOR / ROUGE-L where both a generated and a reference explanation exist."""
+    pairs = [i for i, (h, r) in enumerate(zip(table.explanations, table.reference_explanations)) if h and r]
+    if not pairs:
+        if any(table.explanations) or any(table.reference_explanations):
+            skipped["text"] = "no sample has both a generated explanation and a reference explanation"
+        return {}
+    from cfbench.metrics.text import TextSimilarity
+
+    text = TextSimilarity()
+    text.update([table.explanations[i] for i in pairs], [table.reference_explanations[i] for i in pairs])
+    local = np.full(len(table), -1, np.int64)
+    local[pairs] = np.arange(len(pairs))
+    return {metric: (lambda i, m=metric: text.compute_on(local[i][local[i] >= 0], m)) for metric in text.METRICS}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, D) arrays, in [-1, 1]."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _cmig_terms(protocol: Protocol, available: set[str]) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
+    """The configured CMIG terms that this run can provide; missing terms are reported. With the default
+    retention terms on data without race (NIH), sex AUROC stands in for race AUROC."""
+    retention_terms = protocol.retention_terms
+    if (retention_terms == DEFAULT_RETENTION_TERMS and "race_auroc" not in available and "sex_auroc" in available):
+        retention_terms = tuple("sex_auroc" if t == "race_auroc" else t for t in retention_terms)
+    accuracy = tuple(t for t in protocol.accuracy_terms if t in available)
+    retention = tuple(t for t in retention_terms if t in available)
+    missing = [t for t in (*protocol.accuracy_terms, *retention_terms) if t not in available]
+    return accuracy, retention, missing
+
+
+def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool = True, fid: bool = True) -> dict:
+    """Every metric with its interval, the CMIG/KL/pathology components, and per-operation breakdowns."""
+    if len(table) == 0:
+        raise ValueError("no samples to score")
+    statistics, skipped, excluded = _statistics(table, protocol)
+    derived = {}
+    # the means over findings are functions of the per-finding values of the same replicate: derive them
+    # instead of computing every finding's AUROC and F1 twice per replicate
+    for mean_name, prefix in (("pathology_mean_auroc", "pathology_auroc/"), ("f1_macro", "f1/")):
+        if mean_name in statistics:
+            del statistics[mean_name]
+            parts = [f"{prefix}{finding}" for finding in EVALUATED_FINDINGS]
+            derived[mean_name] = lambda values, parts=parts: float(np.mean([values[p] for p in parts]))
+    accuracy, retention, missing_terms = _cmig_terms(protocol, set(statistics) | set(derived))
+    if accuracy and retention:
+        derived["cmig"] = lambda values: cmig_from_metrics(values, accuracy, retention).value
+    else:
+        skipped["cmig"] = f"CMIG terms unavailable: {missing_terms}"
+    intervals = bootstrap_many(statistics, len(table), protocol.bootstrap_resamples, protocol.confidence_level,
+                               protocol.bootstrap_seed, derived=derived)
+    if fid and "features" in table.generated and "features" in table.real and len(table) >= 2:
+        try:
+            intervals["fid"] = _fid_interval(table, protocol)
+        except ValueError as error:  # e.g. ill-conditioned covariances at N << feature dimension
+            skipped["fid"] = f"FID could not be computed on {len(table)} samples: {error}"
+    metrics = {name: _entry(ci) for name, ci in sorted(intervals.items())}
+    for name, exclusion in excluded.items():
+        if breakdown:  # the top-level call, not the per-operation rescoring
+            logger.warning("%s: %d of %d samples excluded (%s)", name, exclusion["n_excluded"], len(table),
+                           exclusion["reason"])
+        if name in metrics:  # the metric's n counts the samples it used, and says how many it left out and why
+            metrics[name].update(n=len(table) - exclusion["n_excluded"], **exclusion)
+    report = {
+        "n": len(table),
+        "metrics": metrics,
+        "skipped": skipped,
+        "excluded": excluded,
+        "components": _components(table, protocol, intervals, accuracy, retention, missing_terms),
+    }
+    if breakdown:
+        report["by_operation"] = _by_operation(table, protocol)
+    return report
+
+
+def _fid_interval(table: SampleTable, protocol: Protocol) -> ConfidenceInterval:
+    """FID with a bias-shifted percentile bootstrap interval.
+
+    FID is biased upwards at finite N, and a resample (about 63 % distinct samples) more so, so the plain
+    percentile interval sits above the estimate and may not contain it. The interval is therefore moved
+    down by the bootstrap bias estimate ``replicate_mean - value`` (and floored at 0, FID's minimum);
+    ``replicate_mean`` stays recorded, so the unshifted interval is recoverable."""
+    fid = _fid_metric(table)
+    value = fid.compute()
+    if protocol.fid_bootstrap_resamples <= 0:
+        return ConfidenceInterval(value, math.nan, math.nan, protocol.confidence_level, 0, len(table))
+    interval = bootstrap_many({"fid": _nan_on_error(_old_compute_on(fid))}, len(table), protocol.fid_bootstrap_resamples,
+                              protocol.confidence_level, protocol.bootstrap_seed)["fid"]
+    bias = interval.replicate_mean - value
+    low, high = (max(0.0, interval.low - bias), max(0.0, interval.high - bias)) if math.isfinite(bias) else (
+        math.nan, math.nan)
+    return ConfidenceInterval(value, low, high, interval.level, interval.n_resamples, interval.n, interval.n_skipped,
+                              interval.replicate_mean)
+
+
+def _fid_metric(table: SampleTable) -> FrechetDistance:
+    """FID over the table's real and generated features, kept per sample for paired resampling."""
+    fid = FrechetDistance(num_features=table.generated["features"].shape[1], keep_features=True)
+    fid.update(table.real["features"], real=True)
+    fid.update(table.generated["features"], real=False)
+    return fid
+
+
+def _entry(ci: ConfidenceInterval) -> dict:
+    def clean(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+
+    return {"value": clean(ci.value), "ci_low": clean(ci.low), "ci_high": clean(ci.high), "level": ci.level,
+            "n": ci.n, "n_resamples": ci.n_resamples, "n_skipped": ci.n_skipped,
+            "replicate_mean": clean(ci.replicate_mean)}
+
+
+def _components(table: SampleTable, protocol: Protocol, intervals: dict, accuracy, retention, missing) -> dict:
+    components: dict = {}
+    generated = table.generated
+    if "pathology_mean_auroc" in intervals:
+        auroc = PathologyAUROC(EVALUATED_FINDINGS, protocol.label_policy)
+        auroc.update(generated["pathology"], table.labels)
+        computed = auroc.compute()
+        components["pathology"] = {"n": computed["n"], "reasons": computed["reasons"], "policy": computed["policy"]}
+    if "cmig" in intervals:
+        values = {name: ci.value for name, ci in intervals.items()}
+        result = cmig_from_metrics(values, accuracy, retention).as_dict()
+        result["terms_missing"] = missing
+        components["cmig"] = result
+    if "kl_divergence" in intervals:
+        p = table.real["pathology"].mean(axis=0)
+        q = generated["pathology"].mean(axis=0)
+        components["kl_divergence"] = {
+            "p_real": dict(zip(EVALUATED_FINDINGS, p.tolist())),
+            "q_generated": dict(zip(EVALUATED_FINDINGS, q.tolist())),
+            "per_finding": dict(zip(EVALUATED_FINDINGS, bernoulli_kl(p, q).tolist())),
+            "formula": "sum_c p_c log(p_c/q_c) + (1-p_c) log((1-p_c)/(1-q_c)), nats, p,q clipped to [1e-7, 1-1e-7]",
+        }
+    if "race_auroc" in intervals:
+        valid = table.race >= 0
+        components["race"] = {"classes": list(table.race_classes),
+                              "counts": np.bincount(table.race[valid], minlength=len(table.race_classes)).tolist(),
+                              "excluded": int((~valid).sum())}
+    return components
+
+
+def _by_operation(table: SampleTable, protocol: Protocol) -> dict:
+    """Point estimates on the samples whose instruction contains each operation kind (no intervals, no FID:
+    FID on a few hundred samples of 1024-d features says little and costs a d x d eigen-decomposition)."""
+    quick = replace(protocol, bootstrap_resamples=1, fid_bootstrap_resamples=0)
+    breakdown = {}
+    for kind in OPERATION_KINDS:
+        rows = np.array([i for i, ops in enumerate(table.operations) if kind in ops], dtype=np.int64)
+        if len(rows) < 2:
+            breakdown[kind] = {"n": int(len(rows))}
+            continue
+        sub = score(table.subset(rows), quick, breakdown=False, fid=False)
+        breakdown[kind] = {"n": int(len(rows)),
+                           **{name: entry["value"] for name, entry in sub["metrics"].items()}}
+    return breakdown
+
+
+def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol()) -> dict:
+    """Paired differences a - b with intervals, on the samples both tables share (same bootstrap indices)."""
+    shared = sorted(set(a.sample_ids) & set(b.sample_ids), key=a.sample_ids.index)
+    if len(shared) < 2:
+        raise ValueError(f"the runs share {len(shared)} samples; a paired comparison needs at least 2")
+    rows_a = np.array([a.sample_ids.index(s) for s in shared])
+    rows_b = np.array([b.sample_ids.index(s) for s in shared])
+    sub_a, sub_b = a.subset(rows_a), b.subset(rows_b)
+    stats_a, stats_b = _with_cmig(sub_a, protocol), _with_cmig(sub_b, protocol)
+    differences = {}
+    for name in sorted(set(stats_a) & set(stats_b)):
+        resamples = protocol.fid_bootstrap_resamples if name == "fid" else protocol.bootstrap_resamples
+        if resamples <= 0:
+            continue
+        ci = paired_difference_ci(stats_a[name], stats_b[name], len(shared), resamples,
+                                  protocol.confidence_level, protocol.bootstrap_seed)
+        differences[name] = _entry(ci)
+    return {"n_shared": len(shared), "sample_ids": shared, "differences": differences}
+
+
+def _with_cmig(table: SampleTable, protocol: Protocol) -> dict[str, Statistic]:
+    """The table's statistics plus CMIG and FID as statistics of the indices (for paired differences)."""
+    statistics, _, _ = _statistics(table, protocol)
+    accuracy, retention, _ = _cmig_terms(protocol, set(statistics))
+    if accuracy and retention:
+        components = {name: statistics[name] for name in (*accuracy, *retention)}
+        statistics["cmig"] = lambda i: cmig_from_metrics({n: f(i) for n, f in components.items()},
+                                                         accuracy, retention).value
+    if "features" in table.generated and "features" in table.real:
+        statistics["fid"] = _nan_on_error(_fid_metric(table).compute_on)
+    return statistics
+
+
+def _nan_on_error(statistic: Statistic) -> Statistic:
+    """A replicate whose FID is numerically undefined counts as skipped (NaN), not as a crash."""
+
+    def guarded(indices: np.ndarray) -> float:
+        try:
+            return statistic(indices)
+        except ValueError:
+            return math.nan
+
+    return guarded
+
+
+# ---------------------------------------------------------------- copied from metrics/bootstrap.py @ 7212798
+from typing import Mapping  # noqa: E402
+
+from cfbench.metrics.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED  # noqa: E402
+
+def bootstrap_many(
+    statistics: Mapping[str, Statistic],
+    n: int,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    seed: int = DEFAULT_SEED,
+    derived: Mapping[str, Callable[[Mapping[str, float]], float]] | None = None,
+) -> dict[str, ConfidenceInterval]:
+    """Intervals of several statistics from the SAME replicates (paired).
+
+    ``derived`` statistics are functions of the others' values in a replicate, e.g.
+    ``{"cmig": lambda v: cmig_from_metrics(v).value}``: they see exactly the component values of that
+    replicate and cost no recomputation. Each statistic counts its own skipped replicates.
+    """
+    _check_arguments(n, n_resamples, level)
+    derived = dict(derived or {})
+    overlap = set(statistics) & set(derived)
+    if overlap:
+        raise ValueError(f"names used both as statistics and derived statistics: {sorted(overlap)}")
+
+    def evaluate(indices: np.ndarray) -> dict[str, float]:
+        values = {name: float(statistic(indices)) for name, statistic in statistics.items()}
+        for name, function in derived.items():
+            values[name] = float(function(values))
+        return values
+
+    point = evaluate(np.arange(n))
+    replicates: dict[str, list[float]] = {name: [] for name in point}
+    for indices in resample_indices(n, n_resamples, seed):
+        for name, value in evaluate(indices).items():
+            replicates[name].append(value)
+    return {name: _interval(point[name], replicates[name], level, n_resamples, n) for name in point}
+
+
+
+
+# ---------------------------------------------------------------- copied from metrics/fid.py @ 7212798
+
+def _resample_fid(real: np.ndarray, real_indices: np.ndarray, generated: np.ndarray, indices: np.ndarray) -> float:
+    """FID of two resamples: through the m x m factor product when both have fewer distinct rows than
+    features, else through the d x d covariances (whichever is cheaper)."""
+    mu_real, factor_real = _weighted_factor(real, real_indices)
+    mu_generated, factor_generated = _weighted_factor(generated, indices)
+    if max(len(factor_real), len(factor_generated)) < real.shape[1]:
+        return frechet_distance_from_factors(mu_real, factor_real, mu_generated, factor_generated)
+    return frechet_distance(mu_real, factor_real.T @ factor_real, mu_generated, factor_generated.T @ factor_generated)
+
+
+
+
+def _old_compute_on(fid):
+    def compute_on(indices):
+        generated, real = fid._stored(False), fid._stored(True)
+        if len(np.unique(indices)) < 2:
+            return math.nan
+        return _resample_fid(real, indices, generated, indices)
+
+    return compute_on
