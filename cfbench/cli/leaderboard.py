@@ -58,7 +58,8 @@ def add_verbs(verbs) -> None:
     """The ``demo`` and ``leaderboard`` verbs."""
     demo = verbs.add_parser("demo", help="run the reference models on the embedded phantom demo split")
     demo.add_argument("--out", metavar="DIR", help="folder for the demo runs (default {runs_dir}/demo)")
-    demo.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX")
+    demo.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
+                      help="benchmark resolution of the demo runs in pixels")
     demo.add_argument("--leaderboard", metavar="DIR",
                       help="folder for the demo's leaderboard: tables, plots, gallery (default {out}/leaderboard)")
     demo.add_argument("--no-leaderboard", action="store_true", help="skip writing the leaderboard")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from cfbench.evaluation.evaluate import evaluate_run
-from cfbench.evaluation.metric_names import metric_name
 from cfbench.phantom.dataset import demo_dataset
 from cfbench.runs.generate import RunSettings, generate
 
@@ -40,8 +39,10 @@ def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = 512, batch_size:
         if generated.failed:
             raise RuntimeError(f"demo run of {model} had failures: {generated.failed[:3]}")
         report = evaluate_run(settings.out, progress=progress)
-        reports.append({"model": model, "run": str(settings.out), **{
-            name: report["metrics"].get(name, {}).get("value") for name in SUMMARY_COLUMNS}})
+        reports.append({"model": model, "run": str(settings.out), "n": report["n_samples"],
+                        "protocol": report["protocol"], "skipped": report["skipped"],
+                        "metrics": {name: report["metrics"][name] for name in SUMMARY_COLUMNS
+                                    if name in report["metrics"]}})
     return reports
 
 
@@ -56,11 +57,8 @@ def write_demo_leaderboard(runs_dir: Path, out: Path, gallery_samples: int = 8) 
 
 
 def format_table(rows: list[dict], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
-    """A Markdown table: one row per model, values with 4 decimals ('-' for missing)."""
-    header = "| model | " + " | ".join(metric_name(c).title for c in columns) + " |"
-    rule = "|---|" + "---:|" * len(columns)
-    lines = [header, rule]
-    for row in rows:
-        cells = ["-" if row.get(c) is None else f"{row[c]:.2f}" if c == "cmig" else f"{row[c]:.4f}" for c in columns]
-        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """A Markdown table, one row per model: value [bootstrap interval] on the leaderboard's scale, n, and the
+    reason for every '-' and every small-n warning below it (:mod:`cfbench.leaderboard.console`)."""
+    from cfbench.leaderboard.console import summary_table
+
+    return summary_table(rows, columns)
