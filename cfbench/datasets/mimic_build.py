@@ -215,5 +215,6 @@ def build_mimic_dataset(sources: MimicSources, out: str | Path, settings: PairSe
     paths = {name: None if value is None else str(value) for name, value in vars(sources).items()}
     info = {"kind": "mimic-edit-instruction", "sources": paths,
             "funnel": funnel, "unknown_phrases": dict(plan.differences.unknown.most_common()),
-            "unparsed_sentences": dict(plan.differences.unparsed.most_common())}
+            "unparsed_sentences": dict(plan.differences.unparsed.most_common()),
+            "ambiguous_level_splits": dict(plan.differences.ambiguous.most_common())}
     return write_dataset(out, samples, outcomes, settings, info, "MIMIC-EDIT-INSTRUCTION (rebuilt)")
