@@ -145,6 +145,8 @@ def test_the_dataset_card_lists_ambiguous_level_splits(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "q.csv", index=False)
     report = read_difference_pairs(tmp_path / "q.csv")
     assert sum(report.ambiguous.values()) == 1
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "instructions.csv").write_text("instruction,past_dicom_id,current_dicom_id,split\n")
     card = write_dataset_card(tmp_path / "out", "t", {"ambiguous_level_splits": dict(report.ambiguous)}).read_text()
     assert "Ambiguous level changes" in card
     assert "'small to mild to moderate': read as 'small' -> 'mild to moderate'; also 'small to mild' -> 'moderate' (1)" in card
