@@ -277,3 +277,9 @@ def test_latex_escapes_superscripts_and_marks_oracle_rows(evaluated_runs):
     csv_kinds = set(pd.read_csv(io.StringIO(to_csv(build_leaderboard(runs, "locality", reported=[]))))["kind"])
     assert "oracle" in csv_kinds and "reference" not in csv_kinds
     assert "| oracle |" in to_markdown(build_leaderboard(runs, "locality", reported=[]))
+
+
+def test_gallery_title_is_not_doubled(evaluated_runs, tmp_path):
+    write_leaderboard(list(evaluated_runs.values()), tmp_path / "lb", plots=False, gallery_samples=2)
+    page = (tmp_path / "lb" / "gallery" / "index.html").read_text()
+    assert "<h1>Gallery · cfbench leaderboard lb</h1>" in page and "lb: gallery" not in page
