@@ -100,7 +100,7 @@ def summary_table(rows: list[dict], columns: tuple[str, ...]) -> str:
     entry}}; each cell is the value [interval] on the leaderboard's scale, '-' when not computed."""
     header = ["model", "n"]
     for column in columns:
-        unit = display_scale(column)[2]
+        unit = {"pixel intensity in [0, 1]": "pixels, [0, 1]"}.get(display_scale(column)[2], display_scale(column)[2])
         title = display_title(column, rows[0].get("protocol") if rows else None)
         header.append(f"{title} ({unit})" if unit else title)
     lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * len(columns)]
