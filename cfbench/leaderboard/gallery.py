@@ -120,6 +120,7 @@ img { display: block; margin: 0 auto; image-rendering: auto; }
 .missing { font-size: 0.75em; color: #999; }
 code { font-size: 0.95em; }
 th code { font-size: 0.9em; font-weight: normal; }
+p.note code { font-size: 1.1em; }
 .sample-id { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 1em; color: #333; }
 .scale { display: flex; align-items: center; gap: 0.6em; font-size: 0.9em; margin: 0.6em 0 1em; }
 .scale img { display: inline-block; margin: 0; border: 1px solid #999; }
