@@ -126,8 +126,13 @@ def _print_metrics(report: dict) -> None:
 
     evaluator = (report.get("evaluator") or {}).get("evaluator", "none")
     print(f"evaluated {report['n_samples']} of {report['n_in_split']} samples (evaluator: {evaluator})")
-    if report.get("protocol_choices"):
-        print(f"  protocol: {report['protocol_choices']}")
+    from cfbench.evaluation.protocol import Protocol
+
+    known = {key: tuple(v) if isinstance(v, list) else v for key, v in report.get("protocol", {}).items()
+             if key in Protocol.__dataclass_fields__}
+    choices = Protocol(**known).choices_text(report.get("metrics", {}), brief=True)
+    if choices:
+        print(f"  protocol: {choices} (--kl, --age-reference, --clip-i; in words: metrics.json protocol_choices)")
     for line in metric_lines(report):
         print(line)
 

@@ -324,8 +324,10 @@ def undefined_reasons(table: SampleTable, metrics: dict, protocol: Protocol = Pr
             bad = [k.split("/", 1)[1] for k, e in metrics.items() if k.startswith(prefix) and e.get("value") is None]
             reason = f"the mean over findings is undefined because these are: {bad}"
         elif name == "cmig":
-            bad = [k for k in (*protocol.accuracy_terms, *protocol.retention_terms, "sex_auroc")
-                   if k in metrics and metrics[k].get("value") is None]
+            terms = [*protocol.accuracy_terms, *protocol.retention_terms]
+            if "race_auroc" in terms and "race_auroc" not in metrics:  # sex AUROC stands in (data without race)
+                terms = ["sex_auroc" if term == "race_auroc" else term for term in terms]
+            bad = [k for k in terms if k in metrics and metrics[k].get("value") is None]
             reason = f"a CMIG term is undefined: {bad}"
         else:
             reason = f"undefined on these {n} samples"

@@ -80,16 +80,15 @@ class Protocol:
         """JSON-ready (tuples as lists)."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
-    def choices_text(self, metrics=None) -> str:
+    def choices_text(self, metrics=None, brief: bool = False) -> str:
         """One line naming the open protocol choices in force (for table notes and the console); with
-        ``metrics`` (names), only the choices that touch those metrics."""
+        ``metrics`` (names), only the choices that touch those metrics; ``brief``: names only."""
         parts = []
-        if metrics is None or "kl_divergence" in metrics:
-            parts.append(f"KL = {self.kl_variant} ({KL_VARIANTS[self.kl_variant]})")
-        if metrics is None or "age_pearson" in metrics:
-            parts.append(f"age = {self.age_reference} ({AGE_REFERENCES[self.age_reference]})")
-        if metrics is None or "clip_i" in metrics:
-            parts.append(f"CLIP-I = {self.clip_i_variant} ({CLIP_I_VARIANTS[self.clip_i_variant]})")
+        for metric, label, value, meanings in (("kl_divergence", "KL", self.kl_variant, KL_VARIANTS),
+                                               ("age_pearson", "age", self.age_reference, AGE_REFERENCES),
+                                               ("clip_i", "CLIP-I", self.clip_i_variant, CLIP_I_VARIANTS)):
+            if metrics is None or metric in metrics:
+                parts.append(f"{label} = {value}" + ("" if brief else f" ({meanings[value]})"))
         return "; ".join(parts)
 
 
