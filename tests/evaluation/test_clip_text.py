@@ -99,6 +99,12 @@ def test_cli_clip_i_image_text_is_the_cosine_to_the_prompt(clip_folder, random_d
     assert metrics["metrics"]["clip_i"]["value"] == pytest.approx(expected, abs=1e-5)
     printed = capsys.readouterr().out
     assert "CLIP-I (img-txt)" in printed
+    from cfbench.leaderboard.formats import to_latex, to_markdown
+    from cfbench.leaderboard.table_model import build_leaderboard, load_runs
+
+    board = build_leaderboard(load_runs([out]), "progemu", reported=[])
+    assert "CLIP-I (img-txt) ↑" in to_markdown(board) and "CLIP-I = image-text" in to_markdown(board)
+    assert "CLIP-I (img-txt)" in to_latex(board)
     # the default image-image variant gives another number (identity output vs target image)
     assert main(["--quiet", "eval", "--run", str(out), "--evaluator", "none", "--clip-model", str(folder)]) == 0
     default = json.loads((out / "metrics.json").read_text())
