@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "PathologyAUROC": "classification", "PathologyF1": "classification", "binary_auroc": "classification",
     "binary_f1": "classification",
     "MeanProbability": "divergence", "PathologyKLDivergence": "divergence", "bernoulli_kl": "divergence",
+    "pathology_kl": "divergence",
     "FrechetDistance": "fid", "frechet_distance": "fid", "frechet_distance_from_factors": "fid",
     "frechet_distance_from_features": "fid",
     "PearsonCorrelation": "regression", "pearson_r": "regression",

@@ -9,6 +9,14 @@ and the reported value is the sum over the findings (five by default), >= 0, 0 w
 clipped to [eps, 1 - eps] with eps = 1e-7 before the logs, so a mean of exactly 0 or 1 gives a large
 finite value instead of infinity. The papers' scaling of this number is unpublished; it is reported as
 is (no factor 100).
+
+Other readings of InstructX2X v2 Eq. 4 (D_KL = sum_i P(i) log(P(i) / Q(i)) over findings), chosen with
+``pathology_kl(p, q, variant)``:
+
+- ``"bernoulli"``: the sum of Bernoulli KLs above (the default);
+- ``"eq4"``: Eq. 4 as written on the mean probabilities, sum_c p_c log(p_c / q_c) (not a divergence of
+  two distributions: p and q need not sum to 1, and the value can be negative);
+- ``"normalised"``: Eq. 4 on p / sum(p) and q / sum(q), the KL of two categorical distributions (>= 0).
 """
 
 from __future__ import annotations
@@ -28,6 +36,28 @@ def bernoulli_kl(p: np.ndarray, q: np.ndarray, eps: float = KL_EPS) -> np.ndarra
     p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
     q = np.clip(np.asarray(q, dtype=np.float64), eps, 1.0 - eps)
     return p * np.log(p / q) + (1.0 - p) * np.log((1.0 - p) / (1.0 - q))
+
+
+KL_VARIANTS: tuple[str, ...] = ("bernoulli", "eq4", "normalised")
+KL_FORMULAS: dict[str, str] = {
+    "bernoulli": "sum_c p_c log(p_c/q_c) + (1-p_c) log((1-p_c)/(1-q_c)), nats, p,q clipped to [1e-7, 1-1e-7]",
+    "eq4": "sum_c p_c log(p_c/q_c), nats, p,q mean probabilities clipped to [1e-7, 1-1e-7], not normalised",
+    "normalised": "sum_c P_c log(P_c/Q_c), nats, P = p/sum(p), Q = q/sum(q) after clipping to [1e-7, 1-1e-7]",
+}
+
+
+def pathology_kl(p: np.ndarray, q: np.ndarray, variant: str = "bernoulli", eps: float = KL_EPS) -> np.ndarray:
+    """Per-finding terms of the KL divergence between mean probabilities p (real) and q (generated); the
+    metric is their sum. ``variant``: one of :data:`KL_VARIANTS` (see the module docstring)."""
+    if variant == "bernoulli":
+        return bernoulli_kl(p, q, eps)
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    q = np.clip(np.asarray(q, dtype=np.float64), eps, 1.0 - eps)
+    if variant == "normalised":
+        p, q = p / p.sum(axis=-1, keepdims=True), q / q.sum(axis=-1, keepdims=True)
+    elif variant != "eq4":
+        raise ValueError(f"unknown KL variant {variant!r}; choose one of {', '.join(KL_VARIANTS)}")
+    return p * np.log(p / q)
 
 
 def _check_probabilities(probabilities: np.ndarray, num_classes: int, metric: str) -> np.ndarray:

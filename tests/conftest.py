@@ -49,3 +49,30 @@ def tiny_sd(tmp_path_factory, request):
     size = getattr(request.module, "SIZE")
     scheduler = getattr(request.module, "TINY_SD_SCHEDULER", "ddim")
     return save_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "sd", sample_size=size // 2, scheduler=scheduler)
+
+
+# The slowest tests, measured with `pytest --durations=30` (2 idle CPU cores: 1.2-8 s each, with their module
+# fixtures; several times that on a busy shared machine). `pytest -m "not slow"` leaves them out.
+SLOW_TESTS = frozenset({
+    "tests/phantom/test_phantom_dataset.py::test_demo_prints_reference_table",
+    "tests/phantom/test_phantom_dataset.py::test_demo_cache_is_built_once_even_concurrently",
+    "tests/phantom/test_phantom_evaluators.py::test_shipped_weights_meet_targets_on_fresh_phantoms",
+    "tests/phantom/test_phantom_evaluators.py::test_tiny_training_run_is_deterministic_and_loadable",
+    "tests/phantom/test_phantom_evaluators.py::test_parallel_rendering_matches_serial",
+    "tests/datasets/test_registration.py::test_mutual_information_of_aligned_and_unrelated_pairs",
+    "tests/training/test_train_biomedjourney.py::test_two_stage_training_resumes_exactly_and_exports_a_folder_the_adapter_loads",
+    "tests/training/test_train_instructx2x.py::test_resume_gives_the_state_of_an_uninterrupted_run",
+    "tests/training/test_train_instructx2x.py::test_training_lowers_the_loss_and_writes_a_loadable_pipeline",
+    "tests/metrics/test_metrics_math.py::test_bootstrap_coverage_of_auroc_of_two_normals",
+    "tests/models/test_autoregressive_adapters.py::test_cli_run_end_to_end_with_explanations",
+    "tests/models/test_autoregressive_adapters.py::test_progemu_grammar_batch_and_seeds",
+    "tests/models/test_instructx2x.py::test_cli_run_on_demo_writes_images_and_guidance_maps",
+    "tests/models/test_radedit.py::test_cli_run_on_the_demo_split_writes_images_and_is_evaluated",
+    "tests/api/test_registry.py::test_entry_point_plugin_installed_from_a_package",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -21,7 +21,7 @@ import sys
 
 from cfbench.api.registry import PluginError, UnknownModelError
 from cfbench.cli import data, leaderboard, phantom, run, settings, train
-from cfbench.cli.common import CliError
+from cfbench.cli.common import CliError, use_help_formatter
 from cfbench.core import config
 from cfbench.core.errors import WeightsNotFoundError
 from cfbench.core.storage import LockedError
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for group in VERB_GROUPS:
         group.add_verbs(verbs)
+    use_help_formatter(parser)
     return parser
 
 

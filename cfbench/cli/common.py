@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 
 class CliError(RuntimeError):
     """An error the user can fix; printed without a traceback."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless the text already names it or there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS or action.option_strings == []
+                or re.search(r"\(default|; default|default:|default \{", text) or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every sub-command parser under it :class:`HelpFormatter`."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None and helps.get(name):  # the one-line help, as the page's description
+                    child.description = helps[name][0].upper() + helps[name][1:] + "."
+                use_help_formatter(child)
 
 
 def option_pairs(values: list[str] | None) -> dict[str, str]:

@@ -98,8 +98,8 @@ def add_verbs(verbs) -> None:
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="KIND")
     phantom = data_verbs.add_parser("phantom", help="write a phantom dataset with splits train/holdout/test/val")
     phantom.add_argument("--n", type=positive_int, default=600, help="number of pairs (default 600)")
-    phantom.add_argument("--out", required=True, metavar="DIR")
-    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--out", required=True, metavar="DIR", help="new dataset folder")
+    phantom.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the phantom scenarios")
     phantom.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                          help=f"image side in pixels (default {DEFAULT_RESOLUTION})")
     phantom.set_defaults(handler=cmd_data_phantom)
@@ -107,7 +107,7 @@ def add_verbs(verbs) -> None:
     sources = build.add_subparsers(dest="source", required=True, metavar="SOURCE")
     nih = sources.add_parser("nih", help="NIH ChestX-ray14: consecutive PA pairs with different labels (public)")
     nih.add_argument("--images", required=True, metavar="DIR", help="folder with the NIH images (*.png)")
-    nih.add_argument("--out", required=True, metavar="DIR")
+    nih.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (resumable)")
     nih.add_argument("--data-entry", metavar="CSV",
                      help="Data_Entry_2017_v2020.csv(.gz); default: the copy inside torchxrayvision")
     _add_pair_options(nih)
@@ -128,12 +128,12 @@ def add_verbs(verbs) -> None:
     mimic.add_argument("--reports", metavar="DIR",
                        help="MIMIC-CXR reports root (files/p1x/p.../s....txt): the later study's impression becomes "
                             "target_report, the prompt of text-to-image baselines")
-    mimic.add_argument("--out", required=True, metavar="DIR")
+    mimic.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (resumable)")
     _add_pair_options(mimic)
     mimic.set_defaults(handler=cmd_data_build_mimic)
     icg = sources.add_parser("icg", help="ICG-CXR (ProgEmu): pair folders with JSON, prior and follow-up images")
     icg.add_argument("--root", required=True, metavar="DIR", help="folder holding one sub-folder per pair")
-    icg.add_argument("--out", required=True, metavar="DIR")
+    icg.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     icg.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                      help=f"image side of the written dataset in pixels (default {DEFAULT_RESOLUTION})")
     icg.set_defaults(handler=cmd_data_build_icg)

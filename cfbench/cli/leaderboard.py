@@ -67,8 +67,7 @@ def add_verbs(verbs) -> None:
                     "leaderboard. A few minutes on 2 cores; runs resume.")
     demo.add_argument("--out", metavar="DIR", help="folder for the demo runs (default {runs_dir}/demo)")
     demo.add_argument("--resolution", type=resolution_type, default=DEMO_RESOLUTION, metavar="PX",
-                      help="benchmark image side (default %(default)s: the phantom evaluator's input and the "
-                           "generator's side)")
+                      help="benchmark image side in pixels: the phantom evaluator's input and the generator's side")
     demo.add_argument("--all", action="store_true",
                       help="also the two RSE ablations (relevance map only, pseudo mask only)")
     demo.add_argument("--leaderboard", metavar="DIR",

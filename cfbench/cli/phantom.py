@@ -102,10 +102,11 @@ def add_verbs(verbs) -> None:
     train = phantom_verbs.add_parser(
         "train-evaluators", help="train the phantom evaluator CNNs (findings, group, sex, age) on rendered phantoms")
     train.add_argument("--out", required=True, metavar="DIR", help="folder for the weights and the held-out scores")
-    train.add_argument("--n-train", type=int, default=7000)
-    train.add_argument("--n-val", type=int, default=1000)
-    train.add_argument("--epochs", type=int, default=6)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--n-train", type=positive_int, default=7000, metavar="N", help="phantoms rendered for training")
+    train.add_argument("--n-val", type=positive_int, default=1000, metavar="N",
+                       help="held-out phantoms the reported AUROC / r are measured on")
+    train.add_argument("--epochs", type=positive_int, default=6, metavar="E", help="passes over the training phantoms")
+    train.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the phantoms and the training")
     train.add_argument("--resolution", type=resolution_type, default=256, metavar="PX",
                        help="side the phantoms are rendered at before the resize to the network input (default 256)")
     train.add_argument("--workers", type=positive_int, default=2, help="rendering processes")

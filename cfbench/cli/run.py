@@ -20,7 +20,7 @@ from cfbench.cli.common import (
 )
 from cfbench.core import config
 from cfbench.datasets.layout import SPLITS, dataset_kind
-from cfbench.evaluation.protocol import EVALUATORS, Protocol
+from cfbench.evaluation.protocol import AGE_REFERENCES, CLIP_I_VARIANTS, EVALUATORS, KL_VARIANTS, Protocol
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,11 +74,19 @@ def _data_dir(args) -> Path:
 def _settings_from_args(args):
     from cfbench.runs.generate import RunSettings
 
+    from cfbench.core.errors import WeightsNotFoundError
+
     model_class = get_model_class(args.model)
     kind = "phantom" if args.split == "demo" and not args.data else None  # the embedded demo set is phantoms
     if kind is None and not args.model_path and model_class.phantom_weights:
         kind = dataset_kind(_data_dir(args))  # phantom data: the model's shipped phantom checkpoint
-    model_path = resolve_model_path(model_class, args.model_path, kind)
+    try:
+        model_path = resolve_model_path(model_class, args.model_path, kind)
+    except WeightsNotFoundError as error:
+        if not args.data and args.split != "demo" and config.resolve_path("data_dir") is None:
+            raise WeightsNotFoundError(error.missing, "the dataset folder is not set either: pass --data DIR, set "
+                                                      "CFBENCH_DATA_DIR or run `cfbench config set data_dir DIR`") from None
+        raise
     safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
     out = Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
     shard, device = _shard_and_device(getattr(args, "shard", None), args.device)
@@ -115,20 +123,20 @@ def _generate(args) -> tuple[object, int]:
 
 
 def _print_metrics(report: dict) -> None:
+    """The metrics on the leaderboard's scale, with intervals, n, the reason for each '-' and small-n warnings."""
+    from cfbench.leaderboard.console import metric_lines
+
     evaluator = (report.get("evaluator") or {}).get("evaluator", "none")
     print(f"evaluated {report['n_samples']} of {report['n_in_split']} samples (evaluator: {evaluator})")
-    level = int(round(100 * report["protocol"]["confidence_level"]))
-    print(f"  {'metric':<34} {'value':>8}  {level}% CI")
-    from cfbench.evaluation.metric_names import METRICS
+    from cfbench.evaluation.protocol import Protocol
 
-    headline = list(METRICS)  # headline metrics first, in protocol order; per-finding ones after
-    ordered = sorted(report["metrics"].items(),
-                     key=lambda item: (0, headline.index(item[0])) if item[0] in headline else (1, item[0]))
-    for name, entry in ordered:
-        interval = f"[{number(entry['ci_low'])}, {number(entry['ci_high'])}]" if entry["n_resamples"] else ""
-        print(f"  {name:<34} {number(entry['value']):>8}  {interval}")
-    for name, reason in report.get("skipped", {}).items():
-        print(f"  {name:<34} {'-':>8}  not computed: {reason}")
+    known = {key: tuple(v) if isinstance(v, list) else v for key, v in report.get("protocol", {}).items()
+             if key in Protocol.__dataclass_fields__}
+    choices = Protocol(**known).choices_text(report.get("metrics", {}), brief=True)
+    if choices:
+        print(f"  protocol: {choices} (--kl, --age-reference, --clip-i; in words: metrics.json protocol_choices)")
+    for line in metric_lines(report):
+        print(line)
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,37 +144,55 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--evaluator", default="auto", choices=EVALUATORS,
                        help="auto: the shipped phantom CNN on phantom data, torchxrayvision otherwise; "
                             "none: pixel measures only")
-    group.add_argument("--eval-batch-size", type=int, default=16, metavar="B")
+    group.add_argument("--eval-batch-size", type=positive_int, default=16, metavar="B",
+                       help="images per evaluator call (numbers do not depend on it)")
     group.add_argument("--bootstrap", type=int, default=Protocol.bootstrap_resamples, metavar="N",
-                       help=f"bootstrap resamples for the intervals (default {Protocol.bootstrap_resamples})")
+                       help="bootstrap resamples for the intervals")
     group.add_argument("--fid-bootstrap", type=int, default=Protocol.fid_bootstrap_resamples, metavar="N",
-                       help=f"bootstrap resamples for FID, each costs a matrix square root "
-                            f"(default {Protocol.fid_bootstrap_resamples}; 0: no interval)")
-    group.add_argument("--confidence", type=float, default=Protocol.confidence_level, metavar="LEVEL")
+                       help="bootstrap resamples for FID, each costs a matrix square root (0: no interval)")
+    group.add_argument("--confidence", type=float, default=Protocol.confidence_level, metavar="LEVEL",
+                       help="confidence level of the percentile bootstrap intervals, in (0, 1)")
     group.add_argument("--label-uncertain", default=Protocol.label_uncertain, choices=["exclude", "positive", "negative"],
-                       help="what uncertain (-1) target labels become (default exclude, per finding)")
+                       help="what uncertain (-1) target labels become, per finding")
     group.add_argument("--label-blank", default=Protocol.label_blank, choices=["exclude", "negative"],
-                       help="what blank target labels become (default exclude, per finding)")
+                       help="what blank target labels become, per finding")
     group.add_argument("--accuracy-terms", default=",".join(Protocol.accuracy_terms), metavar="NAMES",
                        help="metrics entering CMIG's accuracy mean (comma-separated)")
     group.add_argument("--retention-terms", default=",".join(Protocol.retention_terms), metavar="NAMES",
                        help="metrics entering CMIG's retention mean, e.g. race_auroc,age_pearson or sex_auroc,age_pearson")
-    group.add_argument("--f1-threshold", type=float, default=Protocol.f1_threshold, metavar="P")
+    group.add_argument("--f1-threshold", type=float, default=Protocol.f1_threshold, metavar="P",
+                       help="probability at or above which a finding counts as predicted present for F1")
+    group.add_argument("--kl", dest="kl_variant", default=Protocol.kl_variant, choices=list(KL_VARIANTS),
+                       help="KL between mean pathology probabilities on real (P) and generated (Q) images: "
+                            + "; ".join(f"{k}: {v}" for k, v in KL_VARIANTS.items()))
+    group.add_argument("--age-reference", default=Protocol.age_reference, choices=list(AGE_REFERENCES),
+                       help="the true age the predicted age is correlated with: "
+                            + "; ".join(f"{k}: {v}" for k, v in AGE_REFERENCES.items()))
+    group.add_argument("--clip-i", dest="clip_i_variant", default=Protocol.clip_i_variant, choices=list(CLIP_I_VARIANTS),
+                       help="which pair CLIP-I compares (needs --clip-model): "
+                            + "; ".join(f"{k}: {v}" for k, v in CLIP_I_VARIANTS.items()))
     group.add_argument("--pseudo-masks", metavar="FILE",
                        help="pseudo masks for edit locality on real data (`cfbench masks build`); "
                             "default: NIH box unions shipped with torchxrayvision")
     group.add_argument("--clip-model", metavar="DIR",
-                       help="BiomedCLIP folder (open_clip_config.json + open_clip_pytorch_model.bin) for CLIP-I")
+                       help="BiomedCLIP folder (open_clip_config.json + open_clip_pytorch_model.bin) for CLIP-I; "
+                            "for --clip-i image-text also text_model/ (BiomedBERT config.json + vocab.txt)")
+    group.add_argument("--clip-text-model", metavar="DIR",
+                       help="the BiomedBERT folder of the text tower (default: DIR/text_model of --clip-model)")
 
 
 def _protocol(args) -> Protocol:
-    return Protocol(
-        label_uncertain=args.label_uncertain, label_blank=args.label_blank,
-        accuracy_terms=tuple(t for t in args.accuracy_terms.split(",") if t),
-        retention_terms=tuple(t for t in args.retention_terms.split(",") if t),
-        f1_threshold=args.f1_threshold, confidence_level=args.confidence,
-        bootstrap_resamples=args.bootstrap, fid_bootstrap_resamples=args.fid_bootstrap,
-    )
+    try:
+        return Protocol(
+            label_uncertain=args.label_uncertain, label_blank=args.label_blank,
+            accuracy_terms=tuple(t for t in args.accuracy_terms.split(",") if t),
+            retention_terms=tuple(t for t in args.retention_terms.split(",") if t),
+            f1_threshold=args.f1_threshold, confidence_level=args.confidence,
+            bootstrap_resamples=args.bootstrap, fid_bootstrap_resamples=args.fid_bootstrap,
+            kl_variant=args.kl_variant, age_reference=args.age_reference, clip_i_variant=args.clip_i_variant,
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from error
 
 
 def _evaluate(args, run_folder) -> dict:
@@ -176,7 +202,11 @@ def _evaluate(args, run_folder) -> dict:
     if args.clip_model:
         from cfbench.evaluation.biomedclip import BiomedCLIPEmbedder
 
-        extra = (BiomedCLIPEmbedder.from_folder(args.clip_model, device=args.device),)
+        extra = (BiomedCLIPEmbedder.from_folder(args.clip_model, device=args.device,
+                                                text_model=args.clip_text_model,
+                                                with_text=args.clip_i_variant == "image-text"),)
+    elif args.clip_i_variant == "image-text":
+        raise CliError("--clip-i image-text needs --clip-model DIR (BiomedCLIP with its text tower)")
     masks = None
     if args.pseudo_masks:
         from cfbench.datasets.pseudo_masks import PseudoMasks
@@ -253,9 +283,13 @@ def add_verbs(verbs) -> None:
     _add_eval_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
-    compare = verbs.add_parser("compare", help="paired differences between two evaluated runs, with intervals")
-    compare.add_argument("run_a", metavar="RUN_A")
-    compare.add_argument("run_b", metavar="RUN_B")
+    compare = verbs.add_parser(
+        "compare", help="paired differences between two evaluated runs, with intervals",
+        description="Paired differences A - B of every metric on the samples both runs share, with paired "
+                    "bootstrap intervals (the same resampled samples for both runs); 'differs' marks an interval "
+                    "that excludes 0. Both runs must have been evaluated with the same evaluator.")
+    compare.add_argument("run_a", metavar="RUN_A", help="evaluated run folder A (metrics.json, evaluation.npz)")
+    compare.add_argument("run_b", metavar="RUN_B", help="evaluated run folder B")
     compare.add_argument("--out", metavar="FILE", help="also write the differences as JSON")
     _add_eval_arguments(compare)
     compare.set_defaults(handler=cmd_compare)

@@ -31,15 +31,16 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    width = max((len(row["name"]) for row in rows), default=0) + 2
     for row in rows:
         flags = [row["input"]] + [flag for flag in ("guidance_map", "explanation") if row[flag]]
         if row["weights"] is None:
             weights = "no weights needed"
         else:
             weights = f"weights {'present' if row['weights_present'] else 'MISSING'} at {row['weights']}"
-        print(f"{row['name']:<22} [{', '.join(flags)}] {row['native_resolution']} px, {row['origin']}; {weights}")
+        print(f"{row['name']:<{width}}[{', '.join(flags)}] {row['native_resolution']} px, {row['origin']}; {weights}")
         if row["description"]:
-            print(f"{'':<22} {row['description']}")
+            print(f"{'':<{width}}{row['description']}")
     return 0
 
 
@@ -116,12 +117,22 @@ def _fetch_model_weights(names: list[str]) -> int:
 
 def add_verbs(verbs) -> None:
     """The ``models``, ``weights`` and ``config`` verbs."""
-    models = verbs.add_parser("models", help="list registered models, their capabilities and weights")
+    models = verbs.add_parser(
+        "models", help="list registered models, their capabilities and weights",
+        description="List every registered model (built-in adapters, entry-point plugins): what it returns "
+                    "(edits the input or not, guidance map, explanation), its native resolution, where its "
+                    "weights are expected ({weights_dir}/{its folder}, see `cfbench config`) and whether they are "
+                    "there. --model-path overrides the folder for one run.")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(handler=cmd_models)
 
     weights_parser = verbs.add_parser(
-        "weights", help="list every weights file the evaluators need (path, size, SHA-256, present), or fetch them")
+        "weights", help="list every weights file the evaluators need (path, size, SHA-256, present), or fetch them",
+        description="The evaluators' weights files (torchxrayvision DenseNet, race, age; sex with --all): where each "
+                    "is expected, whether it is present, its size and SHA-256 when present, and the expected "
+                    "SHA-256 ('unknown' when cfbench records none: the first file used is then trusted and "
+                    "checked afterwards). `fetch` downloads them (or a generator's hub repositories: `fetch "
+                    "MODEL`); `trust` accepts the files now present. Nothing is downloaded during an evaluation.")
     weights_parser.add_argument("action", nargs="?", choices=["list", "fetch", "trust"], default="list",
                                 help="list (default); fetch: download; trust: accept the files now present as the "
                                      "ones to load (their SHA-256 is recorded and checked at every load)")
@@ -134,9 +145,14 @@ def add_verbs(verbs) -> None:
     weights_parser.add_argument("--cache-dir", metavar="DIR", help="DenseNet cache folder (default torchxrayvision's)")
     weights_parser.set_defaults(handler=cmd_weights)
 
-    conf = verbs.add_parser("config", help="show settings and their sources, or `config set KEY VALUE`")
-    conf.add_argument("action", nargs="?", choices=["show", "set"], default="show")
-    conf.add_argument("key", nargs="?", choices=sorted(config.SETTINGS))
-    conf.add_argument("value", nargs="?")
+    conf = verbs.add_parser(
+        "config", help="show settings and their sources, or `config set KEY VALUE`",
+        description="Settings (data_dir, weights_dir, runs_dir, cache_dir) come from flags, then environment "
+                    "variables (CFBENCH_DATA_DIR, ...), then the config file, then defaults. `cfbench config` shows "
+                    "the value in force and where it came from; `cfbench config set KEY VALUE` writes the file.")
+    conf.add_argument("action", nargs="?", choices=["show", "set"], default="show",
+                      help="show the settings, or set one in the config file")
+    conf.add_argument("key", nargs="?", choices=sorted(config.SETTINGS), help="setting to set")
+    conf.add_argument("value", nargs="?", help="its new value (a folder)")
     conf.set_defaults(handler=cmd_config)
 

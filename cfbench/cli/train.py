@@ -66,8 +66,9 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder (instructions.csv, past/, current/)")
     parser.add_argument("--base", required=True, metavar="PATH",
                      help="InstructPix2Pix or Stable Diffusion diffusers folder (conv_in is widened for SD)")
-    parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--split", default="train", choices=SPLITS)
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder: checkpoints/, logs, and at the end the trained pipeline folder")
+    parser.add_argument("--split", default="train", choices=SPLITS, help="dataset split to train on")
     parser.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                         help=f"training image side in pixels (default {DEFAULT_RESOLUTION})")
     parser.add_argument("--steps", type=positive_int, default=6500, help="optimizer steps (default 6500)")
@@ -76,21 +77,29 @@ def _add_training_arguments(parser) -> None:
                           "--batch-size x processes, the quotient is the gradient accumulation")
     parser.add_argument("--batch-size", type=positive_int, default=4, metavar="B", help="per-device micro-batch (default 4)")
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
-    parser.add_argument("--warmup-steps", type=int, default=0, metavar="N")
-    parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    parser.add_argument("--warmup-steps", type=int, default=0, metavar="N",
+                        help="optimizer steps of linear learning-rate warm-up")
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"],
+                        help="accelerate's mixed precision (no: float32)")
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights, keep no EMA")
-    parser.add_argument("--ema-decay", type=float, default=0.9999)
+    parser.add_argument("--ema-decay", type=float, default=0.9999, metavar="D",
+                        help="decay of the exponential moving average of the UNet weights")
     parser.add_argument("--rotation", type=float, default=2.0, metavar="DEG", help="max rotation (default 2)")
     parser.add_argument("--crop-fraction", type=float, default=1.0, metavar="F",
                      help="centre crop side as a fraction of the image (default 1.0: none)")
     parser.add_argument("--hflip", type=float, default=0.5, metavar="P",
                      help="horizontal flip probability; left/right words are swapped (default 0.5)")
-    parser.add_argument("--checkpoint-every", type=int, default=500, metavar="K")
-    parser.add_argument("--keep-checkpoints", type=int, default=2, metavar="N")
-    parser.add_argument("--log-every", type=int, default=10, metavar="K")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=500, metavar="K",
+                        help="write a resumable checkpoint every K optimizer steps")
+    parser.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
+                        help="how many of the newest checkpoints to keep")
+    parser.add_argument("--log-every", type=int, default=10, metavar="K",
+                        help="append loss, lr and speed to train_log.jsonl every K optimizer steps")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="run seed: sample order, augmentation, noise, timesteps and dropout derive from it")
     parser.add_argument("--workers", type=non_negative_int, default=2, metavar="N", help="data-loading processes (default 2)")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute UNet activations in the backward pass: less memory, about 30%% slower")
 
 
 def convert_emu3_vq(args) -> int:

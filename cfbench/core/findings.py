@@ -82,18 +82,19 @@ LOCATION_WORDS: tuple[str, ...] = (
     "right",
 )
 
-LEVEL_WORDS: tuple[str, ...] = (
-    "moderate to large",
-    "mild to moderate",
-    "small to moderate",
-    "minimal",
-    "small",
-    "mild",
-    "moderate",
-    "moderately",
-    "severe",
-    "large",
+DIFF_VQA_LEVEL_WORDS: tuple[str, ...] = (
+    "moderately", "moderate", "acute", "mildly", "mild", "small", "severe", "moderate to large", "moderate to severe",
+    "mild to moderate", "minimal", "subtle", "massive", "minimally", "increasing", "decreasing", "minor", "trace",
 )
+"""The level vocabulary of Medical-Diff-VQA's generator (``code/libs/level_lib.csv`` of
+github.com/Holipori/MIMIC-Diff-VQA, 18 entries; its answers join a study's level words with spaces)."""
+
+EXTRA_LEVEL_WORDS: tuple[str, ...] = ("large", "small to moderate")
+"""Level phrases seen in MIMIC-EDIT-INSTRUCTION instructions but not in Diff-VQA's list."""
+
+LEVEL_WORDS: tuple[str, ...] = tuple(sorted(set(DIFF_VQA_LEVEL_WORDS) | set(EXTRA_LEVEL_WORDS),
+                                            key=lambda word: (-len(word), word)))
+"""Every level phrase, longest first (so a prefix match takes "moderate to large" before "moderate")."""
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,8 @@ def write_dataset_card(out: str | Path, title: str, info: dict, registration_out
         lines += _mi_section(registration_outcomes, info.get("mi_threshold"))
     for key, heading in (("unknown_phrases", "Phrases outside the vocabulary"),
                          ("unparsed_sentences", "Answer sentences outside the grammar"),
+                         ("ambiguous_level_splits", "Ambiguous level changes (\"A to B to C\"): the reading taken, "
+                                                    "and the other possible ones"),
                          ("failed", "Pairs that failed (missing or unreadable images)")):
         items = info.get(key)
         if items:

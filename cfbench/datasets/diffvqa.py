@@ -10,6 +10,13 @@ answers usually carry a trailing space), clauses in this order:
 - ``the main image is missing the finding(s) of ... than the reference image.``  -> remove each
 - ``nothing has changed.``  -> no operation
 
+Level changes: ``{levels}`` on each side is one or more level phrases of :data:`LEVEL_WORDS` joined by
+spaces (Diff-VQA joins a study's level words so), and some phrases contain "to" themselves ("mild to
+moderate"), so "A to B to C" can be read more than one way. Every reading is listed: the one taken has both
+sides made of known level phrases and the earliest "to" (``small to mild to moderate`` -> small -> mild to
+moderate); when another reading exists (``small to mild`` -> ``moderate``, a range as radiologists write it)
+the answer is recorded in ``ambiguous`` (and the dataset card lists every such split with its count).
+
 The question may name an area (``what has changed in the left lung area?``): its side becomes the
 location of the operations. Phrases outside the known vocabulary are kept (lower case) and reported in
 ``unknown``; sentences outside the grammar are reported in ``unparsed``. Nothing is silently dropped.
@@ -71,6 +78,7 @@ class ParsedAnswer:
     nothing_changed: bool = False
     unknown: list[str] = field(default_factory=list)    # findings or level words outside the vocabulary
     unparsed: list[str] = field(default_factory=list)   # sentences outside the grammar
+    ambiguous: list[str] = field(default_factory=list)  # level texts with more than one reading, and the one taken
 
 
 def split_items(text: str) -> list[str]:
@@ -79,17 +87,40 @@ def split_items(text: str) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
-def _split_levels(text: str) -> tuple[str, str] | None:
-    """``A to B`` where A and B may themselves contain "to" ("moderate to large"): prefer the split whose
-    both sides are known level phrases, else the first "to"."""
+def is_level_phrase(text: str) -> bool:
+    """One or more :data:`LEVEL_WORDS` entries joined by spaces ("mild", "small mild", "mild to moderate")."""
+    text = text.strip()
+    if not text:
+        return False
+    if text in LEVEL_WORDS:
+        return True
+    return any(text.startswith(word + " ") and is_level_phrase(text[len(word) + 1:]) for word in LEVEL_WORDS)
+
+
+def _is_range(text: str) -> bool:
+    """"X to Y" of two level phrases, a range a report may write ("small to mild") though Diff-VQA has no entry."""
+    parts = text.split(" to ")
+    return any(is_level_phrase(" to ".join(parts[:i])) and is_level_phrase(" to ".join(parts[i:]))
+               for i in range(1, len(parts)))
+
+
+def level_readings(text: str) -> list[tuple[str, str]]:
+    """Every reading of ``A to B`` as (from, to): first those whose sides are both level phrases, earliest "to"
+    first; then those where a side is a range of level phrases; else just the first "to" (unknown words)."""
     words = text.split(" to ")
     if len(words) < 2:
-        return None
+        return []
     candidates = [(" to ".join(words[:i]), " to ".join(words[i:])) for i in range(1, len(words))]
-    for source, target in candidates:
-        if source in LEVEL_WORDS and target in LEVEL_WORDS:
-            return source, target
-    return candidates[0]
+    known = [c for c in candidates if is_level_phrase(c[0]) and is_level_phrase(c[1])]
+    ranged = [c for c in candidates if c not in known
+              and all(is_level_phrase(side) or _is_range(side) for side in c)]
+    return known + ranged or candidates[:1]
+
+
+def _split_levels(text: str) -> tuple[str, str] | None:
+    """The reading taken (the first of :func:`level_readings`), or None without a "to"."""
+    readings = level_readings(text)
+    return readings[0] if readings else None
 
 
 def area_location(question: str) -> str | None:
@@ -116,8 +147,12 @@ def parse_difference_answer(answer: str, question: str = "") -> ParsedAnswer:
                 parsed.unparsed.append(sentence)
                 continue
             finding = _note(parsed, match["finding"].strip())
+            readings = level_readings(match["levels"])
+            if len(readings) > 1:
+                parsed.ambiguous.append(f"{match['levels']!r}: read as {levels[0]!r} -> {levels[1]!r}; also "
+                                        + ", ".join(f"{a!r} -> {b!r}" for a, b in readings[1:]))
             for level in levels:
-                if level not in LEVEL_WORDS:
+                if not is_level_phrase(level):
                     parsed.unknown.append(level)
             parsed.operations.append(Operation("change", finding, location, levels[0], levels[1]))
         elif match := _ADD.match(sentence):
@@ -156,6 +191,7 @@ class DifferenceReport:
     unknown: Counter          # phrase -> count, over all answers
     unparsed: Counter         # sentence -> count
     rows_read: int
+    ambiguous: Counter = field(default_factory=Counter)  # ambiguous level split (with the reading taken) -> count
 
 
 def merge_locations(whole: list[Operation], by_area: list[Operation]) -> list[Operation]:
@@ -184,6 +220,7 @@ def read_difference_pairs(csv_path: str | Path) -> DifferenceReport:
     table = table[table["question_type"] == "difference"]
     unknown: Counter = Counter()
     unparsed: Counter = Counter()
+    ambiguous: Counter = Counter()
     pairs = []
     for (subject, study, ref), group in table.groupby(["subject_id", "study_id", "ref_id"], sort=True):
         whole, by_area, nothing = [], [], False
@@ -191,6 +228,7 @@ def read_difference_pairs(csv_path: str | Path) -> DifferenceReport:
             parsed = parse_difference_answer(answer, question)
             unknown.update(parsed.unknown)
             unparsed.update(parsed.unparsed)
+            ambiguous.update(parsed.ambiguous)
             if area_location(question) is None:
                 whole += parsed.operations
                 nothing |= parsed.nothing_changed
@@ -198,4 +236,4 @@ def read_difference_pairs(csv_path: str | Path) -> DifferenceReport:
                 by_area += parsed.operations
         pairs.append(PairEdits(subject, study, ref, group["split"].iloc[0], merge_locations(whole, by_area),
                                nothing and not whole))
-    return DifferenceReport(pairs, unknown, unparsed, len(table))
+    return DifferenceReport(pairs, unknown, unparsed, len(table), ambiguous)

@@ -42,6 +42,7 @@ class Sample:
     past_labels: dict[str, float | None] = field(default_factory=dict)
     age: float | None = None
     sex: str | None = None
+    anchor_age: float | None = None  # MIMIC-IV anchor_age (the paper's "anchor age"), when the dataset has it
     race: str | None = None
     target_report: str | None = None
     progression: str | None = None
@@ -267,6 +268,13 @@ def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
         raise DatasetError(f"{csv_path} row {index + 1}: age {age_text!r} is not a number") from None
     if age is not None and not math.isfinite(age):
         age = None  # unknown: the age metric reports how many samples it excluded
+    anchor_text = get("anchor_age")
+    try:
+        anchor_age = float(anchor_text) if anchor_text is not None else None
+    except ValueError:
+        raise DatasetError(f"{csv_path} row {index + 1}: anchor_age {anchor_text!r} is not a number") from None
+    if anchor_age is not None and not math.isfinite(anchor_age):
+        anchor_age = None
     return Sample(
         sample_id=get("sample_id"),
         split=get("split"),
@@ -281,6 +289,7 @@ def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
         labels=labels,
         past_labels=past_labels,
         age=age,
+        anchor_age=anchor_age,
         sex=get("sex"),
         race=get("race"),
         target_report=get("target_report"),
@@ -355,6 +364,8 @@ def sample_to_row(sample: Sample) -> dict:
         "progression": sample.progression,
         "reference_explanation": sample.reference_explanation,
     }
+    if sample.anchor_age is not None:  # only datasets that know it (MIMIC) carry the column
+        row["anchor_age"] = sample.anchor_age
     row.update(sample.labels)
     row.update({f"past_{column}": value for column, value in sample.past_labels.items()})
     return row

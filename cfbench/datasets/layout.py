@@ -18,7 +18,7 @@ Columns of ``instructions.csv``:
   ``reference_explanation`` (the reference interpretation of the change, ICG-CXR style, for text metrics),
   the CheXpert label columns of the target study (``Cardiomegaly``, ``Pleural Effusion``, ...; values
   1.0 positive, 0.0 negative, -1.0 uncertain, blank not mentioned), the same for the prior study prefixed
-  ``past_``, ``age`` (years at the target study), ``sex`` (M/F), ``race`` (three-group rule, or a phantom
+  ``past_``, ``age`` (years at the target study), ``anchor_age`` (MIMIC-IV's, optional), ``sex`` (M/F), ``race`` (three-group rule, or a phantom
   group), ``target_report``, ``progression``.
 """
 

@@ -12,7 +12,7 @@ Inputs (the real releases, unchanged):
 Planning (:func:`plan_mimic_pairs`) is pure table work: each Diff-VQA difference pair that changed becomes
 one sample; both studies need a PA image; the pair is put in time order by StudyDate/StudyTime (the given
 order is never trusted: a reversed pair gets its operations inverted); the target labels are the CheXpert
-labels of the later study; age at that study, sex, and the three-group race; the split by patient (p19 ->
+labels of the later study; age at that study (and MIMIC-IV's anchor_age), sex, and the three-group race; the split by patient (p19 ->
 holdout). Every dropped pair is counted by reason. :func:`build_mimic_dataset` then reads, resizes and
 registers the images through :mod:`cfbench.datasets.pair_engine` (parallel, resumable) and writes the dataset layout
 of :mod:`cfbench.datasets.edit_dataset` plus a dataset card.
@@ -190,8 +190,10 @@ def _clause_order(operation) -> int:
 def _demographics(subject: str, study_date: str, patients: dict[str, dict], race: dict[str, str]) -> dict:
     patient = patients.get(subject)
     if patient is None:
-        return {"age": None, "sex": None, "race": race.get(subject)}
+        return {"age": None, "anchor_age": None, "sex": None, "race": race.get(subject)}
+    anchor_age = str(patient["anchor_age"]).strip()
     return {"age": mimic.age_at_study(patient["anchor_age"], patient["anchor_year"], study_date),
+            "anchor_age": float(anchor_age) if anchor_age else None,
             "sex": patient["gender"] or None, "race": race.get(subject)}
 
 
@@ -213,5 +215,6 @@ def build_mimic_dataset(sources: MimicSources, out: str | Path, settings: PairSe
     paths = {name: None if value is None else str(value) for name, value in vars(sources).items()}
     info = {"kind": "mimic-edit-instruction", "sources": paths,
             "funnel": funnel, "unknown_phrases": dict(plan.differences.unknown.most_common()),
-            "unparsed_sentences": dict(plan.differences.unparsed.most_common())}
+            "unparsed_sentences": dict(plan.differences.unparsed.most_common()),
+            "ambiguous_level_splits": dict(plan.differences.ambiguous.most_common())}
     return write_dataset(out, samples, outcomes, settings, info, "MIMIC-EDIT-INSTRUCTION (rebuilt)")

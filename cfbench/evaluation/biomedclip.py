@@ -26,6 +26,16 @@ open_clip's ``VisionTransformer``), so the embeddings equal ``model.encode_image
 the full model. ``_build_vision_tower`` is private but has had the same signature from open_clip 2.x
 through 3.x; a missing one raises a clear error.
 
+Text tower (only for CLIP-I "image-text", ``cfbench eval --clip-i image-text``): BiomedCLIP's text tower is
+a Hugging Face BERT (PubMedBERT / BiomedBERT) named by ``text_cfg.hf_model_name``. To stay offline it is
+built from a local folder holding that model's ``config.json`` and tokenizer files (``vocab.txt``,
+``tokenizer_config.json``; from the hub repository ``microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract``),
+given as ``text_model`` (default: ``text_model/`` inside the BiomedCLIP folder): open_clip's own
+``_build_text_tower`` with that folder as ``hf_model_name`` and ``hf_model_pretrained=False``, then the
+``text.*`` weights of the BiomedCLIP checkpoint loaded strictly; texts are tokenized with open_clip's
+``HFTokenizer`` on the same folder at the config's ``context_length``. ``embed_texts(texts)`` equals
+``model.encode_text(tokenizer(texts), normalize=True)`` of the full open_clip model.
+
 Preprocessing (``PREPROCESSING_VERSION``), from ``preprocess_cfg`` merged over open_clip's defaults
 (``open_clip.transform.PreprocessCfg``), the size being the vision tower's ``image_size`` (as
 ``open_clip.create_model`` sets it): images float32 (B, H, W) in [0, 1], square -> replicated to 3
@@ -57,6 +67,8 @@ CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_pytorch_model.bin"
 PREPROCESSING_VERSION = "biomedclip-1: gray->rgb, interpolate(antialias) to size, clamp [0,1], mean/std"
 VISUAL_PREFIX = "visual."
+TEXT_PREFIX = "text."
+TEXT_MODEL_DIR = "text_model"
 
 _MAX_LISTED_KEYS = 8
 
@@ -149,6 +161,44 @@ def build_visual(model_cfg: dict[str, Any], source: str | Path = CONFIG_NAME) ->
 
 
 # --------------------------------------------------------------------------------------------- weights
+
+def build_text(model_cfg: dict[str, Any], text_model: str | Path, source: str | Path = CONFIG_NAME):
+    """(text tower, tokenizer) of an open_clip config whose text tower is a Hugging Face model, built from the
+    local folder ``text_model`` (its config.json and tokenizer files); randomly initialised, never downloads."""
+    _open_clip()
+    from open_clip import model as oc_model
+    from open_clip.tokenizer import HFTokenizer
+
+    text_cfg = dict(model_cfg.get("text_cfg") or {})
+    if not text_cfg.get("hf_model_name"):
+        raise ValueError(f"{source}: the text tower is not a Hugging Face model (no text_cfg.hf_model_name); "
+                         "CLIP-I image-text supports BiomedCLIP's BERT text tower only")
+    folder = Path(text_model)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"BiomedCLIP text model folder {folder} has no config.json: download config.json, "
+                                f"vocab.txt and tokenizer_config.json of {text_cfg['hf_model_name']} from the Hugging "
+                                f"Face hub into {folder}")
+    text_cfg.update(hf_model_name=str(folder), hf_model_pretrained=False)
+    tokenizer_kwargs = dict(text_cfg.pop("tokenizer_kwargs", None) or {})
+    context_length = int(text_cfg.get("context_length", 77))
+    text_cfg.pop("hf_tokenizer_name", None)
+    text = oc_model._build_text_tower(int(model_cfg["embed_dim"]), text_cfg,
+                                      quick_gelu=bool(model_cfg.get("quick_gelu", False)), cast_dtype=None)
+    tokenizer = HFTokenizer(str(folder), context_length=context_length, **tokenizer_kwargs)
+    return text, tokenizer
+
+
+def read_state_dict_part(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The ``prefix*`` entries of an open_clip checkpoint (prefix removed); ValueError naming the file if none."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    part = {key.removeprefix("module.")[len(prefix):]: value for key, value in checkpoint.items()
+            if isinstance(key, str) and key.removeprefix("module.").startswith(prefix)}
+    if not part:
+        raise ValueError(f"{path}: no '{prefix}*' weights in this open_clip checkpoint")
+    return part
+
 
 def read_visual_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``visual.*`` entries of an open_clip checkpoint, prefix removed; ValueError naming the file.
@@ -263,7 +313,7 @@ class BiomedCLIPEmbedder(Evaluator):
 
     def __init__(self, visual: nn.Module, preprocess_cfg: dict[str, Any], device: str | torch.device = "cpu",
                  batch_size: int = 32, weights_path: str | Path | None = None,
-                 config_path: str | Path | None = None):
+                 config_path: str | Path | None = None, text: nn.Module | None = None, tokenizer=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -275,10 +325,13 @@ class BiomedCLIPEmbedder(Evaluator):
         self.weights_path = Path(weights_path) if weights_path is not None else None
         self.config_path = Path(config_path) if config_path is not None else None
         self._identity: dict[str, Any] | None = None
+        self.text = None if text is None else text.to(self.device).float().eval()
+        self.tokenizer = tokenizer
 
     @classmethod
     def from_folder(cls, path: str | Path, device: str | torch.device = "cpu",
-                    batch_size: int = 32) -> "BiomedCLIPEmbedder":
+                    batch_size: int = 32, text_model: str | Path | None = None,
+                    with_text: bool = False) -> "BiomedCLIPEmbedder":
         """Load the image tower from a folder holding ``open_clip_config.json`` + ``open_clip_pytorch_model.bin``.
 
         Raises FileNotFoundError (naming the path and where to get the files) for a missing folder or
@@ -297,8 +350,31 @@ class BiomedCLIPEmbedder(Evaluator):
         visual = build_visual(model_cfg, config_path)
         load_visual_weights(visual, read_visual_state_dict(weights_path), weights_path)
         preprocess_cfg = resolve_preprocess(raw_preprocess, getattr(visual, "image_size", None))
+        text = tokenizer = None
+        if with_text or text_model is not None:  # the text tower, for CLIP-I image-text
+            text, tokenizer = build_text(model_cfg, text_model or folder / TEXT_MODEL_DIR, config_path)
+            part = read_state_dict_part(weights_path, TEXT_PREFIX)
+            expected = text.state_dict()
+            extra = [key for key in part if key not in expected]
+            # transformers may keep buffers (position_ids) out of the state dict: tolerate only those
+            missing = [key for key in expected if key not in part]
+            if extra or missing:
+                raise ValueError(f"{weights_path}: the text weights do not match the text tower of {config_path}: "
+                                 f"missing {_keys_summary(missing)}; unexpected {_keys_summary(extra)}")
+            text.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in part.items()}, strict=True)
         return cls(visual, preprocess_cfg, device=device, batch_size=batch_size, weights_path=weights_path,
-                   config_path=config_path)
+                   config_path=config_path, text=text, tokenizer=tokenizer)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm BiomedCLIP text embeddings (N, D) float32 of ``texts`` (needs the text tower)."""
+        if self.text is None or self.tokenizer is None:
+            raise ValueError("this BiomedCLIPEmbedder was loaded without its text tower (from_folder(with_text=True))")
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(list(texts[start:start + self.batch_size])).to(self.device)
+                chunks.append(F.normalize(self.text(tokens).float(), dim=-1).cpu().numpy().astype(np.float32))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim), np.float32)
 
     @property
     def embedding_dim(self) -> int:

@@ -49,7 +49,7 @@ from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
 from cfbench.evaluation.metric_names import descriptions
 from cfbench.evaluation.output_cache import EvaluatorOutputCache
-from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol
+from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol, small_n_warnings
 from cfbench.evaluation.results import open_run_dataset, save_table, write_metrics
 from cfbench.evaluation.scoring import SampleTable, score
 from cfbench.metrics.classification import binary_auroc
@@ -95,6 +95,8 @@ def _ground_truth(samples: list[Sample], race_classes: tuple[str, ...]) -> dict[
         "race": np.array([race_index.get(s.race, -1) for s in samples], np.int64),
         "sex_male": np.array([{"M": 1.0, "F": 0.0}.get((s.sex or "").upper()[:1], math.nan) for s in samples]),
         "age": np.array([math.nan if s.age is None else s.age for s in samples], np.float64),
+        "anchor_age": (np.array([math.nan if s.anchor_age is None else s.anchor_age for s in samples], np.float64)
+                       if any(s.anchor_age is not None for s in samples) else None),
     }
 
 
@@ -226,8 +228,24 @@ def collect(
         pixel={name: np.asarray(values, np.float64) for name, values in pixel.items()},
         explanations=[explanations.get(s.sample_id) for s in table_samples],
         reference_explanations=[s.reference_explanation for s in table_samples],
+        anchor_age=truth["anchor_age"],
     )
     return table, excluded
+
+
+def clip_prompt(sample: Sample) -> str:
+    """The text CLIP-I "image-text" compares the generated image with: the progression description (ProgEmu's
+    prompt), else the edit instruction."""
+    return sample.progression or sample.instruction
+
+
+def _text_embeddings(evaluators: list[Evaluator], samples: list[Sample]) -> np.ndarray:
+    """BiomedCLIP text embeddings of each sample's prompt, for CLIP-I "image-text"."""
+    embedder = next((e for e in evaluators if hasattr(e, "embed_texts")), None)
+    if embedder is None:
+        raise EvaluationError("CLIP-I image-text needs a BiomedCLIP model with its text tower: pass --clip-model DIR "
+                              "(open_clip_config.json, open_clip_pytorch_model.bin and the text model folder)")
+    return embedder.embed_texts([clip_prompt(sample) for sample in samples])
 
 
 def evaluate_run(
@@ -260,6 +278,9 @@ def evaluate_run(
     masks = None if has_true_lesions(dataset) else (pseudo_masks or default_pseudo_masks(dataset.root,
                                                                                           dataset.resolution))
     table, excluded = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
+    if protocol.clip_i_variant == "image-text" and "embedding" in table.generated:
+        by_id = {sample.sample_id: sample for sample in samples}
+        table.real["text_embedding"] = _text_embeddings(evaluators, [by_id[i] for i in table.sample_ids])
     scores = score(table, protocol)
     failures = {record["sample_id"] for record in read_failures(run_folder)} - finished
     report = {
@@ -277,6 +298,9 @@ def evaluate_run(
         "evaluator": evaluator.identity() if evaluator is not None else None,
         "extra_evaluators": [extra.identity() for extra in extra_evaluators],
         "protocol": protocol.as_dict(),
+        "protocol_choices": protocol.choices_text(scores["metrics"]),
+        "warnings": small_n_warnings(scores["metrics"]),
+        "undefined": undefined_reasons(table, scores["metrics"], protocol),
         "locality_region": "true lesion-change masks" if masks is None else f"pseudo masks: {masks.source}",
         "versions": package_versions(),
         "descriptions": descriptions(scores["metrics"]),
@@ -285,6 +309,42 @@ def evaluate_run(
     save_table(run_folder, table)
     write_metrics(run_folder, report)
     return report
+
+
+def undefined_reasons(table: SampleTable, metrics: dict, protocol: Protocol = Protocol()) -> dict[str, str]:
+    """Why each metric that was attempted has no value (an AUROC needs both classes among the samples, a
+    correlation two distinct values, CMIG every term), for the console and metrics.json."""
+    reasons: dict[str, str] = {}
+    n = len(table)
+    for name, entry in metrics.items():
+        if entry.get("value") is not None:
+            continue
+        if name == "race_auroc":
+            present = sorted({table.race_classes[r] for r in table.race if r >= 0})
+            reason = (f"one-vs-rest AUROC needs samples of every group {list(table.race_classes)}; the {n} samples "
+                      f"have only {present}")
+        elif name == "sex_auroc":
+            present = sorted({"M" if v == 1.0 else "F" for v in table.sex_male if v == v})
+            reason = f"AUROC needs both sexes; the {n} samples have only {present}"
+        elif name == "age_pearson":
+            reason = f"Pearson r needs at least two distinct ages and predictions among the {n} samples"
+        elif name.startswith(("pathology_auroc/", "f1/")):
+            reason = (f"the {n} samples' target labels of {name.split('/', 1)[1]} (after the label policy) "
+                      "are all one class, or all excluded")
+        elif name in ("pathology_mean_auroc", "f1_macro"):
+            prefix = "pathology_auroc/" if name == "pathology_mean_auroc" else "f1/"
+            bad = [k.split("/", 1)[1] for k, e in metrics.items() if k.startswith(prefix) and e.get("value") is None]
+            reason = f"the mean over findings is undefined because these are: {bad}"
+        elif name == "cmig":
+            terms = [*protocol.accuracy_terms, *protocol.retention_terms]
+            if "race_auroc" in terms and "race_auroc" not in metrics:  # sex AUROC stands in (data without race)
+                terms = ["sex_auroc" if term == "race_auroc" else term for term in terms]
+            bad = [k for k in terms if k in metrics and metrics[k].get("value") is None]
+            reason = f"a CMIG term is undefined: {bad}"
+        else:
+            reason = f"undefined on these {n} samples"
+        reasons[name] = reason
+    return reasons
 
 
 def _overlapping_outputs(evaluators: list[Evaluator]) -> list[str]:

@@ -47,6 +47,8 @@ def save_table(run_folder: Path, table: SampleTable) -> None:
         columns[f"label/{finding}"] = table.labels[:, f]
     columns.update({"race_true": [table.race_classes[r] if r >= 0 else "" for r in table.race],
                     "sex_male_true": table.sex_male, "age_true": table.age})
+    if table.anchor_age is not None:
+        columns["anchor_age_true"] = table.anchor_age
     for side, outputs in (("generated", table.generated), ("real", table.real)):
         if "pathology" in outputs:
             for f, finding in enumerate(EVALUATED_FINDINGS):
@@ -69,6 +71,8 @@ def save_table(run_folder: Path, table: SampleTable) -> None:
               "race_classes": np.array(table.race_classes, dtype=str),
               "explanations": np.array([t or "" for t in table.explanations], dtype=str),
               "reference_explanations": np.array([t or "" for t in table.reference_explanations], dtype=str)}
+    if table.anchor_age is not None:
+        arrays["anchor_age"] = table.anchor_age
     arrays.update({f"generated/{k}": v for k, v in table.generated.items()})
     arrays.update({f"real/{k}": v for k, v in table.real.items()})
     arrays.update({f"pixel/{k}": v for k, v in table.pixel.items()})
@@ -95,6 +99,7 @@ def load_table(run_folder: str | Path) -> SampleTable:
         generated=group("generated/"), real=group("real/"), pixel=group("pixel/"),
         explanations=[t or None for t in data["explanations"].tolist()],
         reference_explanations=[t or None for t in data["reference_explanations"].tolist()],
+        anchor_age=data.get("anchor_age"),
     )
 
 

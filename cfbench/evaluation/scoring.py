@@ -12,11 +12,15 @@ Metric names (all point estimates come with a paired percentile bootstrap interv
   attributes, evaluator outputs on generated images vs the dataset's demographics.
 - ``cmig``: sqrt(a_bar * f_bar) on a 0-100 scale from ``Protocol.accuracy_terms`` / ``retention_terms``.
 - ``kl_divergence``: sum over findings of Bernoulli KL(P || Q), P / Q = mean probabilities on the real
-  target images / on the generated images (nats, no scaling).
+  target images / on the generated images (nats, no scaling); ``Protocol.kl_variant`` picks another
+  reading of InstructX2X Eq. 4 (:func:`cfbench.metrics.divergence.pathology_kl`).
 - ``fid``: Frechet distance between evaluator features of real target and generated images.
 - ``f1_macro`` and ``f1/<Finding>``: ProgEmu's F1 at ``Protocol.f1_threshold``.
 - ``clip_i``: mean cosine of BiomedCLIP image embeddings, generated vs real target (ProgEmu's CLIP-I; the
-  pair compared is not published, this is our explicit choice).
+  pair compared is not published: ``Protocol.clip_i_variant`` "image-text" compares the generated image
+  with the text embedding of its prompt, ``real["text_embedding"]``, instead).
+- ``age_pearson`` correlates with ``age`` (at the study) or, with ``Protocol.age_reference`` "anchor",
+  with ``anchor_age``.
 - ``bleu3``, ``meteor``, ``rouge_l``: generated explanations vs reference explanations (ProgEmu).
 - pixel measures (``mae_to_target``, ``change_inside_lesion``, ...): sample means, see cfbench.evaluation.evaluate.
 """
@@ -36,7 +40,7 @@ from cfbench.metrics.bootstrap import (ConfidenceInterval, bootstrap_many, inter
                                       paired_difference_ci, resample_indices)
 from cfbench.metrics.classification import PathologyAUROC, PathologyF1, RankedAUROC, binary_auroc, resample_counts
 from cfbench.metrics.cmig import DEFAULT_RETENTION_TERMS, cmig_from_metrics
-from cfbench.metrics.divergence import bernoulli_kl
+from cfbench.metrics.divergence import KL_FORMULAS, pathology_kl
 from cfbench.metrics.fid import FrechetDistance
 from cfbench.metrics.regression import pearson_r
 
@@ -69,6 +73,7 @@ class SampleTable:
     pixel: dict[str, np.ndarray] = field(default_factory=dict)
     explanations: list[str | None] = field(default_factory=list)
     reference_explanations: list[str | None] = field(default_factory=list)
+    anchor_age: np.ndarray | None = None  # (N,) MIMIC-IV anchor_age, NaN unknown; None: the dataset has none
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -84,6 +89,7 @@ class SampleTable:
             pixel={k: v[rows] for k, v in self.pixel.items()},
             explanations=[self.explanations[i] for i in rows] if self.explanations else [],
             reference_explanations=[self.reference_explanations[i] for i in rows] if self.reference_explanations else [],
+            anchor_age=None if self.anchor_age is None else self.anchor_age[rows],
         )
 
 
@@ -115,11 +121,15 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
     elif "pathology" in generated:
         skipped["pathology_mean_auroc"] = "the dataset has no CheXpert label columns for the target study"
     k = len(table.race_classes)
+    age, age_what = table.age, "a known, finite age"
+    if protocol.age_reference == "anchor":
+        age = np.full(len(table), np.nan) if table.anchor_age is None else table.anchor_age
+        age_what = "a known anchor_age" + (" (the dataset has no anchor_age column)" if table.anchor_age is None else "")
     retention = (  # name, evaluator output, truth, which samples have a truth, metric(predicted, truth)
         ("race_auroc", "race", table.race, table.race >= 0, lambda p, t: _macro_ovr_auroc(p, t, k),
          f"a race in {list(table.race_classes)}"),
         ("sex_auroc", "sex", table.sex_male, ~np.isnan(table.sex_male), lambda p, t: binary_auroc(t, p), "a known sex"),
-        ("age_pearson", "age", table.age, np.isfinite(table.age), pearson_r, "a known, finite age"),
+        ("age_pearson", "age", age, np.isfinite(age), pearson_r, age_what),
     )
     for name, output, truth, valid, metric, what in retention:
         if output not in generated:
@@ -134,9 +144,10 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
     if "pathology" in generated and "pathology" in table.real:
         p_real, q_generated = table.real["pathology"], generated["pathology"]
         statistics["kl_divergence"] = lambda i: float(
-            bernoulli_kl(p_real[i].mean(axis=0), q_generated[i].mean(axis=0)).sum())
-    if "embedding" in generated and "embedding" in table.real:
-        cosines = _cosine(generated["embedding"], table.real["embedding"])
+            pathology_kl(p_real[i].mean(axis=0), q_generated[i].mean(axis=0), protocol.kl_variant).sum())
+    clip_reference = "embedding" if protocol.clip_i_variant == "image-image" else "text_embedding"
+    if "embedding" in generated and clip_reference in table.real:
+        cosines = _cosine(generated["embedding"], table.real[clip_reference])
         statistics["clip_i"] = lambda i: float(cosines[i].mean())
     for name, values in table.pixel.items():
         if np.isfinite(values).any():
@@ -334,8 +345,9 @@ def _components(table: SampleTable, protocol: Protocol, intervals: dict, accurac
         components["kl_divergence"] = {
             "p_real": dict(zip(EVALUATED_FINDINGS, p.tolist())),
             "q_generated": dict(zip(EVALUATED_FINDINGS, q.tolist())),
-            "per_finding": dict(zip(EVALUATED_FINDINGS, bernoulli_kl(p, q).tolist())),
-            "formula": "sum_c p_c log(p_c/q_c) + (1-p_c) log((1-p_c)/(1-q_c)), nats, p,q clipped to [1e-7, 1-1e-7]",
+            "per_finding": dict(zip(EVALUATED_FINDINGS, pathology_kl(p, q, protocol.kl_variant).tolist())),
+            "variant": protocol.kl_variant,
+            "formula": KL_FORMULAS[protocol.kl_variant],
         }
     if "race_auroc" in intervals:
         valid = table.race >= 0

@@ -227,15 +227,28 @@ def weights_status(keys: Iterable[str] | None = None, cache_dir: str | os.PathLi
 
 def weights_table(rows: list[WeightsStatus] | None = None) -> str:
     """``cfbench weights`` output: a fixed-width table of :func:`weights_status`, then the missing files' URLs."""
+    from cfbench.evaluation.weights_trust import trusted_record
+
     rows = weights_status(include_optional=False) if rows is None else rows
-    lines = [f"{'key':<24} {'present':<8} {'size':>12}  {'sha256':<16}  path"]
+    width = max([len("key")] + [len(row.key) for row in rows]) + 1
+    lines = [f"{'key':<{width}} {'present':<8} {'size (bytes)':>14}  {'sha256':<16}  {'expected sha256':<28}  path"]
     for row in rows:
-        size = f"{row.size:,}" if row.size is not None else "-"
-        digest = row.sha256[:16] if row.sha256 else "-"
+        record = trusted_record(row.path) or {}
+        if row.size is not None:
+            size = f"{row.size:,}"
+        else:
+            size = f"{record['size']:,} exp." if record.get("size") else "unknown"
+        digest = row.sha256[:16] if row.sha256 else "not present"
+        if row.expected_sha256:
+            expected = f"{row.expected_sha256[:16]} (catalogue)"
+        elif record.get("sha256"):
+            expected = f"{record['sha256'][:16]} (trusted)"
+        else:
+            expected = "unknown (trust on first use)"
         flag = "yes" if row.present else "MISSING"
         if row.verified is False:
             flag = "BAD-HASH"
-        lines.append(f"{row.key:<24} {flag:<8} {size:>12}  {digest:<16}  {row.path}")
+        lines.append(f"{row.key:<{width}} {flag:<8} {size:>14}  {digest:<16}  {expected:<28}  {row.path}")
     missing = [row for row in rows if not row.present]
     if missing:
         lines.append("")

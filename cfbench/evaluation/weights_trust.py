@@ -46,6 +46,14 @@ def _read_store() -> dict[str, dict]:
                                     "`cfbench weights trust` for each file you trust") from error
 
 
+def trusted_record(path: str | os.PathLike) -> dict | None:
+    """The trust store's record of ``path`` ({"sha256", "size", "mtime_ns"}), or None."""
+    try:
+        return _read_store().get(str(Path(path).resolve()))
+    except UntrustedWeightsError:
+        return None
+
+
 def trust(path: str | os.PathLike, sha256: str | None = None) -> str:
     """Record ``path`` (its SHA-256, size and modification time) as trusted; returns the digest."""
     path = Path(path).resolve()

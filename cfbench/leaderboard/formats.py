@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from cfbench.leaderboard.table_model import MEASURED, REFERENCE, REPORTED, Cell, Column, Leaderboard, Row, format_value
 
-KIND_TITLES = {MEASURED: "measured", REFERENCE: "measured (oracle)", REPORTED: "reported"}
+KIND_TITLES = {MEASURED: "measured", REFERENCE: "oracle", REPORTED: "reported"}  # the CSV's kind column too
 
 
 def _interval(cell: Cell, column: Column) -> str:
@@ -46,7 +47,17 @@ def notes(board: Leaderboard) -> list[str]:
     if board.measured_rows():
         lines.append(f"Brackets: {_level_text(board)} percentile bootstrap interval over samples (FID: over "
                      "fewer resamples, shifted down by the bootstrap bias estimate, see metrics.json). Source of a measured row: run folder name @ first 8 hex digits of the SHA-256 of its config.")
+    if any(row.kind == REFERENCE for row in board.rows):
+        lines.append("Oracle: measured rows of the reference models (ground-truth = the real target image, "
+                     "true-counterfactual = the exact answer on phantoms); they bound the scale and are never bolded.")
     lines += list(board.layout.notes)
+    lines += list(board.protocol_notes)
+    if board.small_n_rows:
+        from cfbench.evaluation.protocol import SMALL_N
+
+        rows = ", ".join(f"{label} (n={n})" for label, n in board.small_n_rows)
+        lines.append(f"Small n: {rows} computed on fewer than {SMALL_N} samples: intervals are wide and values "
+                     "unstable (FID especially, which is biased upwards at small n).")
     for table in board.reported_tables:
         lines.append(f"Reported ({table.short}): {table.citation}, {table.table}: \"{table.caption}\" "
                      f"Test set: {table.test_set}. Values as printed in the paper; not measured by cfbench.")
@@ -63,7 +74,7 @@ def _md_cell(cell: Cell, column: Column) -> str:
 
 def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
     columns = board.layout.columns
-    header = ["Model", "Kind", "Source", "n"] + [f"{c.title} {c.arrow}".strip() for c in columns]
+    header = ["Model", "Kind", "Source", "n"] + [f"{board.title(c)} {c.arrow}".strip() for c in columns]
     lines = [f"{'#' * heading_level} {board.layout.title}", "",
              "| " + " | ".join(header) + " |",
              "|---|---|---|---:|" + "---:|" * len(columns)]
@@ -117,7 +128,12 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(char, char) for char in text)
+    """Plain text -> LaTeX; "^" followed by digits is a superscript ("ProgEmu^2" -> ProgEmu$^{2}$)."""
+    parts = re.split(r"\^(\d+)", text)
+    out = []
+    for index, part in enumerate(parts):
+        out.append(rf"$^{{{part}}}$" if index % 2 else "".join(_LATEX_ESCAPES.get(char, char) for char in part))
+    return "".join(out)
 
 
 def _latex_cell(cell: Cell, column: Column) -> str:
@@ -132,6 +148,8 @@ def _latex_row(row: Row, columns: tuple[Column, ...]) -> str:
     label = latex_escape(row.label)
     if row.kind == REPORTED:
         label = rf"\textit{{{label}}}$^\dagger$"
+    elif row.kind == REFERENCE:
+        label = rf"{label}$^\ddagger$"
     source = "" if row.kind == REPORTED else rf"{{\scriptsize\texttt{{{latex_escape(row.source)}}}}}"
     return " & ".join([label, source] + [_latex_cell(row.cells[c.key], c) for c in columns]) + r" \\"
 
@@ -167,7 +185,7 @@ def to_latex(board: Leaderboard, label: str | None = None) -> str:
     group_line, rules = _group_header(columns)
     if rules:
         lines += [group_line, rules]
-    lines.append(" & ".join(["Model", "Source"] + [latex_escape(f"{c.title} {c.arrow}".strip()) for c in columns]) + r" \\")
+    lines.append(" & ".join(["Model", "Source"] + [latex_escape(f"{board.title(c)} {c.arrow}".strip()) for c in columns]) + r" \\")
     lines.append(r"\midrule")
     measured = board.measured_rows()
     lines += [_latex_row(row, columns) for row in measured]
@@ -179,7 +197,8 @@ def to_latex(board: Leaderboard, label: str | None = None) -> str:
         lines += [_latex_row(row, columns) for row in board.reported_rows() if row.source == table.short]
     lines += [r"\bottomrule", r"\end{tabular}"]
     footnotes = [note for note in notes(board) if not note.startswith("Bold:")]
-    lines.append(r"\par\smallskip\parbox{\linewidth}{\tiny " + latex_escape(" ".join(footnotes))
-                 + (r" $^\dagger$reported value." if board.reported_tables else "") + "}")
+    markers = (r" $^\ddagger$oracle row (measured, never bolded)." if any(r.kind == REFERENCE for r in board.rows)
+               else "") + (r" $^\dagger$reported value." if board.reported_tables else "")
+    lines.append(r"\par\smallskip\parbox{\linewidth}{\tiny " + latex_escape(" ".join(footnotes)) + markers + "}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""A static HTML gallery of N samples: input | each run's output (and guidance-map overlay) | target.
+"""A static HTML gallery of N samples: input | each run's output, its difference map |output - input| (and
+guidance-map overlay) | target.
 
 One folder that opens from disk with no server: ``index.html`` (inline CSS, no script, no external
 resource) and ``img/`` with 8-bit PNG thumbnails (``thumbnail`` pixels square; the run folders keep the
@@ -8,6 +9,12 @@ explanation when there is one.
 
 Guidance overlay: the model's output in grey with its guidance map (values in [0, 1]) in red on top,
 alpha = 0.6 x guidance, as the InstructX2X figures show it. Models without guidance maps get no column.
+
+Difference map: |output - input| in the colour map ``DIFFERENCE_CMAP`` (magma: perceptually uniform, readable
+by colour-blind readers and in grey), on one scale for the whole page (0 to the largest difference shown,
+written under the colour bar at the top), so an unchanged output is black and edits of different models
+compare directly. The target column is named after the dataset's kind (a phantom's rendered follow-up, a
+real later study).
 """
 
 from __future__ import annotations
@@ -29,6 +36,14 @@ from cfbench.runs.store import read_results
 DEFAULT_SAMPLES = 8
 DEFAULT_THUMBNAIL = 192
 OVERLAY_ALPHA = 0.6
+DIFFERENCE_CMAP = "magma"
+TARGET_TITLES = {
+    "phantom": "target: phantom follow-up (rendered with the change, new pose and noise)",
+    "mimic-edit-instruction": "target: real later study (MIMIC-CXR)",
+    "nih-edit": "target: real later study (NIH ChestX-ray14)",
+    "icg-cxr": "target: real follow-up study (ICG-CXR)",
+}
+"""Title of the target column per ``dataset.json`` kind; other kinds: "target: the pair's current image"."""
 
 
 class GalleryError(RuntimeError):
@@ -54,6 +69,32 @@ def overlay_thumbnail(image: np.ndarray, guidance: np.ndarray, size: int, alpha:
     return Image.fromarray(np.round(rgb * 255).astype(np.uint8), mode="RGB")
 
 
+def difference_thumbnail(output: np.ndarray, image: np.ndarray, size: int, vmax: float) -> Image.Image:
+    """|output - input| coloured with DIFFERENCE_CMAP on [0, vmax] (one scale for the page), RGB 8-bit."""
+    from matplotlib import colormaps
+
+    difference = np.abs(resize(output, size).astype(np.float64) - resize(image, size).astype(np.float64))
+    rgb = colormaps[DIFFERENCE_CMAP](np.clip(difference / vmax, 0, 1))[..., :3]
+    return Image.fromarray(np.round(rgb * 255).astype(np.uint8), mode="RGB")
+
+
+def colour_bar(width: int = 256, height: int = 14) -> Image.Image:
+    """The difference colour map from 0 (left) to the page's maximum (right)."""
+    from matplotlib import colormaps
+
+    row = colormaps[DIFFERENCE_CMAP](np.linspace(0, 1, width))[:, :3]
+    return Image.fromarray(np.round(np.repeat(row[None], height, axis=0) * 255).astype(np.uint8), mode="RGB")
+
+
+def _breakable(text: str) -> str:
+    """HTML-escaped, with a line-break opportunity after '.', ':' and '@' (long plugin names wrap in headers)."""
+    return re.sub(r"([.:@])", r"\1<wbr>", html.escape(text))
+
+
+def target_title(kind: str | None) -> str:
+    return TARGET_TITLES.get(kind or "", "target: the pair's current image")
+
+
 def pick_samples(sample_ids: list[str], n: int) -> list[str]:
     """n ids spread evenly over the list (deterministic; all of them when n >= len)."""
     if n >= len(sample_ids):
@@ -70,13 +111,19 @@ CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.3em; } p.note { font-size: 0.85em; color: #555; max-width: 70em; }
 table { border-collapse: collapse; }
-th { font-size: 0.8em; padding: 4px; vertical-align: bottom; background: #f3f3f3; }
+th { font-size: 0.85em; padding: 4px; vertical-align: bottom; background: #f3f3f3; max-width: 12em;
+     overflow-wrap: anywhere; }
 td { padding: 4px; vertical-align: top; text-align: center; border-top: 1px solid #ddd; }
 td.instruction { text-align: left; font-size: 0.9em; background: #fafafa; padding-top: 0.8em; }
 img { display: block; margin: 0 auto; image-rendering: auto; }
 .explanation { font-size: 0.75em; max-width: 14em; text-align: left; color: #333; margin: 0.3em auto 0; }
 .missing { font-size: 0.75em; color: #999; }
-code { font-size: 0.85em; }
+code { font-size: 0.95em; }
+th code { font-size: 0.9em; font-weight: normal; }
+p.note code { font-size: 1.1em; }
+.sample-id { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 1em; color: #333; }
+.scale { display: flex; align-items: center; gap: 0.6em; font-size: 0.9em; margin: 0.6em 0 1em; }
+.scale img { display: inline-block; margin: 0; border: 1px solid #999; }
 """
 
 
@@ -104,6 +151,14 @@ def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFA
     chosen = pick_samples(common, n_samples)
     resolution = dataset.resolution
     with_guidance = {run.label: any(finished[run.label][s].get("has_guidance") for s in chosen) for run in shown}
+    outputs = {(run.label, sample_id): load_image(RunFiles(run.run_dir).image(sample_id), resolution)
+               for run in shown for sample_id in chosen}
+    inputs = {sample_id: dataset.past_image(dataset[sample_id]) for sample_id in chosen}
+    largest = max(float(np.abs(resize(out_image, thumbnail).astype(np.float64)
+                               - resize(inputs[sample_id], thumbnail).astype(np.float64)).max())
+                  for (_, sample_id), out_image in outputs.items())
+    vmax = largest if largest > 0 else 1.0
+    colour_bar().save(images_dir / "difference_scale.png", optimize=True)
 
     def write(image: Image.Image, sample_id: str, what: str) -> str:
         name = f"{_safe(sample_id)}__{_safe(what)}.png"
@@ -116,27 +171,31 @@ def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFA
 
     header = ["<th>input</th>"]
     for index, run in enumerate(shown):
-        header.append(f"<th>{html.escape(run.label)}<br><code>{html.escape(run.run_id)}</code></th>")
+        label = _breakable(run.label)
+        header.append(f"<th>{label}<br><code>{_breakable(run.run_id)}</code></th>")
+        header.append(f'<th class="difference">{label}<br>|output &minus; input|</th>')
         if with_guidance[run.label]:
-            header.append(f"<th>{html.escape(run.label)}<br>guidance map overlay</th>")
-    header.append("<th>target (real later study)</th>")
+            header.append(f"<th>{_breakable(run.label)}<br>guidance map overlay</th>")
+    header.append(f"<th>{html.escape(target_title(dataset.info.get('kind')))}</th>")
     width = len(header)
     body = []
     for sample_id in chosen:
         sample = dataset[sample_id]
         operations = ", ".join(sorted({op.op for op in sample.operations})) or "none"
         body.append(f'<tr><td class="instruction" colspan="{width}"><b>{html.escape(sample.instruction)}</b> '
-                    f"&nbsp;<code>{html.escape(sample_id)}</code> &middot; operations: {html.escape(operations)}"
-                    "</td></tr>")
-        cells = [f"<td>{img(write(grey_thumbnail(dataset.past_image(sample), thumbnail), sample_id, 'input'), 'input')}</td>"]
+                    f'&nbsp;&middot; sample <span class="sample-id">{html.escape(sample_id)}</span> &middot; '
+                    f"operations: {html.escape(operations)}</td></tr>")
+        cells = [f"<td>{img(write(grey_thumbnail(inputs[sample_id], thumbnail), sample_id, 'input'), 'input')}</td>"]
         for index, run in enumerate(shown):
             record = finished[run.label][sample_id]
-            output = load_image(RunFiles(run.run_dir).image(sample_id), resolution)
+            output = outputs[(run.label, sample_id)]
             tag = f"{index:02d}_{run.label}"
             cell = img(write(grey_thumbnail(output, thumbnail), sample_id, tag), f"{run.label} output")
             if record.get("explanation"):
                 cell += f'<p class="explanation">{html.escape(record["explanation"])}</p>'
             cells.append(f"<td>{cell}</td>")
+            difference = difference_thumbnail(output, inputs[sample_id], thumbnail, vmax)
+            cells.append(f'<td class="difference">{img(write(difference, sample_id, tag + "_difference"), run.label + " difference")}</td>')
             if with_guidance[run.label]:
                 guidance_path = RunFiles(run.run_dir).guidance_map(sample_id)
                 if record.get("has_guidance") and guidance_path.is_file():
@@ -152,6 +211,8 @@ def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFA
     notes = [f"{len(chosen)} of {len(common)} samples finished in every run (spread evenly over the split "
              f"<code>{html.escape(dataset.split)}</code>), {thumbnail} px 8-bit thumbnails; the run folders hold "
              "the full-resolution 16-bit images."]
+    notes.append("Difference maps: |output &minus; input| per pixel on one colour scale for the whole page "
+                 "(black: unchanged).")
     if any(with_guidance.values()):
         notes.append(f"Guidance overlay: the output in grey, the guidance map in red (alpha = {OVERLAY_ALPHA} x "
                      "guidance).")
@@ -161,6 +222,9 @@ def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFA
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', '<link rel="icon" href="data:,">',
         f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         f"<h1>{html.escape(title)}</h1>", *[f'<p class="note">{note}</p>' for note in notes],
+        '<div class="scale">|output &minus; input|: <span>0</span>'
+        f'<img src="img/difference_scale.png" alt="difference colour scale" width="256" height="14">'
+        f'<span>{vmax:.3f}</span> <span class="note">(pixel intensity, images in [0, 1])</span></div>',
         "<table>", "<thead><tr>" + "".join(header) + "</tr></thead>", "<tbody>", *body, "</tbody>", "</table>",
         "</body>", "</html>", ""])
     index_path = out / "index.html"

@@ -8,7 +8,7 @@ the InstructX2X layout, CLIP-I (mean cosine) x 100 in the ProgEmu layout; KL is 
 Rows have a kind:
 
 - ``measured``: a run folder evaluated by cfbench;
-- ``reference``: a measured oracle row (models ``ground-truth`` / ``true-counterfactual``, the papers'
+- ``oracle``: a measured oracle row (models ``ground-truth`` / ``true-counterfactual``, the papers'
   "Real Images (GT)"): shown, never bolded, as the papers bold only generated methods;
 - ``reported``: a value printed in a paper (:mod:`cfbench.leaderboard.reported`), never measured here.
 
@@ -34,7 +34,7 @@ from cfbench.leaderboard.reported import ReportedTable, tables_for_layout
 from cfbench.runs.manifest import RunManifest
 
 ORACLE_MODELS: tuple[str, ...] = ("ground-truth", "true-counterfactual")
-MEASURED, REFERENCE, REPORTED = "measured", "reference", "reported"
+MEASURED, REFERENCE, REPORTED = "measured", "oracle", "reported"  # REFERENCE: the measured oracle rows
 BREAKDOWN_METRICS: tuple[str, ...] = ("pathology_mean_auroc", "cmig", "kl_divergence")  # rescored per operation kind
 
 
@@ -89,8 +89,8 @@ LAYOUTS: dict[str, Layout] = {
         ),
         notes=("Patho = mean AUROC over 5 findings x 100; Race = race (phantoms: group) AUROC x 100; "
                "Age = Pearson r x 100; CMIG on 0-100.",
-               "Measured KL is in nats (unscaled); the papers' KL scaling is not published, so reported KL "
-               "values are not comparable with measured ones."),
+               "Measured KL is in nats (unscaled; its reading of Eq. 4 is in the Protocol line); the papers' KL "
+               "scaling is not published, so reported KL values are not comparable with measured ones."),
     ),
     "progemu": Layout(
         name="progemu",
@@ -104,8 +104,10 @@ LAYOUTS: dict[str, Layout] = {
             Column("meteor", "meteor", 1.0, 4, group="Explanatory text"),
             Column("rouge_l", "rouge_l", 1.0, 4, group="Explanatory text"),
         ),
-        notes=("CLIP-I = 100 x mean cosine of BiomedCLIP embeddings, generated vs real target (the pair the "
-               "paper compares is not published); AUROC / F1 vs the follow-up study's labels.",),
+        notes=("CLIP-I = 100 x mean cosine of BiomedCLIP embeddings; img-img: generated vs real target image, "
+               "img-txt: generated image vs the text of its progression prompt (the pair the paper compares is not "
+               "published; the variant is in the header and the Protocol line); AUROC / F1 vs the follow-up "
+               "study's labels.",),
     ),
     "locality": Layout(
         name="locality",
@@ -158,6 +160,24 @@ class Leaderboard:
     confidence_level: float | None
     bold_reported: bool
     reported_tables: list[ReportedTable] = field(default_factory=list)
+    protocol_notes: list[str] = field(default_factory=list)  # the open protocol choices of the measured rows
+    small_n_rows: list[tuple[str, int]] = field(default_factory=list)  # (row label, n) with n < SMALL_N
+
+    def title(self, column: Column) -> str:
+        """The column's header; CLIP-I names the variant the measured rows used ("CLIP-I (img-txt)")."""
+        if column.metric == "clip_i" and self.clip_i_variant:
+            from cfbench.evaluation.protocol import CLIP_I_SHORT
+
+            return f"{column.title} ({CLIP_I_SHORT.get(self.clip_i_variant, self.clip_i_variant)})"
+        return column.title
+
+    @property
+    def clip_i_variant(self) -> str | None:
+        for note in self.protocol_notes:
+            for variant in ("image-image", "image-text"):
+                if f"CLIP-I = {variant}" in note:
+                    return variant
+        return None
 
     def measured_rows(self) -> list[Row]:
         return [row for row in self.rows if row.kind != REPORTED]
@@ -251,9 +271,36 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
             rows.append(Row(reported_row.model, REPORTED, table.short, cells, citation=table.citation,
                             is_reference=reported_row.is_reference))
     levels = {run.metrics.get("protocol", {}).get("confidence_level") for run in runs} - {None}
-    board = Leaderboard(layout, rows, levels.pop() if len(levels) == 1 else None, bold_reported, list(reported))
+    board = Leaderboard(layout, rows, levels.pop() if len(levels) == 1 else None, bold_reported, list(reported),
+                        protocol_notes=_protocol_notes(runs, layout), small_n_rows=_small_n_rows(runs, layout))
     mark_best(board)
     return board
+
+
+def _protocol_notes(runs: list[RunSummary], layout: Layout) -> list[str]:
+    """'Protocol: KL = ..., age = ...' for the choices that touch this layout's metrics; one line per distinct
+    set of choices (naming the runs when they differ)."""
+    metrics = {column.metric for column in layout.columns}
+    texts: dict[str, list[str]] = {}
+    for run in runs:
+        text = run_protocol(run).choices_text(metrics)
+        if text:
+            texts.setdefault(text, []).append(run.label)
+    if len(texts) == 1:
+        return [f"Protocol: {next(iter(texts))}."]
+    return [f"Protocol of {', '.join(labels)}: {text}." for text, labels in texts.items()]
+
+
+def _small_n_rows(runs: list[RunSummary], layout: Layout) -> list[tuple[str, int]]:
+    from cfbench.evaluation.protocol import SMALL_N
+
+    found = []
+    for run in runs:
+        ns = [(run.metrics.get("metrics", {}).get(c.metric) or {}).get("n") for c in layout.columns]
+        ns = [n for n in ns if n is not None]
+        if ns and min(ns) < SMALL_N:
+            found.append((run.label, min(ns)))
+    return found
 
 
 def _candidates(board: Leaderboard) -> list[Row]:

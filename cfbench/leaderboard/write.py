@@ -97,7 +97,7 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     runs = load_runs(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by an earlier write killed mid-way
-    title = title or f"cfbench leaderboard: {out.name}"
+    title = title or f"cfbench leaderboard {out.name}"
     written, skipped = [], []
     boards = {}
     for name, layout in LAYOUTS.items():
@@ -139,7 +139,7 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
         from cfbench.leaderboard.gallery import GalleryError, write_gallery
 
         try:
-            gallery_index = write_gallery(runs, out / "gallery", gallery_samples, thumbnail, title=f"{title}: gallery")
+            gallery_index = write_gallery(runs, out / "gallery", gallery_samples, thumbnail, title=f"Gallery · {title}")
             written.append(gallery_index)
         except (GalleryError, FileNotFoundError, OSError) as error:
             skipped.append(f"gallery: {error}")

@@ -76,3 +76,63 @@ def test_weights_listing_and_missing_weights_at_evaluation(random_dataset, tmp_p
     assert status == 2 and "resnet_race_detection_val-loss_0.157_mimic_public.pt" in error
     assert "cfbench weights fetch" in error
     assert (tmp_path / "run" / "images" / "s000.png").is_file()
+
+
+def _parsers():
+    import argparse
+
+    from cfbench.cli import build_parser
+
+    def walk(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, path + [name])
+
+    return list(walk(build_parser(), ["cfbench"]))
+
+
+def test_every_option_has_help_and_shows_its_default():
+    import argparse
+
+    for path, parser in _parsers():
+        where = " ".join(path)
+        if len(path) > 1:
+            assert parser.description, f"`{where}` has no description"
+        page = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"`{where}` {action.option_strings or action.dest} has no help text"
+            if action.option_strings and action.default not in (None, False):
+                shown = ",".join(action.default) if isinstance(action.default, (list, tuple)) else str(action.default)
+                written = "(default" in action.help  # written by hand ("learning rate (default 1e-4)")
+                assert written or shown in " ".join(page.split()), f"`{where}` {action.option_strings} hides its default"
+    pages = {" ".join(path): parser for path, parser in _parsers()}
+    for verb in ("config", "weights", "models", "compare"):
+        assert len(pages[f"cfbench {verb}"].description) > 80  # a real description, not the one-line help
+    help_text = pages["cfbench eval"].format_help()
+    for option in ("--eval-batch-size", "--confidence", "--f1-threshold", "--kl", "--age-reference", "--clip-i"):
+        assert option in help_text
+
+
+def test_models_columns_align_and_weights_show_expected_digest(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    starts = {line.index("[") for line in lines if "[" in line and not line.startswith(" ")}
+    assert len(starts) == 1  # long names (instructx2x-relevance-only) do not push their row out of line
+    assert main(["weights"]) == 0
+    table = capsys.readouterr().out
+    assert "expected sha256" in table and "unknown (trust on first use)" in table and " - " not in table
+
+
+def test_nonexistent_data_folder_and_unset_data_with_missing_weights(isolated_settings, tmp_path, capsys):
+    for verb in ("run", "generate"):
+        assert main(["--quiet", verb, "--model", "identity", "--split", "holdout", "--data", "/nonexistent",
+                     "--resolution", "32", "--out", str(tmp_path / verb)]) == 2
+        assert "no such dataset folder: /nonexistent" in capsys.readouterr().err
+    assert main(["--quiet", "run", "--model", "instructx2x", "--split", "holdout"]) == 2
+    error = capsys.readouterr().err
+    assert "weights for model 'instructx2x' not found" in error and "dataset folder is not set either" in error

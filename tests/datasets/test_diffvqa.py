@@ -2,7 +2,7 @@
 
 import pytest
 
-from cfbench.core.findings import Operation
+from cfbench.core.findings import DIFF_VQA_LEVEL_WORDS, LEVEL_WORDS, Operation, parse_instruction
 from cfbench.datasets.diffvqa import area_location, parse_difference_answer, split_items
 
 
@@ -38,6 +38,38 @@ def test_level_changes_including_several_level_words(levels, expected):
     parsed = parse_difference_answer(f"the level of pleural effusion has changed from {levels}. ")
     assert parsed.operations == [Operation("change", "pleural effusion", None, *expected)]
     assert parsed.unknown == []
+
+
+def test_the_level_vocabulary_is_diff_vqa_complete_list():
+    """All 18 level entries of Diff-VQA's generator (code/libs/level_lib.csv), plus the two phrases seen only in
+    MIMIC-EDIT-INSTRUCTION; each parses on both sides of a change, alone and joined with another by a space."""
+    assert set(DIFF_VQA_LEVEL_WORDS) == {
+        "moderately", "moderate", "acute", "mildly", "mild", "small", "severe", "moderate to large",
+        "moderate to severe", "mild to moderate", "minimal", "subtle", "massive", "minimally", "increasing",
+        "decreasing", "minor", "trace"}
+    assert set(LEVEL_WORDS) == set(DIFF_VQA_LEVEL_WORDS) | {"large", "small to moderate"} and len(LEVEL_WORDS) == 20
+    assert [len(w) for w in LEVEL_WORDS] == sorted((len(w) for w in LEVEL_WORDS), reverse=True)
+    for word in LEVEL_WORDS:
+        for source, target in ((word, "severe"), ("trace", word), (f"minimal {word}", "massive")):
+            parsed = parse_difference_answer(f"the level of edema has changed from {source} to {target}. ")
+            if " to " not in word:  # one-word phrases have a single reading
+                assert parsed.operations == [Operation("change", "edema", None, source, target)], (source, target)
+                assert parsed.ambiguous == []
+            assert parsed.unknown == [], (source, target)
+        assert parse_instruction(f"Add the finding of {word} left pleural effusion")[0].level_to == word
+
+
+@pytest.mark.parametrize("levels, taken, other", [
+    ("small to mild to moderate", ("small", "mild to moderate"), "'small to mild' -> 'moderate'"),
+    ("small to moderate to large", ("small", "moderate to large"), "'small to moderate' -> 'large'"),
+    ("mild to moderate to severe", ("mild", "moderate to severe"), "'mild to moderate' -> 'severe'"),
+])
+def test_ambiguous_level_splits_are_recorded(levels, taken, other):
+    parsed = parse_difference_answer(f"the level of edema has changed from {levels}. ")
+    assert parsed.operations == [Operation("change", "edema", None, *taken)]
+    assert len(parsed.ambiguous) == 1 and other in parsed.ambiguous[0]
+    assert f"read as {taken[0]!r} -> {taken[1]!r}" in parsed.ambiguous[0]
+    assert parse_difference_answer("the level of edema has changed from mild to moderate. ").ambiguous == []
 
 
 def test_all_clauses_in_order_and_area_question():
@@ -99,3 +131,22 @@ def test_read_pairs_from_the_real_schema(tmp_path):
     pd.DataFrame({"study_id": ["1"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match="missing column"):
         read_difference_pairs(tmp_path / "bad.csv")
+
+
+def test_the_dataset_card_lists_ambiguous_level_splits(tmp_path):
+    import pandas as pd
+
+    from cfbench.datasets.card import write_dataset_card
+    from cfbench.datasets.diffvqa import read_difference_pairs
+
+    rows = [{"study_id": "2", "subject_id": "1", "ref_id": "1", "question_type": "difference",
+             "question": "what has changed compared to the reference image?",
+             "answer": "the level of edema has changed from small to mild to moderate. ", "split": "train"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "q.csv", index=False)
+    report = read_difference_pairs(tmp_path / "q.csv")
+    assert sum(report.ambiguous.values()) == 1
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "instructions.csv").write_text("instruction,past_dicom_id,current_dicom_id,split\n")
+    card = write_dataset_card(tmp_path / "out", "t", {"ambiguous_level_splits": dict(report.ambiguous)}).read_text()
+    assert "Ambiguous level changes" in card
+    assert "'small to mild to moderate': read as 'small' -> 'mild to moderate'; also 'small to mild' -> 'moderate' (1)" in card

@@ -46,6 +46,7 @@ def test_plan_applies_every_rule(tmp_path, mimic_iv_version):
                                   Operation("remove", "edema")]
     assert holdout.instruction == "Change the level of cardiomegaly from mild to moderate. Remove the finding of edema"
     assert (holdout.age, holdout.race) == (72.0, "Black")
+    assert holdout.anchor_age == 70.0  # MIMIC-IV's anchor_age as is, for --age-reference anchor (age: at the study)
 
     assert samples["11000002"].split == "test" and samples["11000002"].race == "Asian"
     assert [op.finding for op in samples["11000002"].operations] == ["consolidation", "pneumonia"]
@@ -96,6 +97,7 @@ def test_cli_build_then_run(tmp_path, capsys):
     assert list(table.columns[:4]) == ["instruction", "past_dicom_id", "current_dicom_id", "split"]
     assert sorted(table["split"]) == ["holdout", "test", "train", "train", "val"]
     assert (pd.to_numeric(table["registration_mi"]) < -0.88).all()
+    assert "anchor_age" in table.columns and table["anchor_age"].notna().all()
     info = json.loads((out / "dataset.json").read_text())
     assert info["funnel"]["written"] == 5 and info["funnel"]["failed: missing or unreadable image"] == 1
     card = (out / "DATASET_CARD.md").read_text()

@@ -4,6 +4,7 @@ the papers' reported rows, the three file formats, per-operation numbers, plots 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 from pathlib import Path
@@ -140,7 +141,7 @@ def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
     cmig = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "cmig")
     assert noisy["cmig"] == pytest.approx(cmig["value"], rel=1e-12)
     assert noisy["cmig_ci_low"] == pytest.approx(cmig["ci_low"]) and noisy["kind"] == "measured"
-    assert set(table["kind"]) == {"measured", "reference", "reported"}
+    assert set(table["kind"]) == {"measured", "oracle", "reported"}
     reported = table[table["kind"] == "reported"]
     assert len(reported) == 6 + 7 and reported["best"].isna().all()
     assert (table[table["model"] == "ground-truth"]["best"]).isna().all()
@@ -260,3 +261,25 @@ def test_locality_table_ranks_only_directional_columns_and_is_skipped_without_va
         (copy_dir / "metrics.json").write_text(json.dumps(data))
     write_leaderboard(sorted((tmp_path / "stripped").iterdir()), tmp_path / "without", plots=False, gallery=False)
     assert not (tmp_path / "without" / "locality.md").exists() and (tmp_path / "without" / "instructx2x.md").is_file()
+
+
+def test_latex_escapes_superscripts_and_marks_oracle_rows(evaluated_runs):
+    from cfbench.leaderboard.formats import latex_escape
+
+    assert latex_escape("ProgEmu^2 (cascade)") == r"ProgEmu$^{2}$ (cascade)"
+    assert latex_escape("a^b & 50% #1_x ~") == r"a\textasciicircum{}b \& 50\% \#1\_x \textasciitilde{}"
+    runs = load_runs(list(evaluated_runs.values()))
+    latex = to_latex(build_leaderboard(runs, "progemu"))
+    assert r"ProgEmu$^{2}$ (cascade)" in latex and "textasciicircum" not in latex
+    board = to_latex(build_leaderboard(runs, "instructx2x", reported=[]))
+    assert r"ground-truth$^\ddagger$" in board and r"$^\ddagger$oracle row" in board
+    # one name for oracle rows in every format
+    csv_kinds = set(pd.read_csv(io.StringIO(to_csv(build_leaderboard(runs, "locality", reported=[]))))["kind"])
+    assert "oracle" in csv_kinds and "reference" not in csv_kinds
+    assert "| oracle |" in to_markdown(build_leaderboard(runs, "locality", reported=[]))
+
+
+def test_gallery_title_is_not_doubled(evaluated_runs, tmp_path):
+    write_leaderboard(list(evaluated_runs.values()), tmp_path / "lb", plots=False, gallery_samples=2)
+    page = (tmp_path / "lb" / "gallery" / "index.html").read_text()
+    assert "<h1>Gallery · cfbench leaderboard lb</h1>" in page and "lb: gallery" not in page

@@ -1,3 +1,4 @@
+import re
 import threading
 
 import numpy as np
@@ -75,20 +76,30 @@ def test_demo_cache_is_built_once_even_concurrently(tmp_path):
 def test_demo_prints_reference_table(tmp_path, capsys):
     # 128 px: the shipped phantom CNN works at 128 px input (at 64 px atelectasis AUROC drops to ~0.8)
     assert main(["--quiet", "demo", "--resolution", "128", "--out", str(tmp_path / "runs")]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in lines[0].split("|")[1:-1]]
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if line.startswith("| ")]
+    # headers carry the direction and the scale ("Patho ↑ (AUROC x 100)"); key them by the short title
+    header = [cell.strip().split(" ↑")[0].split(" ↓")[0].split(" (")[0] for cell in lines[0].split("|")[1:-1]]
+    assert "Patho ↑ (AUROC x 100)" in lines[0] and "KL ↓ (nats)" in lines[0] and "| n |" in lines[0]
     rows = {cells[0]: dict(zip(header, cells)) for cells in
             ([cell.strip() for cell in line.split("|")[1:-1]] for line in lines[1:])}
     identity, truth, exact = rows["identity"], rows["ground-truth"], rows["true-counterfactual"]
-    # the exact counterfactual and the real target carry the target's findings; the input does not
-    assert float(exact["Patho"]) > 0.95 and float(truth["Patho"]) > 0.95
-    assert float(identity["Patho"]) < float(exact["Patho"]) - 0.1
+
+    def value(cell: str) -> float:  # "99.23 [98.12, 99.97]": the value, then its bootstrap interval
+        assert re.fullmatch(r"-?[\d.]+ \[-?[\d.]+, -?[\d.]+\]", cell), cell
+        return float(cell.split(" ")[0])
+
+    assert identity["n"] == "48"
+    # the exact counterfactual and the real target carry the target's findings; the input does not (x 100)
+    assert value(exact["Patho"]) > 95 and value(truth["Patho"]) > 95
+    assert value(identity["Patho"]) < value(exact["Patho"]) - 10
     # everyone keeps the patient: group and age survive
     for row in (identity, truth, exact):
-        assert float(row["Race"]) > 0.95 and float(row["Age"]) > 0.9
-    assert identity["Change outside lesion"] == "0.0000" and identity["Change inside lesion"] == "0.0000"
-    assert exact["MAE to true CF"] == "0.0000" and exact["Change outside lesion"] == "0.0000"
-    assert float(truth["KL"]) == 0.0 and float(truth["FID"]) == 0.0
+        assert value(row["Race"]) > 95 and value(row["Age"]) > 90
+    assert identity["Change outside lesion"].startswith("0.0000") and identity["Change inside lesion"].startswith("0.0000")
+    assert exact["MAE to true CF"].startswith("0.0000") and exact["Change outside lesion"].startswith("0.0000")
+    assert value(truth["KL"]) == 0.0 and value(truth["FID"]) == 0.0
+    assert "95% bootstrap interval" in printed
 
 
 def test_impression_names_each_current_finding_with_its_level_and_side():
