@@ -78,8 +78,9 @@ def _settings_from_args(args):
 
     model_class = get_model_class(args.model)
     kind = "phantom" if args.split == "demo" and not args.data else None  # the embedded demo set is phantoms
-    if kind is None and not args.model_path and model_class.phantom_weights:
-        kind = dataset_kind(_data_dir(args))  # phantom data: the model's shipped phantom checkpoint
+    if kind is None and not args.model_path and model_class.phantom_weights:  # phantom data: the shipped checkpoint
+        data = Path(args.data) if args.data else config.resolve_path("data_dir")
+        kind = dataset_kind(data) if data else None
     try:
         model_path = resolve_model_path(model_class, args.model_path, kind)
     except WeightsNotFoundError as error:

@@ -251,7 +251,8 @@ def test_locality_table_ranks_only_directional_columns_and_is_skipped_without_va
     # runs without any locality measure (real data scored without pseudo masks) get no locality table
     for run in evaluated_runs.values():
         data = json.loads((run / "metrics.json").read_text())
-        for name in ("change_outside_lesion", "change_inside_lesion", "mae_to_true_counterfactual", "mae_to_target"):
+        for name in ("change_outside_lesion", "change_inside_lesion", "mae_to_true_counterfactual", "mae_to_target",
+                     "guidance_auroc"):
             data["metrics"].pop(name, None)
         copy_dir = tmp_path / "stripped" / run.name
         copy_dir.mkdir(parents=True)
