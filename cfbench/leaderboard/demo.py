@@ -56,10 +56,17 @@ def demo_models(all_models: bool = False) -> tuple[list[str], list[str]]:
 
 
 def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = DEMO_RESOLUTION, batch_size: int = 8,
-             all_models: bool = False, progress: bool = True) -> tuple[list[dict], list[str]]:
-    """Generate and evaluate every demo model; (one summary row per model, notes on models left out)."""
+             all_models: bool = False, only: list[str] | None = None,
+             progress: bool = True) -> tuple[list[dict], list[str]]:
+    """Generate and evaluate every demo model (``only``: just these of them, in table order); (one summary
+    row per model, notes on models left out)."""
     data_dir = demo_dataset(cache_dir, resolution=resolution, progress=progress)
-    models, notes = demo_models(all_models)
+    models, notes = demo_models(all_models or bool(only))
+    if only:
+        unknown = sorted(set(only) - set(models) - set(GENERATOR_MODELS) - set(ABLATION_MODELS))
+        if unknown:
+            raise ValueError(f"not demo models: {unknown}; the demo runs {', '.join(models)}")
+        models = [model for model in models if model in only]
     reports = []
     for model in models:
         options = dict(GENERATOR_OPTIONS) if model not in REFERENCE_MODELS else {}

@@ -422,3 +422,38 @@ def model_card_markdown(record: dict) -> str:
 
 __all__ = ["load_recipe", "resolve_recipe", "build_base_folder", "train_instructx2x_capped", "pack_shipped_folder",
            "check_loadable", "train_phantom_generator", "train_vae_stage"]
+
+
+HELDOUT_METRICS = ("pathology_mean_auroc", "race_auroc", "age_pearson", "cmig", "kl_divergence", "fid",
+                   "mae_to_true_counterfactual", "change_inside_lesion", "change_outside_lesion", "guidance_auroc")
+
+
+def record_heldout_evaluation(folder: str | Path, run_folders: list[str | Path], split_note: str) -> dict:
+    """Add the held-out evaluation of evaluated run folders (e.g. ``cfbench demo``'s, on phantoms the generator
+    never saw) to a shipped folder's model card: ``heldout_demo`` in ``model_card.json`` (model -> metric ->
+    value, metrics.json scale) and a table in ``MODEL_CARD.md``."""
+    from cfbench.evaluation.results import read_metrics
+    from cfbench.runs.manifest import RunManifest
+
+    folder = Path(folder)
+    record = json.loads((folder / CARD_JSON).read_text())
+    heldout, intervals = {}, {}
+    for run in run_folders:
+        model = RunManifest.read(run).config.model
+        metrics = read_metrics(run)["metrics"]
+        heldout[model] = {name: metrics[name]["value"] for name in HELDOUT_METRICS if name in metrics}
+        intervals[model] = {name: [metrics[name]["ci_low"], metrics[name]["ci_high"]]
+                            for name in HELDOUT_METRICS if name in metrics}
+    record["heldout_demo"] = heldout
+    record["heldout_demo_intervals"] = intervals
+    record["heldout_demo_note"] = split_note
+    atomic_write_json(folder / CARD_JSON, record)
+    text = (folder / CARD_NAME).read_text().split("\n## Held-out evaluation")[0].rstrip() + "\n"
+    header = "| model | " + " | ".join(HELDOUT_METRICS) + " |"
+    rows = [f"| {model} | " + " | ".join("-" if values.get(name) is None else f"{values[name]:.3f}" if abs(values[name]) < 10
+                                         else f"{values[name]:.2f}" for name in HELDOUT_METRICS) + " |"
+            for model, values in heldout.items()]
+    text += ("\n## Held-out evaluation\n\n" + split_note + "\n\n" + header + "\n|---|" + "---:|" * len(HELDOUT_METRICS)
+             + "\n" + "\n".join(rows) + "\n")
+    atomic_write_text(folder / CARD_NAME, text)
+    return record

@@ -75,7 +75,8 @@ def test_demo_cache_is_built_once_even_concurrently(tmp_path):
 
 def test_demo_prints_reference_table(tmp_path, capsys):
     # 128 px: the shipped phantom CNN works at 128 px input (at 64 px atelectasis AUROC drops to ~0.8)
-    assert main(["--quiet", "demo", "--resolution", "128", "--out", str(tmp_path / "runs")]) == 0
+    assert main(["--quiet", "demo", "--resolution", "128", "--out", str(tmp_path / "runs"),
+                 "--models", "identity", "ground-truth", "true-counterfactual"]) == 0
     printed = capsys.readouterr().out
     lines = [line for line in printed.splitlines() if line.startswith("| ")]
     # headers carry the direction and the scale ("Patho ↑ (AUROC x 100)"); key them by the short title
