@@ -86,8 +86,8 @@ def main() -> int:
     durations["data phantom"] = run(cli("data", "phantom", "--n", "160", "--out", str(data), "--resolution", "64",
                                         "--seed", "3"), env)
     reference_run = root / "reference-run"
-    generate = ["generate", "--model", MODEL, "--split", "holdout", "--data", str(data), "--resolution", "256",
-                "--batch-size", "2"]  # 256 px: enough work per sample that kills land mid-run
+    generate = ["generate", "--model", MODEL, "--split", "train", "--data", str(data), "--resolution", "512",
+                "--batch-size", "2"]  # 112 samples at 512 px: kills land mid-run
     durations["generate"] = run(cli(*generate, "--out", str(reference_run)), env)
     evaluate = ["eval", "--bootstrap", "200", "--fid-bootstrap", "0"]
     durations["eval"] = run(cli(*evaluate, "--run", str(reference_run)), env)
