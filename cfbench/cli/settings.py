@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cfbench.api.registry import available_models, expected_weights_path
+from cfbench.api.registry import available_models, expected_weights_path, phantom_weights_path
 from cfbench.cli.common import CliError, progress
 from cfbench.core import config
 
@@ -26,6 +26,7 @@ def cmd_models(args) -> int:
             "native_resolution": cls.native_resolution,
             "weights": str(weights) if weights else None,
             "weights_present": None if weights is None else weights.exists(),
+            "phantom_checkpoint": str(phantom_weights_path(cls)) if phantom_weights_path(cls) else None,
             "description": cls.description,
         })
     if args.json:
@@ -38,6 +39,8 @@ def cmd_models(args) -> int:
             weights = "no weights needed"
         else:
             weights = f"weights {'present' if row['weights_present'] else 'MISSING'} at {row['weights']}"
+        if row["phantom_checkpoint"]:
+            weights += "; on phantom splits: cfbench's phantom-trained checkpoint"
         print(f"{row['name']:<{width}}[{', '.join(flags)}] {row['native_resolution']} px, {row['origin']}; {weights}")
         if row["description"]:
             print(f"{'':<{width}}{row['description']}")
