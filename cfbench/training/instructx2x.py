@@ -71,18 +71,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cfbench.core.seeds import derive_seed
-from cfbench.core.storage import atomic_write_json, atomic_write_text, read_jsonl
+from cfbench.core.storage import atomic_write_json
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.training.base_weights import BaseComponents, load_base_components
-from cfbench.training.checkpoints import (  # noqa: F401  (re-exported: the trainer's public names)
-    EMA_WEIGHTS,
+from cfbench.training.checkpoints import (
     ExponentialMovingAverage,
-    STATE_NAME,
     TrainingError,
     append_log,
     checkpoint_folders,
     keep_log_until,
-    read_checkpoint,
     restore_latest_checkpoint,
     write_checkpoint,
 )

@@ -178,7 +178,8 @@ def train_instructx2x_capped(resolved: dict, data_dir: Path, base_dir: Path, out
     """Run the real InstructX2X trainer up to the recipe's steps, within its ``max_minutes`` (0: no cap).
 
     Returns {"steps_done", "steps", "stopped_by_max_minutes", "chunks": [the trainer's summaries], "seconds"}."""
-    from cfbench.training.instructx2x import checkpoint_folders, train_instructx2x
+    from cfbench.training.checkpoints import checkpoint_folders
+    from cfbench.training.instructx2x import train_instructx2x
 
     total = int(resolved["instructx2x"]["steps"])
     cap = 60.0 * float(resolved["instructx2x"].get("max_minutes", 0) or 0)

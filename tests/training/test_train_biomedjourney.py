@@ -14,12 +14,12 @@ from cfbench.api.model import EditRequest, LoadContext
 from cfbench.api.registry import get_model_class
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.phantom.dataset import build_phantom_dataset
+from cfbench.training.checkpoints import read_checkpoint
 from cfbench.training.instructx2x import (
     MicroBatches,
     TrainConfig,
     TrainingError,
     images_to_model_input,
-    read_checkpoint,
     tokenize,
     triple_text,
 )

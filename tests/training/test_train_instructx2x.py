@@ -19,6 +19,7 @@ from cfbench.training.edit_augment import (
     flip_operation,
     swap_left_right,
 )
+from cfbench.training.checkpoints import read_checkpoint
 from cfbench.training.instructx2x import (
     NO_DROPOUT,
     ConditioningDropout,
@@ -30,7 +31,6 @@ from cfbench.training.instructx2x import (
     denoising_loss,
     gradient_accumulation_steps,
     images_to_model_input,
-    read_checkpoint,
     tokenize,
     train_instructx2x,
 )
