@@ -133,6 +133,7 @@ def collect(
     run_folder: Path,
     dataset: EditDataset,
     samples: list[Sample],
+    records: dict[str, dict],
     evaluators: list[Evaluator],
     cache_dir: Path,
     masks: PseudoMasks | None = None,
@@ -143,7 +144,8 @@ def collect(
 
     Locality is measured around the true lesion masks on phantom data, else around ``masks``. A sample
     whose generated image, target, prior, counterfactual or mask cannot be read is left out, named with
-    the reason; the table holds the others, in order."""
+    the reason; the table holds the others, in order. ``records``: the run's finished-sample records
+    (:func:`cfbench.runs.store.read_results`) by sample id."""
     resolution = dataset.resolution
     phantom = has_true_lesions(dataset)
     if not phantom and masks is None:
@@ -163,7 +165,7 @@ def collect(
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}
 
-    with_guidance = {r["sample_id"] for r in read_results(run_folder) if r.get("has_guidance")}
+    with_guidance = {sample_id for sample_id, record in records.items() if record.get("has_guidance")}
 
     def load_one(sample: Sample):
         image = load_generated(run_folder, sample.sample_id, resolution)
@@ -217,7 +219,6 @@ def collect(
     for rows in real_rows:
         for key in (rows[kept[0]].keys() if kept else ()):
             real[key] = np.stack([rows[p][key] for p in kept])
-    explanations = {r["sample_id"]: r.get("explanation") for r in read_results(run_folder)}
     table = SampleTable(
         sample_ids=[s.sample_id for s in table_samples],
         operations=[tuple(sorted({op.op for op in s.operations})) for s in table_samples],
@@ -226,7 +227,7 @@ def collect(
         generated={key: np.concatenate(parts) for key, parts in generated.items()},
         real=real,
         pixel={name: np.asarray(values, np.float64) for name, values in pixel.items()},
-        explanations=[explanations.get(s.sample_id) for s in table_samples],
+        explanations=[records[s.sample_id].get("explanation") for s in table_samples],
         reference_explanations=[s.reference_explanation for s in table_samples],
         anchor_age=truth["anchor_age"],
     )
@@ -264,7 +265,7 @@ def evaluate_run(
     run_folder = Path(run_folder)
     remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
-    finished = {record["sample_id"] for record in read_results(run_folder)}
+    finished = {record["sample_id"]: record for record in read_results(run_folder)}
     samples = [sample for sample in dataset if sample.sample_id in finished]
     if not samples:
         raise EvaluationError(f"run {run_folder} has no finished samples to evaluate")
@@ -277,12 +278,13 @@ def evaluate_run(
     cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
     masks = None if has_true_lesions(dataset) else (pseudo_masks or default_pseudo_masks(dataset.root,
                                                                                           dataset.resolution))
-    table, excluded = collect(run_folder, dataset, samples, evaluators, cache_dir, masks, batch_size, progress)
+    table, excluded = collect(run_folder, dataset, samples, finished, evaluators, cache_dir, masks, batch_size,
+                              progress)
     if protocol.clip_i_variant == "image-text" and "embedding" in table.generated:
         by_id = {sample.sample_id: sample for sample in samples}
         table.real["text_embedding"] = _text_embeddings(evaluators, [by_id[i] for i in table.sample_ids])
     scores = score(table, protocol)
-    failures = {record["sample_id"] for record in read_failures(run_folder)} - finished
+    failures = {record["sample_id"] for record in read_failures(run_folder)} - finished.keys()
     report = {
         "run": manifest.config.to_dict(),
         "dataset": {"path": str(dataset.root), "split": dataset.split, "kind": dataset.info.get("kind", "unknown"),
