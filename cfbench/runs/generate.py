@@ -135,7 +135,7 @@ def generate(
     with RunStore(settings.out, run_config(settings, dataset, model), runtime, shard=settings.shard,
                   png_compression=settings.png_compression) as store:
         store.update_runtime(runtime)
-        done = store.finished()
+        done = store.finished(among={sample.sample_id for sample in samples})
         todo = [sample for sample in samples if sample.sample_id not in done]
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,
                    desc=f"{settings.model} on {settings.split}", unit="sample", file=sys.stderr)

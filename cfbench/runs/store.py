@@ -200,13 +200,16 @@ class RunStore:
         self.manifest.runtime = runtime
         self.manifest.write(self.folder)
 
-    def finished(self) -> dict[str, FinishedSample]:
+    def finished(self, among: set[str] | None = None) -> dict[str, FinishedSample]:
         """Samples finished by any process (all ledgers), so shards may be re-split between sessions, whose
         image files are intact: a sample whose image (or guidance map) was deleted or damaged after it was
-        recorded is left out, so it is generated again."""
+        recorded is left out, so it is generated again. ``among``: only these sample ids (the ones this
+        process will generate), so a shard reads back only its own images."""
         self.flush()
         finished = {}
         for record in read_results(self.folder):
+            if among is not None and record["sample_id"] not in among:
+                continue
             sample = _to_finished(record)
             damaged = [path for path in self._files_of(sample) if not png_intact(path)]
             if damaged:
