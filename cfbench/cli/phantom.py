@@ -64,13 +64,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def cmd_train_generator(args) -> int:
     from cfbench.training.phantom_generator import train_phantom_generator
 
+    overrides = _parse_overrides(args.overrides)
+    if args.init_from:
+        overrides["instructx2x.init_from"] = str(args.init_from)
     record = train_phantom_generator(args.out, recipe=args.recipe, device=args.device, steps_scale=args.steps_scale,
-                                     overrides=_parse_overrides(args.overrides), progress=progress(args))
+                                     overrides=overrides, progress=progress(args))
     acceptance = record["vae"].get("acceptance") or {}
     x2x = record["instructx2x"]
-    print(f"VAE: {record['vae']['steps_done']}/{record['vae']['steps']} steps; acceptance passed "
+    print(f"VAE: {record['vae'].get('steps_done')}/{record['vae'].get('steps')} steps; acceptance passed "
           f"{acceptance.get('passed')} (max |delta| {acceptance.get('max_abs_delta')})")
-    print(f"InstructX2X: {x2x['steps_done']}/{x2x['steps']} steps; last loss {x2x['loss_curve'].get('last')}")
+    print(f"InstructX2X: {x2x['steps_done']}/{x2x['steps']} steps ({x2x['total_steps']} in all); "
+          f"last loss {x2x['loss_curve'].get('last')}")
     print(f"shipped: {args.out}/shipped ({record['shipped']['weights_megabytes']} MB of weights); "
           f"model card {args.out}/MODEL_CARD.md")
     return 0
@@ -130,6 +134,10 @@ def add_verbs(verbs) -> None:
                     "cfbench's InstructX2X trainer and write OUT/shipped (float16 safetensors) with MODEL_CARD.md. "
                     "Run the same command again to resume.")
     _common(generator)
+    generator.add_argument("--init-from", metavar="DIR",
+                           help="warm start: continue from this trained phantom pipeline folder (e.g. "
+                                "cfbench/data/phantom_instructx2x) with a fresh optimizer; skips the VAE stage "
+                                "(its VAE and text side are kept); the model card counts the earlier steps")
     generator.set_defaults(handler=cmd_train_generator)
     vae = phantom_verbs.add_parser("train-vae", help="train the phantom VAE alone (resumable)")
     _common(vae)

@@ -10,6 +10,9 @@ so re-running the same command after a crash continues where it stopped:
 3. ``base/``: an InstructPix2Pix folder: a seeded, untrained UNet (8 input channels, cross-attention width =
    the text encoder's), the trained VAE, the phantom tokenizer and frozen random text encoder
    (:mod:`cfbench.training.phantom_text`) and the recipe's DDIM scheduler; no safety checker or feature extractor.
+   With ``instructx2x.init_from`` (a trained phantom pipeline folder, e.g. the shipped one) the VAE stage is
+   skipped and ``base/`` is a copy of that folder: training continues from its UNet (a warm start with a
+   fresh optimizer), and the model card counts the earlier steps (``continued_from``).
 4. ``instructx2x/``: :func:`cfbench.training.instructx2x.train_instructx2x` on ``data/`` (split ``train``) from
    ``base/``, unchanged. A wall-clock cap (``max_minutes``) is kept by calling it in chunks of steps
    (``max_train_steps`` may grow between resumptions): a short first chunk measures the speed, the next one
@@ -150,6 +153,34 @@ def build_base_folder(out: str | Path, vae_folder: str | Path, resolved: dict) -
             shutil.copy2(tokenizer_dir / name, out / "tokenizer" / name)
     shutil.rmtree(text_dir, ignore_errors=True)
     return out
+
+
+def build_base_from_folder(out: str | Path, init_from: str | Path) -> dict:
+    """Copy the pipeline folder ``init_from`` (a trained phantom generator: model_index.json, unet, vae,
+    text_encoder, tokenizer, scheduler) to the base folder ``out`` for a warm start. Returns what the model
+    card records of it: {"folder", "unet_sha256", "steps_before", "loss_curve_before", "vae"} (steps and
+    curves from its ``model_card.json``; steps_before 0 when it has none)."""
+    from cfbench.core.hashing import file_sha256
+
+    source, out = Path(init_from), Path(out)
+    missing = [name for name in ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+               if not (source / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"instructx2x.init_from {source} is not a pipeline folder: missing {', '.join(missing)}")
+    card = json.loads((source / CARD_JSON).read_text()) if (source / CARD_JSON).is_file() else {}
+    earlier = card.get("instructx2x") or {}
+    if not (out / "model_index.json").is_file():
+        staging = out.parent / f".{out.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+            copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
+            copy(source / name, staging / name)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(staging, out)
+    return {"folder": str(source), "unet_sha256": {path.name: file_sha256(path) for path in sorted((source / "unet").glob("*.safetensors"))},
+            "steps_before": int(earlier.get("total_steps", earlier.get("steps_done", 0))),
+            "loss_curve_before": earlier.get("loss_curve"), "vae": card.get("vae")}
 
 
 # ---------------------------------------------------------------------------------------------- InstructX2X
@@ -332,10 +363,16 @@ def train_phantom_generator(out: str | Path, recipe: str | Path | None = None, d
     atomic_write_json(out / "recipe_resolved.json", resolved)
     timings: dict[str, float] = {}
     dataset = _timed(timings, "dataset", _dataset_stage, out, resolved, progress)
-    vae_summary = _timed(timings, "vae", train_vae_stage, out, resolved, progress)
     base = out / "base"
-    if not (base / "model_index.json").is_file():
-        _timed(timings, "base", build_base_folder, base, out / "vae_training" / "vae", resolved)
+    init_from = resolved["instructx2x"].get("init_from")
+    continued_from = None
+    if init_from:  # warm start: the VAE, text side and UNet of a trained folder
+        continued_from = _timed(timings, "base", build_base_from_folder, base, init_from)
+        vae_summary = {**(continued_from.pop("vae") or {}), "from_folder": str(init_from)}
+    else:
+        vae_summary = _timed(timings, "vae", train_vae_stage, out, resolved, progress)
+        if not (base / "model_index.json").is_file():
+            _timed(timings, "base", build_base_folder, base, out / "vae_training" / "vae", resolved)
     x2x = _timed(timings, "instructx2x", train_instructx2x_capped, resolved, out / "data", base,
                  out / "instructx2x", progress)
     shipped = out / "shipped"
@@ -348,7 +385,9 @@ def train_phantom_generator(out: str | Path, recipe: str | Path | None = None, d
         "model": "cfbench phantom InstructX2X", "pipeline_class": PIPELINE_CLASS, "recipe": resolved,
         "data": dataset, "vae": vae_summary,
         "instructx2x": {**x2x, "last_summary": x2x_summary,
-                        "loss_curve": loss_curve_summary(out / "instructx2x" / "train_log.jsonl")},
+                        "loss_curve": loss_curve_summary(out / "instructx2x" / "train_log.jsonl"),
+                        "continued_from": continued_from,
+                        "total_steps": x2x["steps_done"] + (continued_from or {}).get("steps_before", 0)},
         "vae_loss_curve": loss_curve_summary(out / "vae_training" / "train_log.jsonl"),
         "shipped": {"folder": "shipped", "files": files, "weights_bytes": weights_bytes,
                     "weights_megabytes": round(weights_bytes / 1e6, 3),
@@ -408,6 +447,11 @@ def model_card_markdown(record: dict) -> str:
         f"{recipe['instructx2x']['target_batch_size']}, lr {recipe['instructx2x']['learning_rate']}, EMA decay "
         f"{recipe['instructx2x']['ema_decay']}, mixed precision {recipe['instructx2x']['mixed_precision']}, "
         f"stopped by the time cap: {x2x['stopped_by_max_minutes']}, {x2x['seconds']} s this session.",
+        *([] if not x2x.get("continued_from") else [
+            f"- Warm start: continued from `{x2x['continued_from']['folder']}` ({x2x['continued_from']['steps_before']} "
+            f"earlier steps; UNet SHA-256 {x2x['continued_from']['unet_sha256']}) with a fresh optimizer: "
+            f"{x2x['total_steps']} steps in all. Earlier loss curve (step, loss): "
+            f"{(x2x['continued_from'].get('loss_curve_before') or {}).get('curve')}."]),
         f"- InstructX2X loss: first {curve.get('first')}, last {curve.get('last')}, min {curve.get('min')}.",
         f"- Loss curve (step, loss): {curve.get('curve')}.",
         f"- Stage times this session (s): {record['timing_seconds_this_session']}.",

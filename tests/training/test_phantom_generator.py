@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cfbench.training.phantom_generator import (
     check_loadable,
@@ -154,6 +155,30 @@ def test_train_generator_end_to_end_and_loadable(tmp_path):
                  "--option", "steps=2", "--evaluator", "none", "--out", str(tmp_path / "run")])
     assert code == 0
     assert len(list((tmp_path / "run" / "images").glob("*.png"))) == 1
+
+    # Warm start from the shipped folder (CLI --init-from): no VAE stage, the base is the shipped folder as it
+    # is, and the card counts the earlier steps.
+    warm = tmp_path / "warm"
+    code = main(["--quiet", "phantom", "train-generator", "--out", str(warm), "--steps-scale", "0.001",
+                 "--init-from", str(shipped), *[f"--set={key}={json.dumps(value)}" for key, value in SMOKE.items()]])
+    assert code == 0
+    assert not (warm / "vae_training").exists()
+    for component in ("unet", "vae", "text_encoder"):
+        name = "model.safetensors" if component == "text_encoder" else "diffusion_pytorch_model.safetensors"
+        assert (warm / "base" / component / name).read_bytes() == (shipped / component / name).read_bytes()
+    continued = json.loads((warm / "model_card.json").read_text())
+    assert continued["instructx2x"]["continued_from"]["steps_before"] == 3
+    assert continued["instructx2x"]["total_steps"] == 3 + continued["instructx2x"]["steps_done"] == 6
+    assert continued["vae"]["steps_done"] == 3 and continued["vae"]["from_folder"] == str(shipped)
+    assert "Warm start: continued from" in (warm / "shipped" / "MODEL_CARD.md").read_text()
+    trained = load_file(warm / "instructx2x" / "unet" / "diffusion_pytorch_model.safetensors")
+    start = load_file(shipped / "unet" / "diffusion_pytorch_model.safetensors")
+    # three steps from the shipped weights: close to them (a random init would be far), but not equal
+    gaps = [float((trained[key].float() - start[key].float()).abs().max()) for key in start]
+    assert 0 < max(gaps) < 0.05
+    with pytest.raises(FileNotFoundError, match="not a pipeline folder: missing model_index.json, unet"):
+        train_phantom_generator(tmp_path / "bad", steps_scale=0.001, progress=False,
+                                overrides={**SMOKE, "instructx2x.init_from": str(tmp_path / "run")})
 
 
 def test_cli_imports_without_optional_packages():
