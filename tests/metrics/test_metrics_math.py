@@ -397,6 +397,50 @@ def test_fid_bootstrap_path_for_n_above_d_equals_the_direct_formula(degenerate, 
                                [metric.compute_on(i, r) for i, r in zip(index_sets, real_sets)], rtol=1e-12)
 
 
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+def test_fid_gram_path_for_n_up_to_d_equals_the_direct_formula(offset, monkeypatch):
+    # N <= d: every resample takes the Gram path (N x N Gram blocks formed once); it must equal the direct
+    # formula on the materialised resample, paired and unpaired, with unequal sample sizes, with features far
+    # from the origin (cancellation) and with a sample exactly d rows long
+    from cfbench.metrics import fid as fid_module
+
+    rng = np.random.default_rng(23)
+    d = 64
+    for n_real, n_generated in ((40, 40), (30, 64)):
+        real, generated = _feature_sets(rng, n_real, n_generated, d)
+        real, generated = real + offset, generated + offset * 1.01
+        metric = FrechetDistance(num_features=d, keep_features=True)
+        metric.update(real, real=True)
+        metric.update(generated, real=False)
+        calls = []
+        monkeypatch.setattr(fid_module._GramPath, "fid",
+                            lambda self, r, i, original=fid_module._GramPath.fid: calls.append(1) or original(self, r, i))
+        generated_sets = list(resample_indices(n_generated, 5, seed=3))
+        real_sets = list(resample_indices(n_real, 5, seed=4))
+        for indices, real_indices in zip(generated_sets, real_sets):
+            value = metric.compute_on(indices, real_indices)
+            # the factor path (SVD of A_r A_g^T) to round-off; the d x d path to its eigh error (~1e-8, singular)
+            factors = [*fid_module._weighted_factor(real, real_indices), *fid_module._weighted_factor(generated, indices)]
+            assert value == pytest.approx(frechet_distance_from_factors(*factors), rel=1e-12)
+            expected = frechet_distance(
+                *fid_module.gaussian_statistics(real[real_indices].astype(np.float64)),
+                *fid_module.gaussian_statistics(generated[indices].astype(np.float64)))
+            assert value == pytest.approx(expected, rel=1e-7)
+        assert len(calls) == 5
+        streamed = FrechetDistance(num_features=d)  # no stored features: the d x d covariance path
+        streamed.update(real, real=True)
+        streamed.update(generated, real=False)
+        assert metric.compute() == pytest.approx(streamed.compute(), rel=1e-7)
+        assert metric.compute() == pytest.approx(frechet_distance_from_factors(
+            *fid_module._weighted_factor(real, np.arange(n_real)),
+            *fid_module._weighted_factor(generated, np.arange(n_generated))), rel=1e-12)
+        if n_real == n_generated:  # paired: the same indices on both sides; the full sample gives compute()
+            assert metric.compute_on(np.arange(n_real)) == pytest.approx(metric.compute(), rel=1e-12)
+            np.testing.assert_allclose(metric.compute_on_many(generated_sets, workers=2),
+                                       [metric.compute_on(i) for i in generated_sets], rtol=1e-12)
+        monkeypatch.undo()
+
+
 def test_fid_bootstrap_path_at_the_protocol_dimension():
     # d = 1024, N = 1300: resamples of ~820 distinct rows take the factor path, a full-sample one the whitened path
     rng = np.random.default_rng(22)
