@@ -422,7 +422,8 @@ def model_card_markdown(record: dict) -> str:
     curve, shipped = x2x["loss_curve"], record["shipped"]
     lines = [
         f"# {record['model']}", "",
-        f"A small `{record['pipeline_class']}` editor for cfbench's procedural phantoms, trained from scratch by "
+        f"A small `{record['pipeline_class']}` editor for cfbench's procedural phantoms, trained "
+        f"{'from scratch' if not x2x.get('continued_from') else 'in parts (from scratch, then warm-started)'} by "
         f"`cfbench phantom train-generator` (recipe profile `{recipe['profile']}`, steps scale {recipe['steps_scale']}).",
         "Use: shipped in cfbench as `cfbench/data/phantom_instructx2x`, the default weights of instructx2x, its "
         "ablations and instructpix2pix on phantom splits (`cfbench demo`, `cfbench run --model instructx2x --split "
@@ -451,7 +452,8 @@ def model_card_markdown(record: dict) -> str:
             f"- Warm start: continued from `{x2x['continued_from']['folder']}` ({x2x['continued_from']['steps_before']} "
             f"earlier steps; UNet SHA-256 {x2x['continued_from']['unet_sha256']}) with a fresh optimizer: "
             f"{x2x['total_steps']} steps in all. Earlier loss curve (step, loss): "
-            f"{(x2x['continued_from'].get('loss_curve_before') or {}).get('curve')}."]),
+            f"{(x2x['continued_from'].get('loss_curve_before') or {}).get('curve')}"
+            + (f"; its records: {x2x['continued_from']['records']}." if x2x["continued_from"].get("records") else ".")]),
         f"- InstructX2X loss: first {curve.get('first')}, last {curve.get('last')}, min {curve.get('min')}.",
         f"- Loss curve (step, loss): {curve.get('curve')}.",
         f"- Stage times this session (s): {record['timing_seconds_this_session']}.",
@@ -495,8 +497,12 @@ def record_heldout_evaluation(folder: str | Path, run_folders: list[str | Path],
     atomic_write_json(folder / CARD_JSON, record)
     text = (folder / CARD_NAME).read_text().split("\n## Held-out evaluation")[0].rstrip() + "\n"
     header = "| model | " + " | ".join(HELDOUT_METRICS) + " |"
-    rows = [f"| {model} | " + " | ".join("-" if values.get(name) is None else f"{values[name]:.3f}" if abs(values[name]) < 10
-                                         else f"{values[name]:.2f}" for name in HELDOUT_METRICS) + " |"
+    def cell(value: float | None) -> str:  # pixel changes and MAEs are ~0.01: four decimals tell them apart
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if abs(value) < 0.1 else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+
+    rows = [f"| {model} | " + " | ".join(cell(values.get(name)) for name in HELDOUT_METRICS) + " |"
             for model, values in heldout.items()]
     text += ("\n## Held-out evaluation\n\n" + split_note + "\n\n" + header + "\n|---|" + "---:|" * len(HELDOUT_METRICS)
              + "\n" + "\n".join(rows) + "\n")

@@ -88,9 +88,14 @@ def test_the_model_card_states_the_measured_values():
     record = json.loads((CHECKPOINT / "model_card.json").read_text())
     vae = json.loads((CHECKPOINT / "training" / "vae_training" / "train_summary.json").read_text())
     x2x = json.loads((CHECKPOINT / "training" / "instructx2x" / "train_summary.json").read_text())
+    earlier_steps = sum(json.loads((CHECKPOINT / "training" / part / "instructx2x" / "train_summary.json").read_text())
+                        ["steps"] for part in ("part1_from_scratch", "part2_warm_start"))
     assert vae["acceptance"]["passed"] and vae["acceptance"]["max_abs_delta"] <= 0.01
     assert f"max |delta| {vae['acceptance']['max_abs_delta']:.4f}" in card
     assert f"{x2x['steps']} / " in card and record["instructx2x"]["steps_done"] == x2x["steps"]
+    # the shipped UNet was trained in three parts (from scratch, then two warm starts): all counted in the total
+    assert record["instructx2x"]["continued_from"]["steps_before"] == earlier_steps
+    assert f"{x2x['steps'] + earlier_steps} steps in all" in card
     heldout = record["heldout_demo"]
     demo = pd.read_csv(PACKAGE_DATA_DIR.parents[1] / "leaderboards" / "phantom-demo" / "instructx2x.csv")
     for model in ("instructx2x", "instructpix2pix"):
