@@ -20,8 +20,11 @@ medians reported (these machines are shared and noisy, so compare within a run):
    shipped phantom CNN at 128 px: the child's own high-water mark (VmHWM of /proc/self/status: a child's
    ``ru_maxrss`` on Linux starts from its parent's peak, so it measured nothing) and traced Python allocations.
 
+The process applies the heap policy the ``cfbench`` command applies (``--allocator``, default keep-freed:
+``benchmarks/bench_allocator.py`` measures what it changes).
+
     python benchmarks/bench_evaluation.py [--n 48] [--resolution 512] [--repeats 3] [--skip-memory]
-        [--skip-large] [--large-n 2248]
+        [--skip-large] [--large-n 2248] [--allocator keep-freed|system]
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cfbench.core.allocator import ALLOCATOR_POLICIES, apply_allocator_policy
 from cfbench.evaluation import evaluate as evaluate_module
 from cfbench.evaluation import weights
 from cfbench.evaluation.evaluate import evaluate_run
@@ -198,14 +202,15 @@ def own_peak_rss_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def memory_ratio() -> None:
+def memory_ratio(allocator: str) -> None:
     """Datasets and runs are prepared here; each evaluation runs alone in a fresh process, so its peak
     RSS is the evaluation's (interpreter, torch, evaluator, streamed images, per-sample arrays)."""
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for n in (200, 2000):
             _, runs = make_runs(Path(scratch) / f"n{n}", n, 128)
-            output = subprocess.run([sys.executable, __file__, "--memory-child", str(runs["identity"])],
+            output = subprocess.run([sys.executable, __file__, "--memory-child", str(runs["identity"]),
+                                     "--allocator", allocator],
                                     capture_output=True, text=True, check=True).stdout
             results[n] = json.loads(output.strip().splitlines()[-1])
     small, large = results[200], results[2000]
@@ -227,8 +232,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--large-n", type=int, default=2248)
+    parser.add_argument("--allocator", choices=ALLOCATOR_POLICIES, default="keep-freed",
+                        help="heap policy of this process and the memory children (default: the CLI's default)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    apply_allocator_policy(args.allocator)  # what the cfbench command does at start-up
+    print(f"heap policy: {args.allocator} (cfbench.core.allocator)")
     if args.memory_child:
         memory_child(args.memory_child)
         return
@@ -238,7 +247,7 @@ def main() -> None:
     if not args.skip_large:
         large_fixed_costs(args.large_n, rate, args.repeats)
     if not args.skip_memory:
-        memory_ratio()
+        memory_ratio(args.allocator)
 
 
 if __name__ == "__main__":

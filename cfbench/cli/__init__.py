@@ -51,9 +51,22 @@ USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNo
                config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError)
 
 
+def _apply_allocator_setting() -> None:
+    """The ``allocator`` setting (cfbench.core.allocator), applied before any work."""
+    from cfbench.core.allocator import apply_allocator_policy
+
+    setting = config.resolve("allocator")
+    try:
+        apply_allocator_policy(setting.value)
+    except ValueError as error:
+        raise config.ConfigError(f"setting allocator ({setting.source}): {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.verb != "config":  # `cfbench config` must run to repair a bad value
+            _apply_allocator_setting()
         return args.handler(args)
     except USER_ERRORS as error:
         print(f"cfbench: error: {error}", file=sys.stderr)
