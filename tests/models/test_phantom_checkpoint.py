@@ -82,6 +82,41 @@ def test_shipped_generator_adds_what_the_instruction_names_and_only_there(tmp_pa
     assert np.mean(detection) > 0.8
 
 
+def test_shipped_generator_beats_identity_on_pathology_auroc(tmp_path):
+    """24 fresh phantoms (a stream the generator never saw), 10 DDIM steps: the mean over findings of the
+    pathology AUROC (scikit-learn's roc_auc_score of the shipped evaluator's probability on each output against
+    the target labels) is well above identity's, whose outputs are the inputs. Demo split, 48 samples,
+    20 steps: 0.897 against 0.788."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from cfbench.core.findings import EVALUATED_FINDINGS
+    from cfbench.phantom.evaluator import PhantomEvaluator
+    from cfbench.runs.generate import make_request
+
+    data = build_phantom_dataset(tmp_path / "data", 24, seed=12, resolution=128, fractions={"holdout": 1.0},
+                                 progress=False)
+    dataset = EditDataset(data, "holdout", 128)
+    samples = list(dataset)
+    model = get_model_class("instructx2x").load(LoadContext(dataset=dataset, options={"steps": "10"}))
+    requests = [make_request(sample, dataset, 0) for sample in samples]
+    outputs = [result.image for start in range(0, len(requests), 8) for result in model.edit(requests[start:start + 8])]
+    evaluator = PhantomEvaluator.from_file()
+
+    def mean_auroc(images) -> float:
+        probabilities = evaluator.predict(np.stack(images))["pathology"]
+        scores = []
+        for column, finding in enumerate(EVALUATED_FINDINGS):
+            labels = np.array([sample.labels[finding] for sample in samples])
+            if 0 < labels.sum() < len(labels):
+                scores.append(roc_auc_score(labels, probabilities[:, column]))
+        return float(np.mean(scores))
+
+    generated, identity = mean_auroc(outputs), mean_auroc([r.image for r in requests])
+    print(f"pathology mean AUROC: generated {generated:.3f}, identity {identity:.3f}")
+    assert generated > identity + 0.05, (generated, identity)
+
+
 def test_the_model_card_states_the_measured_values():
     """The model card's numbers are the ones its training records and the committed demo leaderboard hold."""
     card = (CHECKPOINT / "MODEL_CARD.md").read_text()
