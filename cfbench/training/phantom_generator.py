@@ -47,6 +47,7 @@ RECIPE_PATH = PACKAGE_DATA_DIR / "phantom_generator_recipe.json"
 RECIPE_FORMAT = "cfbench-phantom-generator-recipe"
 PIPELINE_CLASS = "StableDiffusionInstructPix2PixPipeline"
 WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
+FOLDER_ENTRIES = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")  # a phantom pipeline
 CARD_NAME, CARD_JSON = "MODEL_CARD.md", "model_card.json"
 PROBE_STEPS = 100  # default first chunk of a time-capped InstructX2X stage ("probe_steps"): measures the speed
 
@@ -163,22 +164,23 @@ def build_base_from_folder(out: str | Path, init_from: str | Path) -> dict:
     from cfbench.core.hashing import file_sha256
 
     source, out = Path(init_from), Path(out)
-    missing = [name for name in ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
-               if not (source / name).exists()]
+    missing = [name for name in FOLDER_ENTRIES if not (source / name).exists()]
     if missing:
-        raise FileNotFoundError(f"instructx2x.init_from {source} is not a pipeline folder: missing {', '.join(missing)}")
+        raise FileNotFoundError(f"instructx2x.init_from {source} is not a pipeline folder: "
+                                f"missing {', '.join(missing)}")
     card = json.loads((source / CARD_JSON).read_text()) if (source / CARD_JSON).is_file() else {}
     earlier = card.get("instructx2x") or {}
     if not (out / "model_index.json").is_file():
         staging = out.parent / f".{out.name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        for name in ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        for name in FOLDER_ENTRIES:
             copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
             copy(source / name, staging / name)
         shutil.rmtree(out, ignore_errors=True)
         os.replace(staging, out)
-    return {"folder": str(source), "unet_sha256": {path.name: file_sha256(path) for path in sorted((source / "unet").glob("*.safetensors"))},
+    unet_files = sorted((source / "unet").glob("*.safetensors"))
+    return {"folder": str(source), "unet_sha256": {path.name: file_sha256(path) for path in unet_files},
             "steps_before": int(earlier.get("total_steps", earlier.get("steps_done", 0))),
             "loss_curve_before": earlier.get("loss_curve"), "vae": card.get("vae")}
 
@@ -256,7 +258,7 @@ def pack_shipped_folder(trained: str | Path, shipped: str | Path, dtype: str = "
     staging = shipped.parent / f".{shipped.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     cast = getattr(torch, dtype)
-    for name in ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+    for name in FOLDER_ENTRIES:
         source = trained / name
         if source.is_dir():
             shutil.copytree(source, staging / name, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
