@@ -9,8 +9,9 @@ medians reported (these machines are shared and noisy, so compare within a run):
    the real weights. "Bare" = ``evaluator.predict`` on images already in memory, generated and real
    target images (what a first evaluation must score); "harness" = ``evaluate_run`` end to end with an
    empty cache (read + decode PNGs, pixel measures, real-image cache, scoring with bootstrap intervals).
-2. second model on the same split / first model (target <= 0.5): the real-image outputs come from the
-   cache the first evaluation filled.
+2. second model on the same split / first model (target <= 0.5): the real-image outputs and the decoded
+   targets, priors and exact counterfactuals come from the caches the first evaluation filled
+   (``cfbench.evaluation.output_cache``, ``cfbench.evaluation.image_cache``).
 3. the fixed costs at N=2248 on a synthetic table (five findings with ties, race, sex, age, 1024-d
    features): bootstrap scoring, today's against the pre-issue-17 scoring (``tests/evaluation/
    reference_scoring.py``), interleaved; and the FID bootstrap (200 resamples, target <= 30 s), with the

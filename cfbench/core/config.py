@@ -4,7 +4,7 @@ Precedence, highest first: command-line flag, environment variable, config file,
 
 - config file: ``$CFBENCH_CONFIG`` if set, else ``~/.config/cfbench/config.toml`` (flat ``key = "value"``).
 - environment: ``CFBENCH_DATA_DIR``, ``CFBENCH_WEIGHTS_DIR``, ``CFBENCH_RUNS_DIR``, ``CFBENCH_CACHE_DIR``,
-  ``CFBENCH_ALLOCATOR``.
+  ``CFBENCH_ALLOCATOR``, ``CFBENCH_IMAGE_CACHE_GB``.
 
 ``cfbench config`` prints the values in force with their sources; ``cfbench config set KEY VALUE``
 writes the config file.
@@ -24,6 +24,8 @@ SETTINGS: dict[str, str] = {
     "weights_dir": "folder holding one sub-folder of weights per model",
     "runs_dir": "where run folders are created when --out is not given",
     "cache_dir": "caches: the demo phantom set, evaluator outputs on real images",
+    "image_cache_gb": "size bound of the decoded dataset images kept under cache_dir (GB; 0: none); later "
+                      "evaluations of a split skip decoding its targets and priors",
     "allocator": "C heap policy of a cfbench process: keep-freed (reuse freed memory; CPU forwards run 1.3-1.7x "
                  "faster) or system (glibc's defaults); see cfbench/core/allocator.py",
 }
@@ -41,6 +43,7 @@ def _default(key: str) -> str | None:
         "weights_dir": str(home / "cfbench-weights"),
         "runs_dir": str(Path.cwd() / "runs"),
         "cache_dir": str(cache),
+        "image_cache_gb": "8",
         "allocator": "keep-freed",
     }[key]
 

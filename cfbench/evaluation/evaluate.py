@@ -47,6 +47,7 @@ from cfbench.core.prefetch import prefetched
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
+from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
 from cfbench.evaluation.metric_names import descriptions
 from cfbench.evaluation.output_cache import EvaluatorOutputCache
 from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol, small_n_warnings
@@ -100,19 +101,23 @@ def _ground_truth(samples: list[Sample], race_classes: tuple[str, ...]) -> dict[
     }
 
 
-def _pixel_measures(generated: np.ndarray, target: np.ndarray, sample: Sample, dataset: EditDataset,
-                    phantom: bool, masks: PseudoMasks | None, guidance: np.ndarray | None = None) -> dict[str, float]:
+def _pixel_measures(generated: np.ndarray, target: np.ndarray, prior: np.ndarray, sample: Sample,
+                    dataset: EditDataset, counterfactual: np.ndarray | None, masks: PseudoMasks | None,
+                    guidance: np.ndarray | None = None) -> dict[str, float]:
+    """Pixel measures of one sample; ``counterfactual`` is the exact one on phantom data (then locality is
+    measured around the true lesion), None elsewhere (around the pseudo mask of ``masks``)."""
     values = {"mae_to_target": float(np.abs(generated - target).mean())}
+    phantom = counterfactual is not None
     if phantom:
         region = dataset.lesion_mask(sample)
-        values["mae_to_true_counterfactual"] = float(np.abs(generated - dataset.counterfactual_image(sample)).mean())
+        values["mae_to_true_counterfactual"] = float(np.abs(generated - counterfactual).mean())
         names = ("change_inside_lesion", "change_outside_lesion")
         if guidance is not None:  # the guidance map as a pixel-wise detector of the true change (NaN: one class)
             values["guidance_auroc"] = binary_auroc(region.ravel().astype(np.int8), guidance.ravel())
     else:
         region = masks.mask_for(sample.operations, dataset.resolution)
         names = ("change_inside_pseudo_mask", "change_outside_pseudo_mask")
-    change = np.abs(generated - dataset.past_image(sample))
+    change = np.abs(generated - prior)
     total, inside = float(change.sum(dtype=np.float64)), float(change.sum(where=region, dtype=np.float64))
     n_inside = int(np.count_nonzero(region))
     n_outside = region.size - n_inside
@@ -152,6 +157,7 @@ def collect(
         raise EvaluationError("pseudo masks are needed to measure locality on data without true lesion masks")
     race_classes = next((tuple(e.race_classes) for e in evaluators if "race" in e.outputs), ())
     caches = [EvaluatorOutputCache(cache_dir, evaluator, resolution) for evaluator in evaluators]
+    decoded = DecodedImageCache(cache_dir, resolution, image_cache_bytes())
     excluded: list[ExcludedSample] = []
     digests: dict[str, str] = {}
     for sample in samples:
@@ -167,12 +173,23 @@ def collect(
 
     with_guidance = {sample_id for sample_id, record in records.items() if record.get("has_guidance")}
 
+    def cached(folder: str, stem: str, sample: Sample, decode) -> np.ndarray:
+        """A dataset image through the decoded-image cache (keyed on the file's content)."""
+        try:
+            digest = file_sha256(dataset.image_path(folder, stem, sample))
+        except OSError:
+            return decode()  # raises the dataset's error, which names the sample and row
+        return decoded.load(digest, decode)
+
     def load_one(sample: Sample):
         image = load_generated(run_folder, sample.sample_id, resolution)
-        target = dataset.current_image(sample)
+        target = decoded.load(digests[sample.sample_id], lambda: dataset.current_image(sample))
+        prior = cached("past", sample.past_dicom_id, sample, lambda: dataset.past_image(sample))
+        counterfactual = (cached("counterfactual", sample.sample_id, sample,
+                                 lambda: dataset.counterfactual_image(sample)) if phantom else None)
         guidance = (load_image(RunFiles(run_folder).guidance_map(sample.sample_id), resolution)
                     if phantom and sample.sample_id in with_guidance else None)
-        return image, target, _pixel_measures(image, target, sample, dataset, phantom, masks, guidance)
+        return image, target, _pixel_measures(image, target, prior, sample, dataset, counterfactual, masks, guidance)
 
     def load(positions: list[int]):
         loaded = []

@@ -1,0 +1,109 @@
+"""The decoded-image cache (cfbench.evaluation.image_cache): entries give back the decoder's float32 bits,
+a second evaluation of the split reads its targets, priors and exact counterfactuals from the cache only and
+scores exactly the same, bad entries are decoded again, the size bound holds and the setting is checked."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from cfbench.core import config
+from cfbench.core.hashing import file_sha256
+from cfbench.core.images import load_image
+from cfbench.datasets.edit_dataset import EditDataset
+from cfbench.evaluation.evaluate import evaluate_run
+from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
+from cfbench.evaluation.protocol import Protocol
+from cfbench.phantom.dataset import build_phantom_dataset
+from cfbench.runs.generate import RunSettings, generate
+from tests.helpers.fake_models import RegionStatisticsEvaluator
+
+FAST = Protocol(bootstrap_resamples=100, fid_bootstrap_resamples=10)
+
+
+@pytest.fixture(scope="module")
+def phantom_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("image-cache")
+    data = build_phantom_dataset(root / "data", 12, seed=5, resolution=64, fractions={"holdout": 1.0}, progress=False)
+    settings = RunSettings(model="tests.helpers.fake_models:NoisyEditModel", split="holdout", data_dir=data,
+                           out=root / "run", resolution=64, batch_size=4)
+    generate(settings, progress=False)
+    return data, settings.out
+
+
+def _metrics(run, cache_dir) -> dict:
+    evaluate_run(run, evaluator=RegionStatisticsEvaluator(), protocol=FAST, cache_dir=cache_dir, batch_size=5,
+                 progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    return {name: (entry["value"], entry["ci_low"], entry["ci_high"]) for name, entry in metrics.items()}
+
+
+def test_second_evaluation_reads_dataset_images_from_the_cache_and_scores_the_same(phantom_run, tmp_path,
+                                                                                    monkeypatch):
+    data, run = phantom_run
+    monkeypatch.setenv("CFBENCH_IMAGE_CACHE_GB", "0")
+    without = _metrics(run, tmp_path / "no-cache")
+    assert not (tmp_path / "no-cache" / "decoded-images").exists()
+    monkeypatch.setenv("CFBENCH_IMAGE_CACHE_GB", "1")
+    first = _metrics(run, tmp_path / "cache")
+    entries = sorted((tmp_path / "cache" / "decoded-images" / "r64").rglob("*.npy"))
+    assert len(entries) == 36  # 12 targets, priors, exact counterfactuals; 16-bit PNGs at their own size: uint16
+    assert all(np.load(entry).dtype == np.uint16 for entry in entries)
+
+    def no_decoding(self, sample):
+        raise AssertionError(f"decoded {sample.sample_id} although the cache holds it")
+
+    for method in ("current_image", "past_image", "counterfactual_image"):
+        monkeypatch.setattr(EditDataset, method, no_decoding)
+    second = _metrics(run, tmp_path / "cache")
+    assert without == first == second  # every value and interval bound, exactly
+
+
+def test_entries_give_back_the_decoders_bits_and_bad_entries_are_decoded_again(phantom_run, tmp_path, caplog):
+    data, _ = phantom_run
+    path = next((data / "current").glob("*.png"))
+    digest = file_sha256(path)
+    for resolution, stored_dtype in ((64, np.uint16), (48, np.float32)):  # own size; resized (not k / 65535)
+        decoded = load_image(path, resolution)
+        cache = DecodedImageCache(tmp_path, resolution, max_bytes=10**9)
+        assert cache.load(digest, lambda: decoded) is decoded and cache.decoded == 1
+        entry = tmp_path / "decoded-images" / f"r{resolution}" / digest[:2] / f"{digest}.npy"
+        assert np.load(entry).dtype == stored_dtype
+        again = DecodedImageCache(tmp_path, resolution, max_bytes=10**9).load(digest, lambda: pytest.fail("decoded"))
+        assert again.dtype == np.float32 and np.array_equal(again, decoded)
+        assert again.view(np.uint32).tolist() == decoded.view(np.uint32).tolist()  # bit for bit
+
+    entry.write_bytes(b"not an npy file")
+    with caplog.at_level(logging.WARNING):
+        value = DecodedImageCache(tmp_path, 48, max_bytes=10**9).load(digest, lambda: load_image(path, 48))
+    assert np.array_equal(value, load_image(path, 48)) and "unreadable" in caplog.text
+    assert np.load(entry).dtype == np.float32  # replaced by a good entry
+    np.save(entry, np.zeros((8, 8), np.float32))  # readable, wrong shape
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        value = DecodedImageCache(tmp_path, 48, max_bytes=10**9).load(digest, lambda: load_image(path, 48))
+    assert np.array_equal(value, load_image(path, 48)) and "not 48 x 48" in caplog.text
+
+
+def test_the_cache_stops_adding_at_its_size_bound(phantom_run, tmp_path):
+    data, _ = phantom_run
+    paths = sorted((data / "current").glob("*.png"))[:3]
+    entry_bytes = 64 * 64 * 2 + 128  # one uint16 entry with its .npy header
+    cache = DecodedImageCache(tmp_path, 64, max_bytes=entry_bytes + 10)
+    images = [cache.load(file_sha256(p), lambda p=p: load_image(p, 64)) for p in paths]
+    assert len(list((tmp_path / "decoded-images").rglob("*.npy"))) == 1 and cache.bytes_used == entry_bytes
+    assert all(np.array_equal(image, load_image(p, 64)) for image, p in zip(images, paths))
+    reopened = DecodedImageCache(tmp_path, 64, max_bytes=entry_bytes + 10)
+    assert reopened.bytes_used == entry_bytes  # the bound counts what earlier processes stored
+
+
+@pytest.mark.parametrize("value", ["-1", "lots", "nan"])
+def test_the_setting_must_be_a_size(value, monkeypatch):
+    monkeypatch.setenv("CFBENCH_IMAGE_CACHE_GB", value)
+    with pytest.raises(config.ConfigError, match="image_cache_gb \\(env CFBENCH_IMAGE_CACHE_GB\\)"):
+        image_cache_bytes()
+    monkeypatch.setenv("CFBENCH_IMAGE_CACHE_GB", "0.5")
+    assert image_cache_bytes() == 500_000_000
