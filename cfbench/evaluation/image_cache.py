@@ -11,7 +11,8 @@ only its own outputs.
 
 Bounded: entries are added while the cache holds less than ``image_cache_gb`` (setting, default 8 GB; 0
 turns the cache off); nothing is evicted, delete the folder to start again. Entries are written
-atomically; an entry that cannot be read back, or has the wrong shape, is decoded again and replaced.
+atomically (the temporary files of a killed process are removed by the next cache opened on the folder);
+an entry that cannot be read back, or has the wrong shape, is decoded again and replaced.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from cfbench.core import config
-from cfbench.core.storage import atomic_write_bytes
+from cfbench.core.storage import atomic_write_bytes, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class DecodedImageCache:
         self.resolution = resolution
         self.max_bytes = max_bytes
         self.folder = Path(root) / FOLDER_NAME / f"r{resolution}"
+        if max_bytes:
+            remove_stale_temporaries(self.folder)  # half-written entries of killed processes
         self.bytes_used = sum(entry.stat().st_size for entry in self.folder.glob("??/*.npy")) if max_bytes else 0
         self.hits = 0
         self.decoded = 0

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cfbench.api.evaluator import Evaluator, check_outputs
-from cfbench.core.storage import atomic_write_bytes, atomic_write_json
+from cfbench.core.storage import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 
 CACHE_FORMAT = 1
 
@@ -58,6 +58,7 @@ class EvaluatorOutputCache:
         self.folder = Path(root) / "evaluator-outputs" / self.key
         if not (self.folder / "identity.json").is_file():
             atomic_write_json(self.folder / "identity.json", description)
+        remove_stale_temporaries(self.folder)  # half-written entries of killed processes
         self.hits = 0
         self.computed = 0
 

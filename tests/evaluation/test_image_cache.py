@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -107,3 +108,28 @@ def test_the_setting_must_be_a_size(value, monkeypatch):
         image_cache_bytes()
     monkeypatch.setenv("CFBENCH_IMAGE_CACHE_GB", "0.5")
     assert image_cache_bytes() == 500_000_000
+
+
+def test_temporaries_of_killed_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from cfbench.evaluation.output_cache import EvaluatorOutputCache
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    image_folder = tmp_path / "decoded-images" / "r64" / "ab"
+    image_folder.mkdir(parents=True)
+    stale = image_folder / f".abc.npy.{dead.pid}.x1y2.tmp"
+    live = image_folder / f".abd.npy.{os.getpid()}.x1y2.tmp"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    DecodedImageCache(tmp_path, 64, max_bytes=10**9)
+    assert not stale.exists() and live.exists()
+    evaluator = RegionStatisticsEvaluator()
+    output_folder = EvaluatorOutputCache(tmp_path, evaluator, 64).folder
+    stale = output_folder / "ab" / f".abc.npz.{dead.pid}.x1y2.tmp"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half")
+    EvaluatorOutputCache(tmp_path, evaluator, 64)
+    assert not stale.exists()
