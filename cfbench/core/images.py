@@ -58,15 +58,28 @@ def _grayscale(image: Image.Image, path) -> Image.Image:
     return Image.fromarray(rgba[..., :3].mean(axis=-1).round().astype(np.uint8), mode="L")
 
 
+SIXTEEN_BIT_MAX = 65535.0
+
+
+def to_sixteen_bit(image: np.ndarray) -> np.ndarray:
+    """float32 HxW in [0, 1] (clipped) -> uint16 levels 0..65535, rounded: what a 16-bit PNG stores."""
+    return np.round(np.clip(image, 0.0, 1.0) * SIXTEEN_BIT_MAX).astype(np.uint16)
+
+
+def from_sixteen_bit(levels: np.ndarray) -> np.ndarray:
+    """uint16 levels -> float32 HxW in [0, 1]: the one conversion every 16-bit read goes through."""
+    return (np.asarray(levels, dtype=np.uint16).astype(np.float32) / SIXTEEN_BIT_MAX).astype(np.float32)
+
+
 def to_float(image: Image.Image, path: str | os.PathLike = "<memory>") -> np.ndarray:
     """A PIL image as float32 HxW in [0, 1] (grayscale pictures only; see the module's intake policy)."""
     image = _grayscale(image, path)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L"):
-        return (np.asarray(image, dtype=np.uint16).astype(np.float32) / 65535.0).astype(np.float32)
+        return from_sixteen_bit(np.asarray(image, dtype=np.uint16))
     if mode == "I":  # 32-bit integer container, as PIL opens some 16-bit PNGs
         data = np.asarray(image, dtype=np.int64)
-        peak = 65535.0 if data.max(initial=0) > 255 else 255.0
+        peak = SIXTEEN_BIT_MAX if data.max(initial=0) > 255 else 255.0
         return (np.clip(data, 0, peak) / peak).astype(np.float32)
     if mode == "F":
         data = np.asarray(image, dtype=np.float32)
@@ -181,9 +194,8 @@ def encode_png16(image: np.ndarray, compress_level: int = PNG_COMPRESSION) -> by
     """float32 HxW in [0, 1] -> bytes of a 16-bit grayscale PNG (zlib level ``compress_level``)."""
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {image.shape}")
-    quantised = np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
     buffer = io.BytesIO()
-    Image.fromarray(quantised).save(buffer, format="PNG", compress_level=check_png_compression(compress_level))
+    Image.fromarray(to_sixteen_bit(image)).save(buffer, format="PNG", compress_level=check_png_compression(compress_level))
     return buffer.getvalue()
 
 

@@ -1,5 +1,5 @@
-"""A cache of decoded dataset images (targets and priors) at the benchmark resolution, shared by every
-evaluation of every run.
+"""A cache of decoded dataset images (targets, priors and, on phantoms, exact counterfactuals) at the
+benchmark resolution, shared by every evaluation of every run.
 
 Every evaluation reads each sample's target and prior image: 4.3 ms per 16-bit PNG at 512 px on these
 machines (2.9 ms of it zlib inflate), tens of ms for a MIMIC JPEG that is also resized. The decoded array
@@ -26,12 +26,12 @@ from typing import Callable
 import numpy as np
 
 from cfbench.core import config
+from cfbench.core.images import from_sixteen_bit, to_sixteen_bit
 from cfbench.core.storage import atomic_write_bytes, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
 FOLDER_NAME = "decoded-images"
-SIXTEEN_BIT_LEVELS = 65535.0
 
 
 def image_cache_bytes() -> int:
@@ -49,15 +49,13 @@ def image_cache_bytes() -> int:
 
 def _stored_form(image: np.ndarray) -> np.ndarray:
     """uint16 levels when they give back ``image`` bit for bit, else the float32 image itself."""
-    levels = np.round(image * SIXTEEN_BIT_LEVELS).astype(np.uint16)
-    return levels if np.array_equal(_image_form(levels), image) else image.astype(np.float32, copy=False)
+    levels = to_sixteen_bit(image)
+    return levels if np.array_equal(from_sixteen_bit(levels), image) else image.astype(np.float32, copy=False)
 
 
 def _image_form(stored: np.ndarray) -> np.ndarray:
-    """float32 HxW in [0, 1] from a stored entry (the arithmetic of cfbench.core.images.to_float for 16 bit)."""
-    if stored.dtype == np.uint16:
-        return (stored.astype(np.float32) / SIXTEEN_BIT_LEVELS).astype(np.float32)
-    return stored
+    """float32 HxW in [0, 1] from a stored entry (16-bit levels read as every 16-bit image is)."""
+    return from_sixteen_bit(stored) if stored.dtype == np.uint16 else stored
 
 
 class DecodedImageCache:
