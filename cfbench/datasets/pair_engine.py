@@ -89,7 +89,12 @@ def process_pair(job: PairJob, out: Path, settings: PairSettings) -> PairOutcome
         return PairOutcome(job.pair_id, FAILED, error=str(error))
     registration = {}
     if settings.register:
-        result = register_pair(past, current)
+        try:
+            result = register_pair(past, current)
+        except RuntimeError as error:  # ITK refuses e.g. a blank image: this pair fails, the build goes on
+            detail = str(error).strip().splitlines()[-1]
+            return PairOutcome(job.pair_id, FAILED, error=f"registering {job.current_source} onto "
+                                                          f"{job.past_source} failed: {detail}")
         registration = dict(mutual_information=result.mutual_information, angle_deg=result.angle_deg,
                             scale=result.scale, translation_x=result.translation[0],
                             translation_y=result.translation[1])

@@ -43,13 +43,15 @@ class RegistrationSettings:
     min_step: float = 1e-4
     sampling_fraction: float = 0.25
     seed: int = 0
+    attempts: int = 3             # optimiser runs at most, when a run ends worse aligned than it started
 
 
 @dataclass(frozen=True)
 class RegistrationResult:
     """``registered``: the moving image in the fixed frame (float32 HxW in [0, 1]); ``mutual_information``:
     Mattes MI of the filtered pair at the optimum (negative, lower = better); ``angle_deg``, ``scale``,
-    ``translation`` (x, y in pixels): the transform mapping fixed-frame points into the moving image."""
+    ``translation`` (x, y in pixels): the transform mapping fixed-frame points into the moving image;
+    ``optimiser_runs``: how many optimiser runs it took (more than 1 when a run ended worse than it began)."""
 
     registered: np.ndarray
     mutual_information: float
@@ -57,6 +59,7 @@ class RegistrationResult:
     scale: float
     translation: tuple[float, float]
     transform: sitk.Similarity2DTransform
+    optimiser_runs: int = 1
 
     @property
     def keep(self) -> bool:
@@ -78,36 +81,75 @@ def bilateral(image: sitk.Image) -> sitk.Image:
 
 def register_pair(fixed: np.ndarray, moving: np.ndarray,
                   settings: RegistrationSettings = RegistrationSettings()) -> RegistrationResult:
-    """Register ``moving`` onto ``fixed`` (both float32 HxW in [0, 1])."""
+    """Register ``moving`` onto ``fixed`` (both float32 HxW in [0, 1]).
+
+    The optimiser samples the metric at random pixels and its threads sum in no fixed order, so now and then
+    a step overshoots and the run ends far from the optimum, worse aligned than where it started (or ITK stops
+    it because the images no longer overlap). Such a run is repeated, up to ``settings.attempts`` runs
+    in all, with a new sampling seed and a quarter of the step each time; the transform with the lowest
+    full-image MI wins, the starting one included, so a registration never leaves a pair worse aligned
+    than it found it.
+    """
     import SimpleITK as sitk
 
     fixed_image, moving_image = to_sitk(fixed), to_sitk(moving)
     fixed_smooth, moving_smooth = bilateral(fixed_image), bilateral(moving_image)
-    transform = sitk.Similarity2DTransform(sitk.CenteredTransformInitializer(
+    start = sitk.Similarity2DTransform(sitk.CenteredTransformInitializer(
         fixed_smooth, moving_smooth, sitk.Similarity2DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY))
+    start_mi = _full_image_mi(fixed_smooth, moving_smooth, start, settings.bins)
+    best, best_mi, runs = start, start_mi, 0
+    for attempt in range(settings.attempts):
+        runs += 1
+        try:
+            transform = _optimise(fixed_smooth, moving_smooth, start, settings, attempt)
+            candidate_mi = _full_image_mi(fixed_smooth, moving_smooth, transform, settings.bins)
+        except RuntimeError as error:  # ITK stops a run whose step moved the image off the other one
+            if "overlap" not in str(error):
+                raise
+            continue
+        if candidate_mi < best_mi:
+            best, best_mi = transform, candidate_mi
+        if candidate_mi < start_mi:  # the optimiser improved on the start: it converged, no need to retry
+            break
+    registered = sitk.Resample(moving_image, fixed_image, best, sitk.sitkLinear, 0.0)
+    array = np.clip(sitk.GetArrayFromImage(registered) / 255.0, 0.0, 1.0).astype(np.float32)
+    return RegistrationResult(array, float(best_mi), float(np.degrees(best.GetAngle())), float(best.GetScale()),
+                              tuple(best.GetTranslation()), best, optimiser_runs=runs)
+
+
+def _optimise(fixed_smooth: sitk.Image, moving_smooth: sitk.Image, start: sitk.Similarity2DTransform,
+              settings: RegistrationSettings, attempt: int) -> sitk.Similarity2DTransform:
+    """One optimiser run from ``start``; run ``attempt`` (0 first) uses seed ``seed + attempt`` and a step
+    ``4 ** attempt`` times smaller."""
+    import SimpleITK as sitk
+
+    transform = sitk.Similarity2DTransform(start)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling_fraction, settings.seed)
+    method.SetMetricSamplingPercentage(settings.sampling_fraction, settings.seed + attempt)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=settings.learning_rate, minStep=settings.min_step,
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=settings.learning_rate / 4 ** attempt,
+                                                    minStep=settings.min_step,
                                                     numberOfIterations=settings.iterations)
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
     method.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas))
     method.SetInitialTransform(transform, inPlace=True)
     method.Execute(fixed_smooth, moving_smooth)
-    final = transform
-    # the metric at the optimum, on all pixels (not the random sample of the last iteration)
-    evaluate = sitk.ImageRegistrationMethod()
-    evaluate.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.bins)
-    evaluate.SetInterpolator(sitk.sitkLinear)
-    evaluate.SetInitialTransform(final)
-    mutual_information = evaluate.MetricEvaluate(fixed_smooth, moving_smooth)
-    registered = sitk.Resample(moving_image, fixed_image, final, sitk.sitkLinear, 0.0)
-    array = np.clip(sitk.GetArrayFromImage(registered) / 255.0, 0.0, 1.0).astype(np.float32)
-    return RegistrationResult(array, float(mutual_information), float(np.degrees(final.GetAngle())),
-                              float(final.GetScale()), tuple(final.GetTranslation()), final)
+    return transform
+
+
+def _full_image_mi(fixed_smooth: sitk.Image, moving_smooth: sitk.Image, transform: sitk.Transform,
+                   bins: int) -> float:
+    """Mattes MI under ``transform`` on all pixels (not the random sample an optimiser step sees)."""
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform)
+    return float(method.MetricEvaluate(fixed_smooth, moving_smooth))
 
 
 def mutual_information(fixed: np.ndarray, moving: np.ndarray, bins: int = 50) -> float:
@@ -118,4 +160,4 @@ def mutual_information(fixed: np.ndarray, moving: np.ndarray, bins: int = 50) ->
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetInitialTransform(sitk.Similarity2DTransform())
-    return float(method.MetricEvaluate(bilateral(to_sitk(fixed)), bilateral(to_sitk(moving))))
+    return _full_image_mi(bilateral(to_sitk(fixed)), bilateral(to_sitk(moving)), sitk.Similarity2DTransform(), bins)

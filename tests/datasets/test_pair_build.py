@@ -25,3 +25,16 @@ def test_bad_images_are_recorded_and_good_ones_written(tmp_path):
     written = load_image(tmp_path / "out" / "current" / "c.png")
     assert written.shape == (32, 32) and np.abs(written - load_image(tmp_path / "current.png", 32)).max() < 1e-4
     assert not (tmp_path / "out" / "current" / "x.png").exists()
+
+
+def test_a_pair_that_cannot_be_registered_fails_alone(tmp_path):
+    rendered = render_pair(sample_pair(3), 64)
+    for name, image in (("past.png", rendered.past), ("current.png", rendered.current),
+                        ("blank.png", np.zeros_like(rendered.current))):
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(tmp_path / name)
+    jobs = [PairJob("blank", str(tmp_path / "past.png"), str(tmp_path / "blank.png"), "p", "b"),
+            PairJob("good", str(tmp_path / "past.png"), str(tmp_path / "current.png"), "p", "c")]
+    outcomes = process_pairs(jobs, tmp_path / "out", PairSettings(resolution=64), progress=False)
+    assert outcomes["blank"].status == "failed"
+    assert str(tmp_path / "blank.png") in outcomes["blank"].error and "registering" in outcomes["blank"].error
+    assert outcomes["good"].status in ("written", "discarded") and outcomes["good"].mutual_information < 0

@@ -9,6 +9,7 @@ from cfbench.core.images import load_image
 from cfbench.datasets.registration import (
     CALIBRATED_MI_THRESHOLD,
     MI_THRESHOLD,
+    RegistrationSettings,
     mutual_information,
     register_pair,
     to_sitk,
@@ -70,3 +71,28 @@ def test_mutual_information_of_aligned_and_unrelated_pairs():
     # paper's -0.88, so that rule alone keeps them; the calibrated -1.0 separates the groups.
     assert min(unrelated) < MI_THRESHOLD
     assert max(same_patient) < CALIBRATED_MI_THRESHOLD < min(unrelated)
+
+
+def test_a_run_that_overshoots_is_repeated_with_a_smaller_step():
+    """A step of 256 throws the optimiser off the anatomy: a single run keeps the starting transform (never
+    worse than no registration); three runs (steps 256, 64, 16) recover the applied transform on the third."""
+    fixed = load_image(REAL / "00000001_000.png")
+    moving, applied = moved(fixed, 3.0, 1.03, (8.0, -6.0))
+    start_mi = mutual_information(fixed, moving)  # the geometric centres coincide: the start is the identity
+    single = register_pair(fixed, moving, RegistrationSettings(learning_rate=256.0, attempts=1))
+    assert single.optimiser_runs == 1 and single.angle_deg == 0.0 and single.scale == 1.0
+    assert single.mutual_information == pytest.approx(start_mi, abs=1e-9)
+    np.testing.assert_allclose(single.registered, moving, atol=1e-6)
+    repeated = register_pair(fixed, moving, RegistrationSettings(learning_rate=256.0, attempts=3))
+    assert repeated.optimiser_runs == 3
+    assert abs(repeated.angle_deg + 3.0) < 0.5 and abs(repeated.scale * 1.03 - 1.0) < 0.01
+    assert repeated.mutual_information < -2.0 < start_mi
+
+
+def test_runs_that_lose_the_overlap_keep_the_start():
+    """A step of 4096 moves the image off the other one; ITK stops each run and the start transform stays."""
+    fixed = load_image(REAL / "00000001_000.png")
+    moving, _ = moved(fixed, 3.0, 1.03, (8.0, -6.0))
+    result = register_pair(fixed, moving, RegistrationSettings(learning_rate=4096.0, attempts=3))
+    assert result.optimiser_runs == 3 and result.angle_deg == 0.0
+    assert result.mutual_information == pytest.approx(mutual_information(fixed, moving), abs=1e-9)
