@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from cfbench.core.allocator import ALLOCATOR_POLICIES, apply_allocator_policy
+from cfbench.core.prefetch import default_loader_threads
 from cfbench.evaluation import evaluate as evaluate_module
 from cfbench.evaluation import weights
 from cfbench.evaluation.evaluate import evaluate_run
@@ -107,12 +108,13 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
             scoring_seconds.append(time.perf_counter() - tick)
             return result
 
-        def timed_eval(run: Path, cache: Path) -> float:
+        def timed_eval(run: Path, cache: Path, loader_threads: int | None = None) -> float:
             tick = time.perf_counter()
-            evaluate_run(run, evaluator=evaluator, protocol=PROTOCOL, cache_dir=cache, batch_size=16, progress=False)
+            evaluate_run(run, evaluator=evaluator, protocol=PROTOCOL, cache_dir=cache, batch_size=16, progress=False,
+                         loader_threads=loader_threads)
             return time.perf_counter() - tick
 
-        bares, firsts, seconds_, scorings = [], [], [], []
+        bares, firsts, seconds_, scorings, one_loader = [], [], [], [], []
         evaluate_module.score = timed_score
         try:
             for round_ in range(repeats):
@@ -124,6 +126,7 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
                 firsts.append(timed_eval(runs["identity"], scratch / f"cache{round_}"))
                 scorings.append(scoring_seconds[-1])
                 seconds_.append(timed_eval(runs["ground-truth"], scratch / f"cache{round_}"))
+                one_loader.append(timed_eval(runs["identity"], scratch / f"one-loader{round_}", loader_threads=1))
         finally:
             evaluate_module.score = original_score
     median = lambda values: float(np.median(values))  # noqa: E731
@@ -135,6 +138,9 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
     print(f"  bare evaluator forward, generated + real   {median(bares):8.2f} s")
     print(f"  harness, first model (empty cache)         {median(firsts):8.2f} s   overhead ratio {overhead:.3f} "
           f"(target <= 1.10)")
+    print(f"  harness, first model, one loader thread    {median(one_loader):8.2f} s   overhead ratio "
+          f"{median([o / b for o, b in zip(one_loader, bares)]):.3f} (before: one thread read every image; now "
+          f"{default_loader_threads()})")
     print(f"  harness, second model (cache filled)       {median(seconds_):8.2f} s   second / first {second_ratio:.3f} "
           f"(target <= 0.5)")
     streaming = [f - s for f, s in zip(firsts, scorings)]

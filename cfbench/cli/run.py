@@ -147,6 +147,9 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                             "none: pixel measures only")
     group.add_argument("--eval-batch-size", type=positive_int, default=16, metavar="B",
                        help="images per evaluator call (numbers do not depend on it)")
+    group.add_argument("--loader-threads", type=positive_int, default=None, metavar="T",
+                       help="threads that read and measure the next batch while the evaluators run (default: "
+                            "one per core, at most 8; numbers do not depend on it)")
     group.add_argument("--bootstrap", type=int, default=Protocol.bootstrap_resamples, metavar="N",
                        help="bootstrap resamples for the intervals")
     group.add_argument("--fid-bootstrap", type=int, default=Protocol.fid_bootstrap_resamples, metavar="N",
@@ -215,7 +218,8 @@ def _evaluate(args, run_folder) -> dict:
         masks = PseudoMasks.load(args.pseudo_masks)
     return evaluate_run(run_folder, data_dir=getattr(args, "eval_data", None), evaluator=args.evaluator,
                         protocol=_protocol(args), extra_evaluators=extra, pseudo_masks=masks,
-                        batch_size=args.eval_batch_size, device=args.device, progress=progress(args))
+                        batch_size=args.eval_batch_size, device=args.device, progress=progress(args),
+                        loader_threads=args.loader_threads)
 
 
 def cmd_generate(args) -> int:

@@ -43,7 +43,7 @@ from cfbench.core import config
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.core.hashing import file_sha256
 from cfbench.core.images import ImageReadError, load_image
-from cfbench.core.prefetch import prefetched
+from cfbench.core.prefetch import default_loader_threads, prefetched_each
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
@@ -144,13 +144,15 @@ def collect(
     masks: PseudoMasks | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    loader_threads: int | None = None,
 ) -> tuple[SampleTable, list[ExcludedSample]]:
     """Stream generated images through the evaluators and pixel measures; real outputs from the cache.
 
     Locality is measured around the true lesion masks on phantom data, else around ``masks``. A sample
     whose generated image, target, prior, counterfactual or mask cannot be read is left out, named with
     the reason; the table holds the others, in order. ``records``: the run's finished-sample records
-    (:func:`cfbench.runs.store.read_results`) by sample id."""
+    (:func:`cfbench.runs.store.read_results`) by sample id. ``loader_threads``: threads that read and
+    measure the next batch's samples while the evaluators run (default: one per core, at most 8)."""
     resolution = dataset.resolution
     phantom = has_true_lesions(dataset)
     if not phantom and masks is None:
@@ -191,19 +193,16 @@ def collect(
                     if phantom and sample.sample_id in with_guidance else None)
         return image, target, _pixel_measures(image, target, prior, sample, dataset, counterfactual, masks, guidance)
 
-    def load(positions: list[int]):
-        loaded = []
-        for position in positions:
-            sample = usable[position]
-            try:
-                loaded.append((position, *load_one(sample)))
-            except (ImageReadError, OSError, ValueError) as error:
-                loaded.append((position, error))
-        return loaded
+    def load(position: int):
+        try:
+            return (position, *load_one(usable[position]))
+        except (ImageReadError, OSError, ValueError) as error:
+            return (position, error)
 
     batches = [list(range(start, min(start + batch_size, len(usable)))) for start in range(0, len(usable), batch_size)]
-    for batch in tqdm(prefetched(batches, load), total=len(batches), desc="evaluating", unit="batch",
-                      disable=not progress):
+    threads = loader_threads or default_loader_threads()
+    for batch in tqdm(prefetched_each(batches, load, threads), total=len(batches), desc="evaluating",
+                      unit="batch", disable=not progress):
         good = [item for item in batch if len(item) == 4]
         for position, error in (item for item in batch if len(item) == 2):
             excluded.append(ExcludedSample(usable[position].sample_id, str(error)))
@@ -277,8 +276,10 @@ def evaluate_run(
     batch_size: int = 16,
     device: str = "cpu",
     progress: bool = True,
+    loader_threads: int | None = None,
 ) -> dict:
-    """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz."""
+    """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz.
+    ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8)."""
     run_folder = Path(run_folder)
     remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
@@ -296,7 +297,7 @@ def evaluate_run(
     masks = None if has_true_lesions(dataset) else (pseudo_masks or default_pseudo_masks(dataset.root,
                                                                                           dataset.resolution))
     table, excluded = collect(run_folder, dataset, samples, finished, evaluators, cache_dir, masks, batch_size,
-                              progress)
+                              progress, loader_threads)
     if protocol.clip_i_variant == "image-text" and "embedding" in table.generated:
         by_id = {sample.sample_id: sample for sample in samples}
         table.real["text_embedding"] = _text_embeddings(evaluators, [by_id[i] for i in table.sample_ids])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -59,7 +60,8 @@ def _image_form(stored: np.ndarray) -> np.ndarray:
 
 
 class DecodedImageCache:
-    """Decoded images at one resolution, by file content. ``max_bytes`` 0 turns it off (every load decodes)."""
+    """Decoded images at one resolution, by file content. ``max_bytes`` 0 turns it off (every load decodes).
+    Safe to share between loader threads (two threads that decode the same image both write it, atomically)."""
 
     def __init__(self, root: str | os.PathLike, resolution: int, max_bytes: int):
         self.resolution = resolution
@@ -70,6 +72,7 @@ class DecodedImageCache:
         self.bytes_used = sum(entry.stat().st_size for entry in self.folder.glob("??/*.npy")) if max_bytes else 0
         self.hits = 0
         self.decoded = 0
+        self._lock = threading.Lock()  # guards the counters and the byte budget
 
     def _entry_path(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
@@ -92,18 +95,24 @@ class DecodedImageCache:
         """The image whose file has content SHA-256 ``digest``: from the cache, else ``decode()`` (float32
         HxW in [0, 1] at the cache's resolution, stored while the cache has room)."""
         if not self.max_bytes:
-            self.decoded += 1
-            return decode()
+            image = decode()
+            with self._lock:
+                self.decoded += 1
+            return image
         path = self._entry_path(digest)
         image = self._read(path)
         if image is not None:
-            self.hits += 1
+            with self._lock:
+                self.hits += 1
             return image
         image = decode()
-        self.decoded += 1
         buffer = io.BytesIO()
         np.save(buffer, _stored_form(image), allow_pickle=False)
-        if self.bytes_used + buffer.tell() <= self.max_bytes:
+        with self._lock:
+            self.decoded += 1
+            room = self.bytes_used + buffer.tell() <= self.max_bytes
+            if room:
+                self.bytes_used += buffer.tell()
+        if room:
             atomic_write_bytes(path, buffer.getvalue())
-            self.bytes_used += buffer.tell()
         return image

@@ -35,9 +35,9 @@ def phantom_run(tmp_path_factory):
     return data, settings.out
 
 
-def _metrics(run, cache_dir) -> dict:
+def _metrics(run, cache_dir, loader_threads=None) -> dict:
     evaluate_run(run, evaluator=RegionStatisticsEvaluator(), protocol=FAST, cache_dir=cache_dir, batch_size=5,
-                 progress=False)
+                 progress=False, loader_threads=loader_threads)
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     return {name: (entry["value"], entry["ci_low"], entry["ci_high"]) for name, entry in metrics.items()}
 
@@ -133,3 +133,24 @@ def test_temporaries_of_killed_processes_are_removed(tmp_path):
     stale.write_bytes(b"half")
     EvaluatorOutputCache(tmp_path, evaluator, 64)
     assert not stale.exists()
+
+
+def test_loader_threads_change_no_number_and_share_one_cache(phantom_run, tmp_path, monkeypatch):
+    """One thread or four reading the samples (batches of 5, so threads race within a batch and on shared
+    cache entries): the same numbers, the same entries, and the byte budget counts each entry once."""
+    _, run = phantom_run
+    monkeypatch.setenv("CFBENCH_IMAGE_CACHE_GB", "1")
+    one = _metrics(run, tmp_path / "one", loader_threads=1)
+    predictions_one = (run / "predictions.csv").read_text()
+    four = _metrics(run, tmp_path / "four", loader_threads=4)
+    assert four == one and (run / "predictions.csv").read_text() == predictions_one
+
+    def entries(root):
+        return {path.name: np.load(path) for path in (root / "decoded-images" / "r64").rglob("*.npy")}
+
+    single, shared = entries(tmp_path / "one"), entries(tmp_path / "four")
+    assert single.keys() == shared.keys() and len(single) == 36
+    assert all(np.array_equal(single[name], shared[name]) for name in single)
+    cache = DecodedImageCache(tmp_path / "four", 64, 10**9)
+    counted = sum(path.stat().st_size for path in (tmp_path / "four" / "decoded-images" / "r64").rglob("*.npy"))
+    assert cache.bytes_used == counted
