@@ -4,11 +4,19 @@ Prints ratios, each measured in one run with the measurements interleaved over `
 medians reported (these machines are shared and noisy, so compare within a run):
 
 1. overhead = harness evaluation time / bare evaluator forward time on the same images
-   (target <= 1.10), with the default protocol (1000 bootstrap resamples, 200 FID resamples). The evaluator is torchxrayvision's DenseNet-121 (the protocol's pathology
-   network) with randomly initialised weights written to a temporary cache folder: the same compute as
-   the real weights. "Bare" = ``evaluator.predict`` on images already in memory, generated and real
-   target images (what a first evaluation must score); "harness" = ``evaluate_run`` end to end with an
-   empty cache (read + decode PNGs, pixel measures, real-image cache, scoring with bootstrap intervals).
+   (target <= 1.10), with the default protocol (1000 bootstrap resamples, 200 FID resamples), for two
+   evaluators, each with randomly initialised weights written in its release file's layout (the same
+   compute as the real weights):
+   - "suite": what ``cfbench eval`` runs on real data that records race (MIMIC-EDIT-INSTRUCTION):
+     torchxrayvision's DenseNet-121 pathology network, the Emory HITI ResNet-34 race model and the RIKEN
+     SENet-154 age model (a TorchScript trace of timm's ``legacy_senet154``, 433 MB like the 460 MB
+     release), real-data layout;
+   - "densenet": the DenseNet-121 alone, the cheapest network the harness runs: the worst case for the
+     ratio, in both layouts.
+   "Bare" = ``evaluator.predict`` on images already in memory, generated and real target images (what a
+   first evaluation must score); "harness" = ``evaluate_run`` end to end with an empty cache (read +
+   decode PNGs, pixel measures, real-image cache, scoring with bootstrap intervals); for the DenseNet also
+   with one loader thread (how every image was read before issue 17).
 2. second model on the same split / first model (target <= 0.5): the real-image outputs and the decoded
    targets, priors and exact counterfactuals come from the caches the first evaluation filled
    (``cfbench.evaluation.output_cache``, ``cfbench.evaluation.image_cache``).
@@ -25,7 +33,8 @@ The process applies the heap policy the ``cfbench`` command applies (``--allocat
 ``benchmarks/bench_allocator.py`` measures what it changes).
 
     python benchmarks/bench_evaluation.py [--n 48] [--resolution 512] [--repeats 3] [--skip-memory]
-        [--skip-large] [--large-n 2248] [--allocator keep-freed|system]
+        [--skip-large] [--large-n 2248] [--allocator keep-freed|system] [--evaluator suite|densenet|both]
+        [--suite-repeats 2]
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +80,43 @@ def random_densenet_evaluator(folder: Path):
     return XRVPathologyEvaluator(cache_dir=folder, batch_size=16)
 
 
+def random_xrv_suite(home: Path):
+    """The suite ``cfbench eval`` builds for data with race (pathology + race + age), on randomly initialised
+    networks of the release architectures written under ``home/.torchxrayvision/models_data`` in the
+    release files' formats; ``$HOME`` is pointed at ``home`` (torchxrayvision reads the race and age files
+    from there)."""
+    import os
+
+    import timm
+    import torch.nn as nn
+    import torchvision
+    import torchxrayvision as xrv
+
+    from cfbench.evaluation.xrv import XRVEvaluatorSuite, suite_members
+
+    os.environ["HOME"] = str(home)
+    folder = home / ".torchxrayvision" / "models_data"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(xrv.models.DenseNet(weights=None, num_classes=18), folder / weights.get("xrv-densenet121-all").filename)
+    race = torchvision.models.resnet34(weights=None)
+    race.fc = nn.Sequential(nn.Linear(512, 3), nn.LogSoftmax(dim=1))
+    torch.save(nn.DataParallel(race).state_dict(), folder / weights.get("xrv-race").filename)
+    age = timm.create_model("legacy_senet154", pretrained=False, num_classes=1).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; the release file is TorchScript
+        torch.jit.trace(age, torch.zeros(1, 3, 320, 320)).save(str(folder / weights.get("xrv-age").filename))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return XRVEvaluatorSuite(suite_members(has_race=True), batch_size=16)
+
+
+EVALUATOR_LABELS = {
+    "suite": "the default suite for data with race (DenseNet-121 pathology + ResNet-34 race + SENet-154 age)",
+    "densenet": "torchxrayvision DenseNet-121 alone (the cheapest network: the worst case for the ratio)",
+}
+
+
 def make_runs(root: Path, n: int, size: int) -> tuple[Path, dict[str, Path]]:
     data = build_phantom_dataset(root / "data", n, resolution=size, fractions={"holdout": 1.0}, progress=False)
     runs = {}
@@ -81,7 +128,7 @@ def make_runs(root: Path, n: int, size: int) -> tuple[Path, dict[str, Path]]:
     return data, runs
 
 
-def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
+def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_name: str = "densenet") -> float:
     """layout "real": only generated and target images are read, as on a real dataset; "phantom": also the
     prior, the exact counterfactual and the lesion mask of every sample, for the locality measures.
     Rounds of (bare, first evaluation with an empty cache, second model) interleaved; returns the bare
@@ -92,7 +139,9 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
         if layout == "real":
             for folder in ("counterfactual", "lesion_mask"):
                 shutil.rmtree(data / folder)
-        evaluator = random_densenet_evaluator(scratch / "xrv-cache")
+        evaluator = (random_xrv_suite(scratch / "home") if evaluator_name == "suite"
+                     else random_densenet_evaluator(scratch / "xrv-cache"))
+        one_loader_variant = evaluator_name == "densenet"
         from cfbench.datasets.edit_dataset import EditDataset
 
         dataset = EditDataset(data, "holdout", size)
@@ -126,21 +175,23 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
                 firsts.append(timed_eval(runs["identity"], scratch / f"cache{round_}"))
                 scorings.append(scoring_seconds[-1])
                 seconds_.append(timed_eval(runs["ground-truth"], scratch / f"cache{round_}"))
-                one_loader.append(timed_eval(runs["identity"], scratch / f"one-loader{round_}", loader_threads=1))
+                if one_loader_variant:
+                    one_loader.append(timed_eval(runs["identity"], scratch / f"one-loader{round_}", loader_threads=1))
         finally:
             evaluate_module.score = original_score
     median = lambda values: float(np.median(values))  # noqa: E731
     overhead = median([f / b for f, b in zip(firsts, bares)])
     second_ratio = median([s / f for s, f in zip(seconds_, firsts)])
-    print(f"evaluation with torchxrayvision DenseNet-121 (random weights), N={n} at {size} px, {layout}-data "
+    print(f"evaluation with {EVALUATOR_LABELS[evaluator_name]}, random weights, N={n} at {size} px, {layout}-data "
           f"layout, default protocol (1000 + 200 FID resamples), {torch.get_num_threads()} torch threads, "
           f"{repeats} interleaved rounds (medians)")
     print(f"  bare evaluator forward, generated + real   {median(bares):8.2f} s")
     print(f"  harness, first model (empty cache)         {median(firsts):8.2f} s   overhead ratio {overhead:.3f} "
           f"(target <= 1.10)")
-    print(f"  harness, first model, one loader thread    {median(one_loader):8.2f} s   overhead ratio "
-          f"{median([o / b for o, b in zip(one_loader, bares)]):.3f} (before: one thread read every image; now "
-          f"{default_loader_threads()})")
+    if one_loader:
+        print(f"  harness, first model, one loader thread    {median(one_loader):8.2f} s   overhead ratio "
+              f"{median([o / b for o, b in zip(one_loader, bares)]):.3f} (before: one thread read every image; now "
+              f"{default_loader_threads()})")
     print(f"  harness, second model (cache filled)       {median(seconds_):8.2f} s   second / first {second_ratio:.3f} "
           f"(target <= 0.5)")
     streaming = [f - s for f, s in zip(firsts, scorings)]
@@ -150,7 +201,7 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int) -> float:
     return median(bares) / (2 * n)
 
 
-def large_fixed_costs(n: int, seconds_per_image: float | None, repeats: int, old_fid_resamples: int = 3) -> None:
+def large_fixed_costs(n: int, seconds_per_image: dict[str, float], repeats: int, old_fid_resamples: int = 3) -> None:
     """Scoring and the FID bootstrap at N=n on a synthetic table, today's against the pre-issue-17 code."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from cfbench.evaluation.scoring import _fid_interval, _fid_metric, score
@@ -181,11 +232,11 @@ def large_fixed_costs(n: int, seconds_per_image: float | None, repeats: int, old
     print(f"  FID bootstrap (200 resamples)                before {fid_old:7.1f} s (timed on {old_fid_resamples}, "
           f"scaled)   after {fid_new:7.1f} s (target <= 30 s)   FID {interval.value:.2f} "
           f"[{interval.low:.2f}, {interval.high:.2f}]")
-    if seconds_per_image:
-        bare = seconds_per_image * 2 * n
-        fixed = float(np.median(new)) + fid_new
-        print(f"  bare forward at N={n} extrapolated from the measured rate: {bare:.0f} s; scoring + FID bootstrap "
-              f"add {fixed:.1f} s = {fixed / bare:.3f} of it (before: "
+    fixed = float(np.median(new)) + fid_new
+    for name, rate in seconds_per_image.items():
+        bare = rate * 2 * n
+        print(f"  {name}: bare forward at N={n} extrapolated from the measured rate: {bare:.0f} s; scoring + FID "
+              f"bootstrap add {fixed:.1f} s = {fixed / bare:.3f} of it (before: "
               f"{(float(np.median(old)) + fid_old) / bare:.3f})")
 
 
@@ -241,6 +292,11 @@ def main() -> None:
     parser.add_argument("--large-n", type=int, default=2248)
     parser.add_argument("--allocator", choices=ALLOCATOR_POLICIES, default="keep-freed",
                         help="heap policy of this process and the memory children (default: the CLI's default)")
+    parser.add_argument("--evaluator", choices=["suite", "densenet", "both"], default="both",
+                        help="suite: what cfbench eval runs on real data (about 25x the DenseNet's compute); "
+                             "densenet: the DenseNet-121 alone (the worst case for the ratio)")
+    parser.add_argument("--suite-repeats", type=int, default=2,
+                        help="interleaved rounds for the suite (a round takes about 3 minutes at N=48)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     apply_allocator_policy(args.allocator)  # what the cfbench command does at start-up
@@ -248,11 +304,14 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    rate = None
-    for layout in (("real", "phantom") if args.layout == "both" else (args.layout,)):
-        rate = overhead_and_cache(args.n, args.resolution, layout, args.repeats)
+    rates = {}
+    if args.evaluator in ("suite", "both"):  # the default for real data; its networks need the real layout only
+        rates["suite"] = overhead_and_cache(args.n, args.resolution, "real", args.suite_repeats, "suite")
+    if args.evaluator in ("densenet", "both"):
+        for layout in (("real", "phantom") if args.layout == "both" else (args.layout,)):
+            rates["densenet"] = overhead_and_cache(args.n, args.resolution, layout, args.repeats, "densenet")
     if not args.skip_large:
-        large_fixed_costs(args.large_n, rate, args.repeats)
+        large_fixed_costs(args.large_n, rates, args.repeats)
     if not args.skip_memory:
         memory_ratio(args.allocator)
 

@@ -98,16 +98,16 @@ class EditDataset:
         self.samples: list[Sample] = []
         self.skipped_rows: list[SkippedRow] = []
         seen: set[str] = set()
-        for index in range(len(table)):
+        for index, row in enumerate(table.to_dict("records")):  # plain dicts: 30x faster than table.at
             try:
-                sample = _row_to_sample(table, index, csv_path)
+                sample = _row_to_sample(row, index, csv_path)
                 if sample.sample_id in seen:
                     raise DatasetError(f"{csv_path} row {index + 1}: duplicate sample id {sample.sample_id!r}")
                 seen.add(sample.sample_id)
             except DatasetError as error:
                 if strict:
                     raise
-                self.skipped_rows.append(SkippedRow(index + 1, _text(table.at[index, "sample_id"]),
+                self.skipped_rows.append(SkippedRow(index + 1, _text(row["sample_id"]),
                                                     str(error).removeprefix(f"{csv_path} row {index + 1}: ")))
                 continue
             if sample.split == split:
@@ -222,8 +222,8 @@ def _check_name(value: str | None, column: str, csv_path: Path, index: int) -> s
     return value
 
 
-def _label(table: pd.DataFrame, index: int, column: str, csv_path: Path) -> float | None:
-    text = _text(table.at[index, column])
+def _label(row: dict, index: int, column: str, csv_path: Path) -> float | None:
+    text = _text(row[column])
     if text is None:
         return None
     try:
@@ -237,9 +237,11 @@ def _label(table: pd.DataFrame, index: int, column: str, csv_path: Path) -> floa
     return value
 
 
-def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
+def _row_to_sample(row: dict, index: int, csv_path: Path) -> Sample:
+    """One row of ``instructions.csv`` (column -> cell, as ``DataFrame.to_dict("records")`` gives) as a
+    Sample; DatasetError naming the file, row (1-based) and column for a cell that cannot be used."""
     def get(column: str) -> str | None:
-        return _text(table.at[index, column]) if column in table.columns else None
+        return _text(row[column]) if column in row else None
 
     for column in REQUIRED_COLUMNS:
         if get(column) is None:
@@ -257,10 +259,8 @@ def _row_to_sample(table: pd.DataFrame, index: int, csv_path: Path) -> Sample:
             operations = parse_instruction(instruction)
     except (ValueError, KeyError, TypeError) as error:
         raise DatasetError(f"{csv_path} row {index + 1}: cannot read the operations: {error}") from error
-    labels = {c: _label(table, index, c, csv_path) for c in CHEXPERT_COLUMNS if c in table.columns}
-    past_labels = {
-        c: _label(table, index, f"past_{c}", csv_path) for c in CHEXPERT_COLUMNS if f"past_{c}" in table.columns
-    }
+    labels = {c: _label(row, index, c, csv_path) for c in CHEXPERT_COLUMNS if c in row}
+    past_labels = {c: _label(row, index, f"past_{c}", csv_path) for c in CHEXPERT_COLUMNS if f"past_{c}" in row}
     age_text = get("age")
     try:
         age = float(age_text) if age_text is not None else None
