@@ -157,8 +157,9 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
 
 
 def _batched_statistics(table: SampleTable, protocol: Protocol, statistics: dict[str, Statistic]) -> list:
-    """The per-finding AUROC and F1 and the retention AUROCs, evaluated for many replicates at once; the
-    names they give are taken out of ``statistics`` (which keeps the per-index forms for the others).
+    """The per-finding AUROC and F1, the retention AUROCs and the pixel measures' means, evaluated for many
+    replicates at once; the names they give are taken out of ``statistics`` (which keeps the per-index
+    forms for the others).
 
     A replicate is a vector of counts (how often each sample was drawn); each finding's order is computed
     once for the whole bootstrap (:class:`cfbench.metrics.classification.RankedAUROC`) and the five F1s
@@ -199,6 +200,21 @@ def _batched_statistics(table: SampleTable, protocol: Protocol, statistics: dict
 
         batched.append(retained)
         for name, _, _ in retention:
+            del statistics[name]
+    pixel_names = [name for name in table.pixel if name in statistics]
+    if pixel_names:  # means over the finite values: two products of the counts with the columns
+        columns = np.stack([np.asarray(table.pixel[name], np.float64) for name in pixel_names], axis=1)
+        finite = np.isfinite(columns)
+        finite_values = np.where(finite, columns, 0.0)
+
+        def pixel_means(index_matrix: np.ndarray) -> dict[str, np.ndarray]:
+            counts = resample_counts(index_matrix, n).astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):  # no finite value drawn: NaN, as _nanmean
+                means = (counts @ finite_values) / (counts @ finite)
+            return dict(zip(pixel_names, means.T))
+
+        batched.append(pixel_means)
+        for name in pixel_names:
             del statistics[name]
     return batched
 
