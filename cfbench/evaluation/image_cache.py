@@ -61,7 +61,8 @@ def _image_form(stored: np.ndarray) -> np.ndarray:
 
 class DecodedImageCache:
     """Decoded images at one resolution, by file content. ``max_bytes`` 0 turns it off (every load decodes).
-    Safe to share between loader threads (two threads that decode the same image both write it, atomically)."""
+    Safe to share between loader threads: two threads that decode the same image both write it atomically,
+    and the byte budget then counts it twice (erring on the small side until the cache is opened again)."""
 
     def __init__(self, root: str | os.PathLike, resolution: int, max_bytes: int):
         self.resolution = resolution
