@@ -10,7 +10,6 @@ and a summary; exits 1 when any trial differs. Takes a few minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import json
 import os
 import random

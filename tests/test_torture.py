@@ -21,7 +21,7 @@ from cfbench.api.model import CounterfactualModel, EditRequest, EditResult, Load
 from cfbench.cli import main
 from cfbench.core import config
 from cfbench.core.images import ImageReadError, load_image
-from cfbench.core.storage import FolderLock, LockedError, atomic_write_text, remove_stale_temporaries
+from cfbench.core.storage import FolderLock, LockedError, remove_stale_temporaries
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.datasets.layout import DatasetError
 from cfbench.evaluation.evaluate import evaluate_run
