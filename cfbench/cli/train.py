@@ -86,9 +86,9 @@ def _add_training_arguments(parser) -> None:
                         help="decay of the exponential moving average of the UNet weights")
     parser.add_argument("--rotation", type=float, default=2.0, metavar="DEG", help="max rotation (default 2)")
     parser.add_argument("--crop-fraction", type=float, default=1.0, metavar="F",
-                     help="centre crop side as a fraction of the image (default 1.0: none)")
+                        help="centre crop side as a fraction of the image (default 1.0: none)")
     parser.add_argument("--hflip", type=float, default=0.5, metavar="P",
-                     help="horizontal flip probability; left/right words are swapped (default 0.5)")
+                        help="horizontal flip probability; left/right words are swapped (default 0.5)")
     parser.add_argument("--checkpoint-every", type=int, default=500, metavar="K",
                         help="write a resumable checkpoint every K optimizer steps")
     parser.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
