@@ -187,7 +187,60 @@ def test_progemu_prompt_equals_the_release_string(progemu_folder):
     assert model.progression_text(requests(1)[0]) == requests(1)[0].instruction  # no progression: instruction
 
 
+def test_progemu_forces_eol_at_the_release_text_positions(progemu_folder):
+    """The release's helper answers eol whenever offset % 65 == 0, also inside the interpretation: text
+    tokens 63, 128 and 193 (1-based) of a 64 x 64 grid; text_eol=none leaves the text free."""
+    from cfbench import autoregressive as ar
+    from cfbench.models.progemu import release_text_eol_positions
+
+    assert release_text_eol_positions(64, 198) == (62, 127, 192)
+    first_text_offset = 65 * 64 + 3  # 4160 grid tokens, eof, eoi: the text starts at offset 4163
+    assert all((first_text_offset + k) % 65 == 0 for k in (62, 127, 192))
+    assert release_text_eol_positions(8, 30) == (6, 15, 24)  # the tiny model's 8 x 8 grid
+    model = load("progemu", progemu_folder, native_resolution=32)
+    t = model.tokenizer
+    grammar = model.constraint()
+    text = [5] * 30
+    prefix = [0] * 74  # the fixed part's length: 8 rows of 9, eof, eoi
+    assert [k for k in range(30) if grammar.allowed(prefix + text[:k]).tolist() == [t.eol_id]] == [6, 15, 24]
+    free = load("progemu", progemu_folder, native_resolution=32, text_eol="none").constraint()
+    assert all(t.eol_id not in free.allowed(prefix + text[:k]).tolist() for k in range(30))
+    settings = ar.SamplingSettings(top_k=50, max_new_tokens=grammar.max_length, stop_ids=(t.eos_id,))
+    prompt = model.prompt_ids(torch.zeros(8, 8, dtype=torch.long), "worse")
+    outputs = ar.sample_tokens(model.lm, [prompt] * 4, ar.cpu_generators(range(4)), settings, pad_id=t.pad_id,
+                               constraints=[model.constraint() for _ in range(4)])
+    long = [tokens for tokens in outputs if len(tokens) > 74 + 7]
+    assert long and all(tokens[80] == t.eol_id for tokens in long)
+    codes, explanation = model.split_output(long[0])
+    assert "<" not in explanation and len(codes) == 64
+
+
+def test_progemu_padding_text_cleanup_and_negative_header(progemu_folder):
+    from cfbench.models.progemu import release_text_cleanup
+
+    model = load("progemu", progemu_folder, native_resolution=32)
+    t = model.tokenizer
+    short = [t.visual_first + 3, t.visual_first + 9, t.eol_id, t.eof_id, t.eoi_id]
+    assert model.split_output(short)[0] == [3] + [9] * 63  # the release pads with the last code
+    zero = load("progemu", progemu_folder, native_resolution=32, pad_codes="zero")
+    assert zero.split_output(short)[0] == [3, 9] + [0] * 62
+    assert model.split_output([t.eoi_id, t.eos_id])[0] is None  # no code: the release's black image
+    words = t.encode("the effusion") + [t.eol_id] + t.encode(" grew")
+    assert model.split_output([t.eoi_id, *words, t.eos_id])[1] == "the effusion grew"
+    assert model.split_output([t.eoi_id, *t.encode("<b>abc"), t.eos_id])[1] == ""  # 3 characters left: dropped
+    raw = load("progemu", progemu_folder, native_resolution=32, text_cleanup="none")
+    assert raw.split_output([t.eoi_id, *t.encode("<b>abc"), t.eos_id])[1] == "<b>abc"
+    assert release_text_cleanup("<|extra_200|> larger <x>effusion ") == "larger effusion"
+    header = [t.boi_id, *t.encode("64*64"), t.img_id]
+    assert model.negative_prompt_ids() == [t.bos_id, *header]  # the release's fixed "64*64" (grid 8 here)
+    grid = load("progemu", progemu_folder, native_resolution=32, negative_header="grid")
+    assert grid.negative_prompt_ids() == [t.bos_id, t.boi_id, *t.encode("8*8"), t.img_id]
+    assert model.identity()["adapter_version"] == 2 and model.identity()["settings"]["text_eol"] == "release"
+
+
 def test_progemu_grammar_batch_and_seeds(progemu_folder):
+    from cfbench.models.progemu import release_text_eol_positions
+
     model = load("progemu", progemu_folder, native_resolution=32, top_k=50)
     batch = requests()
     together = model.edit(batch)
@@ -208,7 +261,10 @@ def test_progemu_grammar_batch_and_seeds(progemu_folder):
         assert all(tokens[r * 9 + 8] == t.eol_id for r in range(8))
         assert all(t.visual_first <= tokens[r * 9 + c] < t.visual_first + 64 for r in range(8) for c in range(8))
         assert tokens[72:74] == [t.eof_id, t.eoi_id] and tokens[-1] == t.eos_id
-        assert all(tok < 256 for tok in tokens[74:-1]) and 2 <= len(tokens) - 75 <= 198
+        forced = [74 + k for k in release_text_eol_positions(8, 198) if 74 + k < len(tokens) - 1]
+        assert all(tokens[i] == t.eol_id for i in forced)  # the release's eol inside the text
+        assert all(tok < 256 for i, tok in enumerate(tokens[74:-1], start=74) if i not in forced)
+        assert 2 <= len(tokens) - 75 <= 198
     assert len({tuple(tokens) for tokens in outputs}) == 6
     guided = load("progemu", progemu_folder, native_resolution=32, cfg="true").edit(batch[:1])[0]
     assert np.abs(guided.image - together[0].image).max() > 1e-4
