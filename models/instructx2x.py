@@ -352,7 +352,8 @@ class InstructPix2PixFamily(DiffusersFolderModel):
 
     def region_masks(self, requests: Sequence[EditRequest], output_size: tuple[int, int]) -> torch.Tensor:
         """M per request, bool ``B x H x W``: the user's ``region_mask`` when given, else the pseudo mask of
-        the findings (and locations) the instruction names; the whole image when it names no known finding."""
+        the findings (and locations) the instruction names, or of the names it contains with the release's
+        masks (``matching="substring"``); the whole image when it names no known finding."""
         import torch
 
         height, width = output_size
@@ -361,7 +362,8 @@ class InstructPix2PixFamily(DiffusersFolderModel):
             if request.region_mask is not None:
                 mask = np.asarray(request.region_mask, dtype=bool)
             else:
-                mask = self.pseudo_masks.mask_for(instruction_operations(request), resolution=height)
+                mask = self.pseudo_masks.mask_for(instruction_operations(request), resolution=height,
+                                                  instruction=request.instruction)
             if mask.shape != (height, width):
                 raise ValueError(f"sample {request.sample_id!r}: region mask has shape {mask.shape}, "
                                  f"expected {(height, width)} (the image's)")

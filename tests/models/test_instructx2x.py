@@ -387,3 +387,18 @@ def test_default_pseudo_masks_are_the_datasets_own(tiny_folder, masks_file, tmp_
     outside = np.ones((SIZE, SIZE), dtype=bool)
     outside[CARDIOMEGALY] = False
     assert np.all(guidance[outside] == 0.0)  # the dataset's cardiomegaly box, not NIH's
+
+
+def test_release_masks_imported_from_a_clone_drive_the_pseudo_mask(tiny_folder, tmp_path):
+    """pseudo_masks=FILE from `cfbench masks import-instructx2x`: the release's substring rule on the text."""
+    from cfbench.datasets.instructx2x_masks import import_instructx2x_masks
+    from tests.helpers.instructx2x_release import release_selection, write_instructx2x_clone
+
+    path = tmp_path / "release_masks.npz"
+    import_instructx2x_masks(write_instructx2x_clone(tmp_path / "clone", size=SIZE)).save(path)
+    model = get_model_class("instructx2x-mask-only").load(LoadContext(model_path=tiny_folder, options={
+        "native_resolution": str(SIZE), "steps": "2", "pseudo_masks": str(path)}))
+    assert model.identity()["pseudo_masks"].startswith("InstructX2X release masks")
+    for instruction in ("Add the finding of pleural effusion", "Add the finding of heart failure"):
+        guidance = model.edit([request(15, instruction)])[0].guidance_map
+        np.testing.assert_array_equal(guidance, release_selection(instruction, SIZE).astype(np.float32))
