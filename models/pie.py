@@ -33,7 +33,8 @@ Differences from the official code (``run_pie.py`` and ``pipeline_stable_diffusi
 PediaMedAI/PIE), on purpose: the VAE posterior mode is encoded (not a sample), each round's noise comes
 from the sample's seed and the round number, and the region mask is downsampled bilinearly to the latent
 grid. ``between_rounds=float`` (cfbench's earlier default) is kept as an option: it avoids compounding
-8-bit rounding over the rounds (0.07 from the release's path after three rounds on tiny weights), which is
+8-bit rounding over the rounds (after three rounds on tiny random weights the two paths differ by up to
+0.03-0.07 in intensity), which is
 what a model should be judged on, but it is not what the release computes.
 """
 
