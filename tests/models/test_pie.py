@@ -28,7 +28,7 @@ def test_one_round_is_diffusers_img2img(tiny_sd):
     """A round is Stable Diffusion img2img: same output as diffusers' pipeline from the same latents and noise."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    model = load(tiny_sd, iterations="1", strength="0.5", guidance="7.5", between_rounds="float")
+    model = load(tiny_sd, iterations="1", strength="0.5", guidance="7.5", between_rounds="float", posterior="mode")
     edit = request(1)
     ours = model.edit([edit])[0].image
 
@@ -45,8 +45,11 @@ def test_one_round_is_diffusers_img2img(tiny_sd):
 
 def test_rounds_pass_8_bit_rgb_images_as_the_release(tiny_sd):
     """between_rounds=rgb8 (default): each round is diffusers img2img returning a PIL image (8-bit RGB, as
-    the release's pipeline), which is the next round's input; the result is the last PIL image's channel mean."""
+    the release's pipeline), which is the next round's input; the result is the last PIL image's channel mean.
+    posterior=sample (default): each round starts from a VAE posterior sample seeded by the seed and round."""
     from diffusers import StableDiffusionImg2ImgPipeline
+
+    from cfbench.core.seeds import derive_seed
 
     model = load(tiny_sd, iterations="2")
     edit = request(6)
@@ -57,7 +60,10 @@ def test_rounds_pass_8_bit_rgb_images_as_the_release(tiny_sd):
     pipeline.set_progress_bar_config(disable=True)
     current = torch.from_numpy(edit.image)[None]
     for round_index in range(2):
-        start = diffusion.encode_images(components, current) * components.latent_scaling
+        mean, std = diffusion.posterior_moments(components, current)
+        posterior_noise = diffusion.seeded_noise([derive_seed(edit.seed, "pie-posterior", round_index)],
+                                                 tuple(mean.shape[1:]), "cpu")
+        start = (mean + std * posterior_noise) * components.latent_scaling
         generator = torch.Generator("cpu").manual_seed(round_seed(edit.seed, round_index))
         picture = pipeline(edit.target_report, image=start, strength=0.5, num_inference_steps=8, guidance_scale=7.5,
                            generator=generator, output_type="pil").images[0]
@@ -67,6 +73,7 @@ def test_rounds_pass_8_bit_rgb_images_as_the_release(tiny_sd):
     floating = load(tiny_sd, iterations="2", between_rounds="float").edit([edit])[0].image
     assert np.abs(floating - ours).max() > 1e-4
     assert model.identity()["adapter_version"] == 2 and model.identity()["settings"]["between_rounds"] == "rgb8"
+    assert np.abs(load(tiny_sd, iterations="2", posterior="mode").edit([edit])[0].image - ours).max() > 1e-3
 
 
 def test_rounds_compound_and_batches_do_not_matter(tiny_sd):
