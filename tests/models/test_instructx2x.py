@@ -337,6 +337,22 @@ def test_half_precision_on_cuda_is_finite_and_batch_independent(tiny_folder, mas
         np.testing.assert_allclose(together.image, alone.image, atol=3e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_release_precision_policy_on_cuda_is_finite_and_close_to_fp32(tiny_folder, masks_file):
+    """precision=auto on CUDA: UNet and VAE weights float32 under fp16 autocast, text encoder float16."""
+    def cuda_model(precision):
+        return get_model_class("instructx2x").load(LoadContext(model_path=tiny_folder, device="cuda", options={
+            "native_resolution": str(SIZE), "steps": str(STEPS), "pseudo_masks": str(masks_file),
+            "precision": precision}))
+
+    release = cuda_model("auto")
+    assert release.autocast and release.components.unet.dtype == torch.float32
+    assert release.components.text_encoder.dtype == torch.float16
+    edit = request(16)
+    ours, full = release.edit([edit])[0], cuda_model("fp32").edit([edit])[0]
+    assert np.isfinite(ours.image).all() and np.abs(ours.image - full.image).mean() < 0.05
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_weights_on_cpu_run_the_same_code_path(load, precision):
     """The half-precision casts (weights in bf16/fp16, latents and scheduler in float32) on the CPU: outputs
