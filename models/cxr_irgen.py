@@ -47,8 +47,10 @@ guidance            7.5           classifier-free guidance scale (>= 0)
 reference           train         ``train`` (the policy above) or ``none`` (always zeros)
 report              true          generate the report (false: image only, no report parts needed)
 report_max_tokens   512           cap on sampled report tokens (the release samples exactly 512)
-report_stop         eos           ``eos``: stop a report at its first ``</s>``; ``none``: draw all
-                                  ``report_max_tokens`` tokens, as released
+report_stop         none          ``none``: draw all ``report_max_tokens`` tokens and decode them with the
+                                  special tokens skipped, so text sampled after a ``</s>`` stays in the
+                                  report (as released); ``eos``: stop a report at its first ``</s>``
+                                  (cheaper, and no text past the model's own end of report)
 report_input        reencode      the report head reads ``reencode``: the VAE posterior of the decoded
                                   image, as released; ``latents``: the denoised latents directly
 native_resolution   256           side in pixels the networks run at (the report ViT fixes it)
@@ -166,7 +168,7 @@ class CxrIrgenSettings(DiffusionOptions):
     reference: str = "train"
     report: bool = True
     report_max_tokens: int = 512
-    report_stop: str = "eos"
+    report_stop: str = "none"
     report_input: str = "reencode"
 
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -190,6 +192,7 @@ class CxrIrgenModel(DiffusersFolderModel):
     weights_subdir = "cxr-irgen"
     weights_help = WEIGHTS_HELP
     settings_class = CxrIrgenSettings
+    adapter_version = 2  # 2: reports drawn to report_max_tokens by default, as released (1: stopped at eos)
 
     @classmethod
     def scheduler_choice(cls, settings: CxrIrgenSettings) -> str:

@@ -44,6 +44,10 @@ class DiffusersFolderModel(CounterfactualModel):
     ``unet_in_channels`` inputs; subclasses add :meth:`prepare` (more state) and :meth:`identity_extra`."""
 
     settings_class: ClassVar[type[DiffusionOptions]] = DiffusionOptions
+    # Bumped whenever a default changes the numbers the adapter produces (e.g. a release behaviour made the
+    # default), so that a run folder made before never resumes with, or is mixed with, the new behaviour.
+    # None: the adapter's numbers never changed; its identity then carries no version.
+    adapter_version: ClassVar[int | None] = None
     pipeline_class: ClassVar[str] = "StableDiffusionPipeline"
     unet_in_channels: ClassVar[int] = 4
     native_resolution = 512
@@ -66,8 +70,7 @@ class DiffusersFolderModel(CounterfactualModel):
         kind = context.dataset.info.get("kind") if context.dataset is not None else None
         folder = resolve_model_path(cls, context.model_path, kind)
         components = diffusion.load_diffusion_components(
-            folder, cls.pipeline_class, device=context.device,
-            dtype=diffusion.resolve_dtype(settings.precision, context.device),
+            folder, cls.pipeline_class, device=context.device, dtype=cls.weights_dtype(settings, context.device),
             expected_unet_in_channels=cls.unet_in_channels, scheduler=cls.scheduler_choice(settings),
         )
         if "native_resolution" not in context.options:  # the side the folder's networks were made for
@@ -76,6 +79,13 @@ class DiffusersFolderModel(CounterfactualModel):
         model = cls(components, settings, folder)
         model.prepare(context)
         return model
+
+    @classmethod
+    def weights_dtype(cls, settings: DiffusionOptions, device) -> Any:
+        """The dtype the networks are loaded in (:func:`cfbench.diffusion.components.resolve_dtype`)."""
+        from cfbench import diffusion
+
+        return diffusion.resolve_dtype(settings.precision, device)
 
     def prepare(self, context: LoadContext) -> None:
         """Anything beyond the networks a model needs (e.g. pseudo masks); nothing by default."""
@@ -86,6 +96,9 @@ class DiffusersFolderModel(CounterfactualModel):
         identity = {"weights_sha256": diffusion.weights_identity(self.weights_folder)}
         if self.weights_folder.resolve().is_relative_to(PACKAGE_DATA_DIR.resolve()):
             identity["source"] = f"phantom checkpoint shipped with cfbench ({self.weights_folder.name})"
+        if self.adapter_version is not None:  # every option, defaults included, and the behaviour's version
+            identity["adapter_version"] = self.adapter_version
+            identity["settings"] = dataclasses.asdict(self.settings)
         return {**identity, "native_resolution": self.settings.native_resolution, **self.identity_extra()}
 
     def identity_extra(self) -> dict[str, Any]:

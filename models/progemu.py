@@ -13,31 +13,43 @@ Prompt (no chat template, as the release's inference): ``bos boi "H*W" img`` + H
 followed by ``eol``, then ``eof eoi`` + progression text + ``boi "H*W" img``. The progression text is
 ``EditRequest.progression`` (ICG-CXR's ``progression-description``), else the instruction.
 
-The constraint (the release's prefix-constrained processor): visual tokens, ``eol`` every (W+1)-th token,
-``eof`` and ``eoi`` after H rows, then text ids below ``text_vocab_limit`` (2 at least, the end id allowed
-from the 3rd, forced after ``max_text_tokens`` = 198), then ``eos``. The text after ``eoi`` is returned as
-``explanation`` (for BLEU-3 / METEOR / ROUGE-L).
+The constraint (the release's prefix-constrained processor, ``Emu3PrefixConstrainedLogitsHelper``): visual
+tokens, ``eol`` every (W+1)-th token, ``eof`` and ``eoi`` after H rows, then text ids below
+``text_vocab_limit`` (2 at least, the end id allowed from the 3rd, forced after ``max_text_tokens`` = 198),
+then ``eos``. The release's helper tests "every (W+1)-th position" before anything else, so it also forces
+``eol`` inside the interpretation: at text positions 63, 128 and 193 (1-based; W = 64) - stripped from the
+returned text, but it changes what the model writes after it (:func:`release_text_eol_positions`). The
+text after ``eoi`` is returned as ``explanation`` (for BLEU-3 / METEOR / ROUGE-L).
 
 Options:
 
-=================  =========  ================================================================================
-option             default    meaning
-=================  =========  ================================================================================
+=================  ===========  ==============================================================================
+option             default      meaning
+=================  ===========  ==============================================================================
 prompt             progression  "progression" (else the instruction) or "instruction"
-constrain          true       the prefix constraint above; false = free sampling up to the same cap, the grid
-                              padded with code 0 / truncated (the release's "global" fit)
-top_k              2048       as released (0 = off)
-top_p              1.0        (0, 1]
-temperature        1.0        > 0
-cfg                false      classifier-free guidance (off in the release's script)
-cfg_scale          3.0        guidance scale on log-probabilities when cfg=true
-negative_prompt    ""         text of the negative prompt ``bos + text + boi "H*W" img`` (the release: "")
-max_text_tokens    198        cap on interpretation tokens
-text_vocab_limit   100000     text ids allowed after the image: 0 .. limit-1 (the release's range(100000))
-native_resolution  512        pixels the VQ runs at (512 -> 64 x 64 tokens, 4,160 grid tokens)
-precision          auto       bf16 on CUDA (as released), fp32 on CPU; fp32, fp16, bf16
-device_map         none       "auto": transformers/accelerate spread the 8B LM over GPU and CPU memory
-=================  =========  ================================================================================
+constrain          true         the prefix constraint above; false = free sampling up to the same cap
+text_eol           release      "release": ``eol`` forced at the text positions above, as released; "none":
+                                the interpretation is free text (what the grammar means to do)
+pad_codes          last         a grid with fewer codes than cells (only without the constraint) is padded
+                                with its last code, as the release's "global" fit; "zero": with code 0. No
+                                code at all: a black image (the release's empty output)
+text_cleanup       release      "release": the release's post-processing: ``<...>`` fragments (special
+                                tokens such as the forced ``eol``) removed, text of 5 characters or fewer
+                                dropped; "none": the text ids decoded as they are
+negative_header    release      header of the CFG negative prompt: "release" = "64*64" whatever the grid (the
+                                release's processor without an image); "grid" = the grid's own "H*W"
+top_k              2048         as released (0 = off)
+top_p              1.0          (0, 1]
+temperature        1.0          > 0
+cfg                false        classifier-free guidance (off in the release's script)
+cfg_scale          3.0          guidance scale on log-probabilities when cfg=true
+negative_prompt    ""           text of the negative prompt ``bos + text + boi "64*64" img`` (the release: "")
+max_text_tokens    198          cap on interpretation tokens (forced ``eol`` included, as released)
+text_vocab_limit   100000       text ids allowed after the image: 0 .. limit-1 (the release's range(100000))
+native_resolution  512          pixels the VQ runs at (512 -> 64 x 64 tokens, 4,160 grid tokens)
+precision          auto         bf16 on CUDA (as released), fp32 on CPU; fp32, fp16, bf16
+device_map         none         "auto": transformers/accelerate spread the 8B LM over GPU and CPU memory
+=================  ===========  ==============================================================================
 
 Cost: about 4.4k prompt + 4.2k generated tokens per sample with an 8B model. Batches share one KV cache
 (about 0.5 MB per token in bf16: 8.6k tokens x batch 4 = 18 GB on top of 16 GB of weights). On a single
@@ -45,12 +57,15 @@ Cost: about 4.4k prompt + 4.2k generated tokens per sample with an 8B model. Bat
 batch 2-4. Runs resume per sample.
 
 Departures from the release: per-sample seeded sampling in our own loop (the release fixes seed 1234 once
-and draws from the global RNG); the text is decoded as is (the release also drops ``<...>`` fragments and
-text pieces of 5 characters or fewer).
+and draws from the global RNG). ``text_eol=none`` and ``text_cleanup=none`` are kept as options because the
+forced ``eol`` is an artefact of the release's position test, not something the model was trained to write
+inside text; the release's numbers were made with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +91,10 @@ class ProgEmuOptions(ModelOptions):
 
     prompt: str = "progression"
     constrain: bool = True
+    text_eol: str = "release"
+    pad_codes: str = "last"
+    text_cleanup: str = "release"
+    negative_header: str = "release"
     top_k: int = 2048
     top_p: float = 1.0
     temperature: float = 1.0
@@ -90,13 +109,39 @@ class ProgEmuOptions(ModelOptions):
 
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
         "prompt": ("progression", "instruction"), "precision": ("auto", "fp32", "fp16", "bf16"),
-        "device_map": ("none", "auto")}
+        "device_map": ("none", "auto"), "text_eol": ("release", "none"), "pad_codes": ("last", "zero"),
+        "text_cleanup": ("release", "none"), "negative_header": ("release", "grid")}
 
     def check(self) -> None:
         if not 0.0 < self.top_p <= 1.0 or self.temperature <= 0 or self.top_k < 0:
             raise ValueError("top_p must lie in (0, 1], temperature > 0, top_k >= 0")
         if self.max_text_tokens < 3 or self.text_vocab_limit < 1 or self.native_resolution < 8:
             raise ValueError("max_text_tokens must be >= 3, text_vocab_limit >= 1, native_resolution >= 8")
+
+
+# 2: the release's behaviour by default (forced eol in the text, last-code padding, its text clean-up and
+# negative-prompt header); version-1 runs never mix with these.
+ADAPTER_VERSION = 2
+RELEASE_GRID = 64  # the release's processor assumes 64 x 64 tokens wherever it has no image to measure
+
+
+def release_text_eol_positions(grid: int, max_text_tokens: int) -> tuple[int, ...]:
+    """0-based text positions where the release's prefix constraint forces ``eol``.
+
+    Its helper counts ``offset`` from the output image's ``img`` token (1 = the first generated token) and
+    returns ``eol`` whenever ``offset % (grid + 1) == 0``, before any other rule. The fixed part (grid rows
+    of grid + 1 tokens, then eof and eoi) ends at offset ``(grid + 1) * grid + 2``, so text position ``k``
+    has offset ``(grid + 1) * grid + 3 + k``. For grid 64 and 198 text tokens: 62, 127, 192.
+    """
+    first = (grid + 1) * grid + 3
+    return tuple(k for k in range(max_text_tokens) if (first + k) % (grid + 1) == 0)
+
+
+def release_text_cleanup(text: str) -> str:
+    """The release's text post-processing: every ``<...>`` fragment removed, the rest stripped, and text of
+    5 characters or fewer dropped (returned as "")."""
+    cleaned = re.sub(r"<.*?>", "", text).strip()
+    return cleaned if len(cleaned) > 5 else ""
 
 
 @register
@@ -147,9 +192,10 @@ class ProgEmu(CounterfactualModel):
             return request.progression
         return request.instruction
 
-    def image_header(self) -> list[int]:
-        t = self.tokenizer
-        return [t.boi_id, *t.encode(f"{self.grid}*{self.grid}"), t.img_id]
+    def image_header(self, side: int | None = None) -> list[int]:
+        """``boi "H*W" img`` for a ``side`` x ``side`` grid (default: this model's grid)."""
+        t, side = self.tokenizer, side or self.grid
+        return [t.boi_id, *t.encode(f"{side}*{side}"), t.img_id]
 
     def prompt_ids(self, prior_codes, text: str) -> list[int]:
         """``bos`` + the prior image (header, rows + eol, eof, eoi) + text + the output image header."""
@@ -161,7 +207,8 @@ class ProgEmu(CounterfactualModel):
 
     def negative_prompt_ids(self) -> list[int]:
         t = self.tokenizer
-        return [t.bos_id, *t.encode(self.settings.negative_prompt), *self.image_header()]
+        side = RELEASE_GRID if self.settings.negative_header == "release" else self.grid
+        return [t.bos_id, *t.encode(self.settings.negative_prompt), *self.image_header(side)]
 
     def constraint(self):
         from cfbench import autoregressive as ar
@@ -170,17 +217,27 @@ class ProgEmu(CounterfactualModel):
         visual = ar.id_set(range(t.visual_first, t.visual_first + self.vq.config.codebook_size))
         text = ar.id_set(range(min(self.settings.text_vocab_limit, t.regular_size)))
         fixed = ar.image_grid(visual, self.grid, self.grid, row_end=t.eol_id) + ar.forced([t.eof_id, t.eoi_id])
+        eol_at = (release_text_eol_positions(self.grid, self.settings.max_text_tokens)
+                  if self.settings.text_eol == "release" else ())
         return ar.GrammarConstraint(fixed, ar.TextTail(text, t.eos_id, min_length=2,
-                                                       max_length=self.settings.max_text_tokens))
+                                                       max_length=self.settings.max_text_tokens,
+                                                       forced_at=eol_at, forced_id=t.eol_id))
 
-    def split_output(self, tokens: Sequence[int]) -> tuple[list[int], str]:
-        """(visual codes in order, padded with 0 / truncated to grid x grid; the text after eoi)."""
+    def split_output(self, tokens: Sequence[int]) -> tuple[list[int] | None, str]:
+        """(visual codes in order, truncated to grid x grid and padded as ``pad_codes`` says, None when there
+        is none; the text after eoi, cleaned as ``text_cleanup`` says)."""
         t, cells = self.tokenizer, self.grid * self.grid
         end = tokens.index(t.eoi_id) if t.eoi_id in tokens else len(tokens)
         codes = [tok - t.visual_first for tok in tokens[:end]
                  if t.visual_first <= tok < t.visual_first + self.vq.config.codebook_size][:cells]
-        text_ids = [tok for tok in tokens[end + 1:] if tok < t.regular_size]
-        return codes + [0] * (cells - len(codes)), t.decode(text_ids).strip()
+        if self.settings.text_cleanup == "release":  # special tokens decoded to their text, then removed
+            text = release_text_cleanup(t.decode([tok for tok in tokens[end + 1:] if tok != t.eos_id]))
+        else:
+            text = t.decode([tok for tok in tokens[end + 1:] if tok < t.regular_size]).strip()
+        if not codes:
+            return None, text
+        padding = codes[-1] if self.settings.pad_codes == "last" else 0
+        return codes + [padding] * (cells - len(codes)), text
 
     # ------------------------------------------------------------------ generation
 
@@ -205,15 +262,18 @@ class ProgEmu(CounterfactualModel):
         outputs = ar.sample_tokens(self.lm, prompts, ar.cpu_generators([r.seed for r in requests]), settings,
                                    pad_id=self.tokenizer.pad_id, constraints=constraints, negative_prompts=negatives)
         split = [self.split_output(tokens) for tokens in outputs]
-        grids = torch.tensor([codes for codes, _ in split], dtype=torch.long).view(-1, self.grid, self.grid)
-        images = emu3_decode(self.vq, grids).cpu()
+        cells = self.grid * self.grid
+        grids = torch.tensor([codes or [0] * cells for codes, _ in split], dtype=torch.long)
+        images = emu3_decode(self.vq, grids.view(-1, self.grid, self.grid)).cpu()
         results = []
-        for request, image, (_, text), tokens in zip(requests, images, split, outputs):
+        for request, image, (codes, text), tokens in zip(requests, images, split, outputs):
+            if codes is None:  # the release writes a black image when no visual token came out
+                image = torch.zeros_like(image)
             out = resize_batch(image[None], request.image.shape)[0].numpy().astype(np.float32)
             results.append(EditResult(image=out, explanation=text, info={
                 "generated_tokens": len(tokens), "prompt": self.progression_text(request)}))
         return results
 
     def identity(self) -> dict[str, Any]:
-        return {"weights_sha256": folder_sha256(self.folder), "constrain": self.settings.constrain,
-                "cfg": self.settings.cfg}
+        return {"weights_sha256": folder_sha256(self.folder), "adapter_version": ADAPTER_VERSION,
+                "settings": dataclasses.asdict(self.settings)}

@@ -276,7 +276,8 @@ class RadEditModel(DiffusersFolderModel):
             if request.region_mask is not None:
                 mask = np.asarray(request.region_mask, dtype=bool)
             else:
-                mask = self.pseudo_masks.mask_for(instruction_operations(request), resolution=request.image.shape[0])
+                mask = self.pseudo_masks.mask_for(instruction_operations(request), resolution=request.image.shape[0],
+                                                  instruction=request.instruction)
             pixel.append(torch.from_numpy(np.asarray(mask, dtype=np.float32)))
         edit = F.adaptive_max_pool2d(torch.stack(pixel)[:, None], latent_size).to(self.components.device)
         if self.settings.keep_mask == "none":

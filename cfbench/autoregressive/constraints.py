@@ -26,12 +26,21 @@ def id_set(ids: Sequence[int] | range | torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class TextTail:
     """The free part after the fixed grammar: ``text_ids`` tokens, at least ``min_length`` of them before
-    ``end_id`` may come, and ``end_id`` forced once ``max_length`` text tokens were written."""
+    ``end_id`` may come, and ``end_id`` forced once ``max_length`` tokens were written. ``forced_at``: tail
+    positions (0-based, counting every token written after the fixed part) where only ``forced_id`` may come
+    (ProgEmu's release forces its end-of-line token at some text positions); they count towards
+    ``min_length`` and ``max_length``."""
 
     text_ids: torch.Tensor
     end_id: int
     min_length: int = 0
     max_length: int = 256
+    forced_at: tuple[int, ...] = ()
+    forced_id: int | None = None
+
+    def __post_init__(self):
+        if self.forced_at and self.forced_id is None:
+            raise ValueError("TextTail.forced_at needs a forced_id")
 
 
 class GrammarConstraint:
@@ -44,6 +53,8 @@ class GrammarConstraint:
             self._text = tail.text_ids
             self._text_or_end = torch.cat([tail.text_ids, torch.tensor([tail.end_id])]).unique()
             self._end = torch.tensor([tail.end_id])
+            self._forced_at = frozenset(tail.forced_at)
+            self._forced = torch.tensor([tail.forced_id if tail.forced_id is not None else tail.end_id])
 
     @property
     def max_length(self) -> int:
@@ -57,6 +68,8 @@ class GrammarConstraint:
         if self.tail is None:
             return None
         written = position - len(self.fixed)
+        if written < self.tail.max_length and written in self._forced_at:
+            return self._forced
         if written < self.tail.min_length:
             return self._text
         return self._text_or_end if written < self.tail.max_length else self._end

@@ -71,8 +71,14 @@ def taming_encode(vq, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def taming_decode(vq, indices: torch.Tensor) -> torch.Tensor:
-    """``B x h x w`` code indices -> grayscale ``B x H x W`` in [0, 1] (float32)."""
+def taming_decode_rgb(vq, indices: torch.Tensor) -> torch.Tensor:
+    """``B x h x w`` code indices -> the decoder's ``B x C x H x W`` output clipped to [-1, 1] and mapped to
+    [0, 1] (float32; C = 3 for LLM-CXR's VQ-GAN), as the release's ``nn_img_to_img``."""
     codes = vq.quantize.embedding(indices.to(vq.quant_conv.weight.device))  # B h w C
     pixels = vq.decode(codes.permute(0, 3, 1, 2).contiguous())
-    return ((pixels.float().clamp(-1, 1) + 1) / 2).mean(dim=1)
+    return (pixels.float().clamp(-1, 1) + 1) / 2
+
+
+def taming_decode(vq, indices: torch.Tensor) -> torch.Tensor:
+    """``B x h x w`` code indices -> grayscale ``B x H x W`` in [0, 1] (float32): the channels' mean."""
+    return taming_decode_rgb(vq, indices).mean(dim=1)

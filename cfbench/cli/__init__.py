@@ -11,6 +11,7 @@
     cfbench convert-ckpt CKPT --config DIR --out DIR      LDM checkpoint -> diffusers folder
     cfbench data build mimic|nih|icg ...          build an edit dataset from a public or PhysioNet release
     cfbench masks build [--ms-cxr CSV ...]        pseudo masks for edit locality and RSE
+    cfbench masks import-instructx2x DIR --out F  the InstructX2X release's masks and matching, from a clone
     cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots and an HTML gallery
 """
 

@@ -69,6 +69,21 @@ def cmd_masks_build(args) -> int:
     return 0
 
 
+def cmd_masks_import_instructx2x(args) -> int:
+    from cfbench.datasets.instructx2x_masks import import_instructx2x_masks
+
+    try:
+        masks = import_instructx2x_masks(args.clone)
+    except (FileNotFoundError, ValueError) as error:
+        raise CliError(str(error)) from error
+    masks.save(args.out)
+    missing = masks.provenance["names_without_file"]
+    print(f"wrote {len(masks.masks)} InstructX2X release masks ({', '.join(masks.masks)}; {masks.resolution} px) and "
+          f"its substring matching over {len(masks.match_names)} names ({len(missing)} without a file select the "
+          f"whole image) to {args.out}; use it with --option pseudo_masks={args.out} or cfbench eval --pseudo-masks")
+    return 0
+
+
 def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     from cfbench.datasets.registration import MI_THRESHOLD
 
@@ -93,6 +108,14 @@ def add_verbs(verbs) -> None:
     masks_build.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
                              help=f"mask side in pixels, the dataset's resolution (default {DEFAULT_RESOLUTION})")
     masks_build.set_defaults(handler=cmd_masks_build)
+    masks_import = masks_verbs.add_parser(
+        "import-instructx2x", help="the InstructX2X release's own masks and name matching, from your clone",
+        description="Reads inference/masks/pseudo_mask_*.npy and the finding names of inference/rse_x2x.py from a "
+                    "clone of https://github.com/hgminn/InstructX2X into a pseudo-mask file that selects masks as "
+                    "the release does (substring match of each name in the instruction), with a provenance record.")
+    masks_import.add_argument("clone", metavar="DIR", help="root folder of your clone of the InstructX2X repository")
+    masks_import.add_argument("--out", required=True, metavar="FILE", help="output .npz")
+    masks_import.set_defaults(handler=cmd_masks_import_instructx2x)
 
     data = verbs.add_parser("data", help="build datasets")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="KIND")

@@ -6,6 +6,12 @@ findings it names (merged with max) and uses the whole image when it names no kn
 the same masks to measure edit locality on real data: how much a model changed the image inside vs
 outside the region of the instruction's findings.
 
+How an instruction selects masks (``matching``): "findings" (cfbench's) takes the findings parsed from the
+instruction, each restricted to its location words; "substring" (the InstructX2X release's, see
+:mod:`cfbench.datasets.instructx2x_masks`) searches each of ``match_names`` as a case-insensitive
+substring of the instruction text, merges the matched names' masks and uses the whole image when nothing
+matches or a matched name has no mask; locations play no part.
+
 The public default is built from NIH ChestX-ray14's ``BBox_List_2017.csv.gz`` (984 boxes in 1024-px
 space), which ships inside the torchxrayvision wheel; PA images only (``View Position`` of
 ``Data_Entry_2017_v2020.csv.gz``). NIH has no Edema boxes: Edema selects no mask (whole image).
@@ -15,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -48,19 +55,46 @@ def torchxrayvision_data_file(name: str) -> Path:
     return path
 
 
+MATCHING_RULES: tuple[str, ...] = ("findings", "substring")
+
+
 @dataclass(eq=False)  # hashed by identity, for the union cache
 class PseudoMasks:
-    """One bool HxW mask per finding (instruction spelling), all at ``resolution`` x ``resolution``."""
+    """One bool HxW mask per finding, all at ``resolution`` x ``resolution``.
+
+    masks: finding -> mask (instruction spelling with ``matching="findings"``; with "substring", the names
+        of ``match_names`` that have a mask). source: one line saying where the masks came from.
+    matching, match_names: how an instruction selects masks (see the module docstring).
+    provenance: a JSON-able record of the files the masks were read from (e.g. a release's checksums), or {}.
+    """
 
     masks: dict[str, np.ndarray]
     resolution: int
     source: str
+    matching: str = "findings"
+    match_names: tuple[str, ...] = ()
+    provenance: dict = field(default_factory=dict)
 
-    def mask_for(self, operations: Iterable[Operation], resolution: int | None = None) -> np.ndarray:
-        """Union of the masks of the operations' findings, each restricted to the operation's location
-        (see :func:`location_region`); the whole image when no finding has a mask.
+    def __post_init__(self):
+        if self.matching not in MATCHING_RULES:
+            raise ValueError(f"pseudo mask matching must be one of {MATCHING_RULES}, got {self.matching!r}")
+
+    def mask_for(self, operations: Iterable[Operation], resolution: int | None = None,
+                 instruction: str | None = None) -> np.ndarray:
+        """The region an instruction may edit, bool ``resolution`` x ``resolution``.
+
+        matching="findings": union of the masks of the operations' findings, each restricted to the
+        operation's location (see :func:`location_region`); the whole image when no finding has a mask.
+        matching="substring": the names of ``match_names`` found in ``instruction`` (else in the
+        operations' finding names joined); the whole image when none is found or one has no mask.
         The result is shared between calls with the same findings: do not modify it."""
         resolution = resolution or self.resolution
+        if self.matching == "substring":
+            text = (instruction if instruction is not None else " ".join(op.finding for op in operations)).lower()
+            found = [name for name in self.match_names if name.lower() in text]
+            if not found or any(name not in self.masks for name in found):
+                return self._union((), resolution)
+            return self._union(tuple(sorted((name, "") for name in set(found))), resolution)
         keys = tuple(sorted({(op.finding, op.location or "") for op in operations if op.finding in self.masks}))
         return self._union(keys, resolution)
 
@@ -78,15 +112,23 @@ class PseudoMasks:
     def save(self, path: str | Path) -> None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, resolution=np.array(self.resolution), source=np.array(self.source),
+                            matching=np.array(self.matching), match_names=np.array(self.match_names, dtype=str),
+                            provenance=np.array(json.dumps(self.provenance, sort_keys=True)),
                             **{f"mask/{name}": mask for name, mask in self.masks.items()})
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> "PseudoMasks":
+        """Read a file :meth:`save` wrote (files from before ``matching`` existed match findings)."""
         with np.load(path, allow_pickle=False) as archive:
             masks = {key[len("mask/"):]: archive[key].astype(bool) for key in archive.files if key.startswith("mask/")}
             side = archive["resolution"] if "resolution" in archive.files else archive["size"]  # older files: "size"
-            return cls(masks=masks, resolution=int(side), source=str(archive["source"]))
+            files = set(archive.files)
+            return cls(masks=masks, resolution=int(side), source=str(archive["source"]),
+                       matching=str(archive["matching"]) if "matching" in files else "findings",
+                       match_names=tuple(str(name) for name in archive["match_names"]) if "match_names" in files
+                       else (),
+                       provenance=json.loads(str(archive["provenance"])) if "provenance" in files else {})
 
 
 def location_region(location: str, size: int) -> np.ndarray:

@@ -18,11 +18,13 @@ from cfbench.diffusion.components import (
     DiffusionComponents,
     check_resolution,
     decode_latents,
+    decode_latents_rgb,
     encode_images,
     encode_text,
     load_diffusion_components,
     missing_pipeline_parts,
     noise_to_timestep,
+    posterior_moments,
     resize_images,
     resolve_dtype,
     seeded_noise,
@@ -46,7 +48,7 @@ from cfbench.diffusion.text_to_image import KeepRegion, generate_from_text
 __all__ = [
     "PASTE_BACK_MODES", "PRECISIONS", "DiffusionComponents", "GuidedText", "Inversion", "edit_from_inversion",
     "invert_edit_friendly", "InstructPix2PixConditioning", "KeepRegion", "check_resolution",
-    "decode_latents", "edit_with_instruct_pix2pix", "encode_images", "encode_text", "generate_from_text",
-    "load_diffusion_components", "missing_pipeline_parts", "noise_to_timestep", "predict_guided_noise",
+    "decode_latents", "decode_latents_rgb", "edit_with_instruct_pix2pix", "encode_images", "encode_text", "generate_from_text",
+    "load_diffusion_components", "missing_pipeline_parts", "noise_to_timestep", "posterior_moments", "predict_guided_noise",
     "predict_text_and_image_noise", "resize_images", "resolve_dtype", "seeded_noise", "weights_identity",
 ]

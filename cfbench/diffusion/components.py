@@ -184,30 +184,45 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def posterior_moments(components: DiffusionComponents, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior of images: (mean, standard deviation), float32 ``B x 4 x H/f x W/f`` unscaled.
+
+    images: float ``B x H x W`` grayscale (replicated to 3 channels) or ``B x 3 x H x W`` RGB, in [0, 1]
+    (H, W divisible by the VAE scale factor). The posterior mode is its mean.
+    """
+    pixels = images.to(device=components.device, dtype=torch.float32)
+    rgb = pixels[:, None].expand(-1, 3, -1, -1) if pixels.dim() == 3 else pixels
+    posterior = components.vae.encode((rgb * 2.0 - 1.0).to(components.vae_network_dtype)).latent_dist
+    return posterior.mean.float(), posterior.std.float()
+
+
 def encode_images(components: DiffusionComponents, images: torch.Tensor,
                   sample_noise: torch.Tensor | None = None) -> torch.Tensor:
-    """VAE posterior mode of grayscale images, or a posterior sample ``mean + std * sample_noise``.
+    """VAE posterior mode of images, or a posterior sample ``mean + std * sample_noise``.
 
-    images: float ``B x H x W`` in [0, 1] (H, W divisible by the VAE scale factor).
+    images: float ``B x H x W`` grayscale or ``B x 3 x H x W`` RGB in [0, 1] (see :func:`posterior_moments`).
     sample_noise: None (the mode), or float32 standard normal noise of the latents' shape (per-sample
         seeded, see :func:`seeded_noise`).
     Returns float32 ``B x 4 x H/f x W/f`` *unscaled* latents (what InstructPix2Pix conditions on);
     multiply by ``components.latent_scaling`` for the latents the UNet denoises.
     """
-    gray = images.to(device=components.device, dtype=torch.float32)[:, None]
-    rgb = (gray.expand(-1, 3, -1, -1) * 2.0 - 1.0).to(components.vae_network_dtype)
-    posterior = components.vae.encode(rgb).latent_dist
+    mean, std = posterior_moments(components, images)
     if sample_noise is None:
-        return posterior.mode().float()
-    return posterior.mean.float() + posterior.std.float() * sample_noise.to(posterior.mean.device)
+        return mean
+    return mean + std * sample_noise.to(mean.device)
 
 
 @torch.no_grad()
-def decode_latents(components: DiffusionComponents, latents: torch.Tensor) -> torch.Tensor:
-    """Denoised (scaled) latents -> float32 ``B x H x W`` grayscale images in [0, 1] (mean of the 3 channels)."""
+def decode_latents_rgb(components: DiffusionComponents, latents: torch.Tensor) -> torch.Tensor:
+    """Denoised (scaled) latents -> float32 ``B x 3 x H x W`` RGB images in [0, 1] (the VAE's output clipped)."""
     unscaled = (latents / components.latent_scaling).to(components.vae_network_dtype)
     rgb = components.vae.decode(unscaled).sample.float()
-    return ((rgb.clamp(-1.0, 1.0) + 1.0) / 2.0).mean(dim=1)
+    return (rgb.clamp(-1.0, 1.0) + 1.0) / 2.0
+
+
+def decode_latents(components: DiffusionComponents, latents: torch.Tensor) -> torch.Tensor:
+    """Denoised (scaled) latents -> float32 ``B x H x W`` grayscale images in [0, 1] (mean of the 3 channels)."""
+    return decode_latents_rgb(components, latents).mean(dim=1)
 
 
 # --------------------------------------------------------------------------------------------- text, noise

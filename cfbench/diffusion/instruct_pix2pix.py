@@ -77,6 +77,7 @@ def edit_with_instruct_pix2pix(
     image_guidance: float,
     edit_mask: torch.Tensor | None = None,
     background_timestep: str = "current",
+    start_latents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The explicit DDIM (eta = 0) editing loop of InstructPix2Pix, with an optional edit region.
 
@@ -88,9 +89,10 @@ def edit_with_instruct_pix2pix(
         ``background_timestep``: "current", the timestep the step started from (as the official
         InstructX2X inference code does), or "next", the step's new timestep (the noise level the
         denoised latents are at; the clean source latents after the last step).
+    start_latents: scaled latents the loop starts from, noised with ``noise`` to the first timestep (not
+        pure noise); None = ``source_latents``. The official InstructX2X code starts from one VAE posterior
+        sample and replaces the background with another (see :mod:`cfbench.models.instructx2x`).
     Returns the denoised scaled latents, float32 ``B x 4 x h x w``.
-
-    The loop starts from the source latents noised to the first timestep (not from pure noise).
     """
     if background_timestep not in ("current", "next"):
         raise ValueError(f"background_timestep must be 'current' or 'next', got {background_timestep!r}")
@@ -98,7 +100,8 @@ def edit_with_instruct_pix2pix(
     scheduler.set_timesteps(num_steps, device="cpu")
     timesteps = [int(t) for t in scheduler.timesteps]
 
-    latents = noise_to_timestep(components, source_latents, noise, timesteps[0])
+    start = source_latents if start_latents is None else start_latents
+    latents = noise_to_timestep(components, start, noise, timesteps[0])
     for index, timestep in enumerate(timesteps):
         guided = predict_guided_noise(components, latents, timestep, conditioning, text_guidance, image_guidance)
         latents = scheduler.step(guided, timestep, latents, eta=0.0, return_dict=False)[0]

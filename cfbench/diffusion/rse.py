@@ -3,7 +3,9 @@
 Pure tensor functions, no model calls. The pipeline (see :mod:`cfbench.models.instructx2x`):
 
 1. relevance: ``R = sum_c |eps_text - eps_image|`` from one UNet pass on the noised input latents;
-2. clip outliers above ``Q3 + 1.5 IQR`` per image, then min-max normalise to [0, 1];
+2. clip outliers above ``Q3 + 1.5 IQR`` per image (quartiles by the midpoint rule, as the official code's
+   ``np.percentile(..., interpolation="midpoint")``; ``quartiles="linear"`` for NumPy's default rule), then
+   min-max normalise to [0, 1];
 3. upsample bilinearly from the latent grid to the image grid;
 4. guidance map ``G = M * R`` with ``M`` the pseudo mask of the instruction's findings (or a user mask);
 5. binary edit mask ``G >= tau``; its latent-grid version drives the per-step latent replacement. As in
@@ -24,6 +26,7 @@ from cfbench.core.resize import resize_batch
 
 DEFAULT_IQR_FACTOR = 1.5
 DEFAULT_TAU = 0.1
+QUARTILE_RULES: tuple[str, ...] = ("midpoint", "linear")  # torch.quantile / NumPy interpolation names
 
 
 def raw_relevance(noise_text: torch.Tensor, noise_image: torch.Tensor) -> torch.Tensor:
@@ -36,14 +39,20 @@ def raw_relevance(noise_text: torch.Tensor, noise_image: torch.Tensor) -> torch.
     return (noise_text.float() - noise_image.float()).abs().sum(dim=1)
 
 
-def clip_iqr_outliers(maps: torch.Tensor, factor: float = DEFAULT_IQR_FACTOR) -> torch.Tensor:
+def clip_iqr_outliers(maps: torch.Tensor, factor: float = DEFAULT_IQR_FACTOR,
+                      quartiles: str = "midpoint") -> torch.Tensor:
     """Clip each map from above at ``Q3 + factor * (Q3 - Q1)`` (its own quartiles).
 
-    maps: float ``B x H x W``, any range. Returns the same shape and dtype; values above the fence set to it.
+    maps: float ``B x H x W``, any range. quartiles: "midpoint" (the mean of the two order statistics
+    around the quartile's position, as the official InstructX2X code) or "linear" (linear interpolation
+    between them, NumPy's and torch's default). Returns the same shape and dtype; values above the fence
+    set to it.
     """
+    if quartiles not in QUARTILE_RULES:
+        raise ValueError(f"quartiles must be one of {QUARTILE_RULES}, got {quartiles!r}")
     flat = maps.flatten(start_dim=1).float()
-    first_quartile = torch.quantile(flat, 0.25, dim=1)
-    third_quartile = torch.quantile(flat, 0.75, dim=1)
+    first_quartile = torch.quantile(flat, 0.25, dim=1, interpolation=quartiles)
+    third_quartile = torch.quantile(flat, 0.75, dim=1, interpolation=quartiles)
     upper_fence = third_quartile + factor * (third_quartile - first_quartile)
     return torch.minimum(maps, upper_fence.to(maps.dtype)[:, None, None])
 
@@ -65,12 +74,14 @@ def normalise_min_max(maps: torch.Tensor) -> torch.Tensor:
 
 def normalised_relevance(
     noise_text: torch.Tensor, noise_image: torch.Tensor, iqr_factor: float = DEFAULT_IQR_FACTOR,
+    quartiles: str = "midpoint",
 ) -> torch.Tensor:
     """The RSE relevance map on the latent grid: raw relevance, IQR-clipped, min-max normalised.
 
-    noise_text, noise_image: ``B x C x h x w`` (see :func:`raw_relevance`). Returns float32 ``B x h x w`` in [0, 1].
+    noise_text, noise_image: ``B x C x h x w`` (see :func:`raw_relevance`); quartiles: see
+    :func:`clip_iqr_outliers`. Returns float32 ``B x h x w`` in [0, 1].
     """
-    return normalise_min_max(clip_iqr_outliers(raw_relevance(noise_text, noise_image), iqr_factor))
+    return normalise_min_max(clip_iqr_outliers(raw_relevance(noise_text, noise_image), iqr_factor, quartiles))
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -85,6 +96,7 @@ def relevance_map(
     noise_image: torch.Tensor,
     image_size: tuple[int, int],
     iqr_factor: float = DEFAULT_IQR_FACTOR,
+    quartiles: str = "midpoint",
 ) -> torch.Tensor:
     """The RSE relevance map at image resolution.
 
@@ -92,7 +104,7 @@ def relevance_map(
     image_size: (H, W) in pixels of the output map.
     Returns float32 ``B x H x W`` in [0, 1]: :func:`normalised_relevance` upsampled bilinearly.
     """
-    return resize_maps(normalised_relevance(noise_text, noise_image, iqr_factor), image_size)
+    return resize_maps(normalised_relevance(noise_text, noise_image, iqr_factor, quartiles), image_size)
 
 
 def guidance_map(region_mask: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:

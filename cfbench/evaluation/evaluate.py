@@ -115,7 +115,7 @@ def _pixel_measures(generated: np.ndarray, target: np.ndarray, prior: np.ndarray
         if guidance is not None:  # the guidance map as a pixel-wise detector of the true change (NaN: one class)
             values["guidance_auroc"] = binary_auroc(region.ravel().astype(np.int8), guidance.ravel())
     else:
-        region = masks.mask_for(sample.operations, dataset.resolution)
+        region = masks.mask_for(sample.operations, dataset.resolution, instruction=sample.instruction)
         names = ("change_inside_pseudo_mask", "change_outside_pseudo_mask")
     change = np.abs(generated - prior)
     total, inside = float(change.sum(dtype=np.float64)), float(change.sum(where=region, dtype=np.float64))

@@ -42,7 +42,7 @@ def load(name, folder, **options):
 def test_llm_cxr_prompt_offset_and_grid(llm_cxr_folder):
     from transformers import AutoTokenizer
 
-    model = load("llm-cxr", llm_cxr_folder)
+    model = load("llm-cxr", llm_cxr_folder, sampling="constrained", instruction="first")
     tokenizer = AutoTokenizer.from_pretrained(llm_cxr_folder / "lm")
     assert model.image_offset == len(tokenizer) == tokenizer.vocab_size + 3  # 3 added special tokens
     hand = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
@@ -58,16 +58,86 @@ def test_llm_cxr_prompt_offset_and_grid(llm_cxr_folder):
 
 
 def test_llm_cxr_batch_seed_and_unconstrained_retries(llm_cxr_folder):
-    model = load("llm-cxr", llm_cxr_folder)
+    model = load("llm-cxr", llm_cxr_folder, sampling="constrained")
     batch = requests()
     together = model.edit(batch)
     for request, result in zip(batch, together):
         np.testing.assert_allclose(result.image, model.edit([request])[0].image, atol=1e-5)
     other = model.edit([EditRequest(**{**batch[0].__dict__, "seed": 99})])[0]
     assert np.abs(other.image - together[0].image).max() > 1e-3
-    free = load("llm-cxr", llm_cxr_folder, constrain="false", max_new_tokens=20, max_retries=1)
+    free = load("llm-cxr", llm_cxr_folder, max_new_tokens=20, max_retries=1)
     results = free.edit(batch[:2])
-    assert all(r.info["attempts"] <= 2 and not r.info["constrained"] for r in results)
+    assert all(r.info["attempts"] <= 2 and r.info["sampling"] == "rejection" for r in results)
+
+
+def test_llm_cxr_instruction_is_one_of_the_release_phrasings_drawn_from_the_seed(llm_cxr_folder):
+    from transformers import AutoTokenizer
+
+    from cfbench.models.llm_cxr import INSTRUCTIONS, PROMPT, instruction_index
+
+    tokenizer = AutoTokenizer.from_pretrained(llm_cxr_folder / "lm")
+    assert len(INSTRUCTIONS) == len(set(INSTRUCTIONS)) == 10
+    sampled, first = load("llm-cxr", llm_cxr_folder), load("llm-cxr", llm_cxr_folder, instruction="first")
+    chosen = []
+    for seed in range(30):
+        request = EditRequest(**{**requests(1)[0].__dict__, "seed": seed})
+        index = instruction_index(seed, "sampled")
+        assert index == instruction_index(seed, "sampled")  # a function of the seed alone
+        chosen.append(index)
+        assert sampled.prompt_ids(request) == tokenizer(PROMPT.format(instruction=INSTRUCTIONS[index],
+                                                                      report=REPORT))["input_ids"]
+        assert first.prompt_ids(request) == tokenizer(PROMPT.format(instruction=INSTRUCTIONS[0],
+                                                                    report=REPORT))["input_ids"]
+    assert len(set(chosen)) >= 6
+
+
+def test_rejection_sampling_stops_at_its_cap():
+    """The release retries until 256 image tokens appear; cfbench stops after max_retries retries."""
+    from cfbench.autoregressive.sampling import attempt_seed, sample_with_retries
+
+    calls = []
+
+    def never_valid(indices, seeds):
+        calls.append(list(seeds))
+        return [[1, 2, 3] for _ in indices]
+
+    outputs, attempts = sample_with_retries(never_valid, [7, 8], lambda tokens: False, max_retries=4)
+    assert len(calls) == 5 and attempts == [4, 4] and outputs == [[1, 2, 3]] * 2
+    assert [seeds[0] for seeds in calls] == [attempt_seed(7, attempt) for attempt in range(5)]
+    assert len({seeds[0] for seeds in calls}) == 5  # every retry draws anew
+
+
+def test_llm_cxr_rejection_cap_is_recorded(llm_cxr_folder):
+    """Fewer new tokens than the grid has cells: no attempt can succeed, every sample stops at the cap."""
+    model = load("llm-cxr", llm_cxr_folder, max_new_tokens=5, max_retries=2)
+    results = model.edit(requests(2))
+    assert all(r.info["attempts"] == 3 and not r.info["complete"] for r in results)
+    assert model.identity()["settings"]["max_retries"] == 2 and model.identity()["adapter_version"] == 2
+
+
+def test_llm_cxr_released_output_is_matplotlibs_jpeg(llm_cxr_folder, tmp_path):
+    """output=released equals decoding the grid, writing it with matplotlib's imsave as the release's
+    decode_cxr_all.py does, and reading the JPEG back (channels averaged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from cfbench.autoregressive.taming_vq import taming_decode_rgb
+
+    model = load("llm-cxr", llm_cxr_folder, sampling="constrained")
+    edit = EditRequest(**{**requests(1, size=model.grid * 4)[0].__dict__})  # the VQ's own size: no resize
+    released = model.edit([edit])[0].image
+    floating = load("llm-cxr", llm_cxr_folder, sampling="constrained", output="float").edit([edit])[0].image
+    grid = torch.tensor(model.sample_grids([edit])[0], dtype=torch.long).view(-1, model.grid, model.grid)
+    rgb = taming_decode_rgb(model.vq, grid)[0].permute(1, 2, 0).numpy()
+    assert rgb.shape[:2] == edit.image.shape
+    plt.imsave(tmp_path / "release.jpg", rgb)
+    reference = np.asarray(Image.open(tmp_path / "release.jpg").convert("RGB"), dtype=np.float32).mean(axis=2) / 255
+    np.testing.assert_allclose(released, reference, atol=1e-6)
+    np.testing.assert_allclose(floating, rgb.mean(axis=2), atol=1e-6)
+    assert 0 < np.abs(released - floating).max() < 0.25
 
 
 def test_taming_round_trip_equals_the_vq_forward(llm_cxr_folder):
@@ -117,7 +187,60 @@ def test_progemu_prompt_equals_the_release_string(progemu_folder):
     assert model.progression_text(requests(1)[0]) == requests(1)[0].instruction  # no progression: instruction
 
 
+def test_progemu_forces_eol_at_the_release_text_positions(progemu_folder):
+    """The release's helper answers eol whenever offset % 65 == 0, also inside the interpretation: text
+    tokens 63, 128 and 193 (1-based) of a 64 x 64 grid; text_eol=none leaves the text free."""
+    from cfbench import autoregressive as ar
+    from cfbench.models.progemu import release_text_eol_positions
+
+    assert release_text_eol_positions(64, 198) == (62, 127, 192)
+    first_text_offset = 65 * 64 + 3  # 4160 grid tokens, eof, eoi: the text starts at offset 4163
+    assert all((first_text_offset + k) % 65 == 0 for k in (62, 127, 192))
+    assert release_text_eol_positions(8, 30) == (6, 15, 24)  # the tiny model's 8 x 8 grid
+    model = load("progemu", progemu_folder, native_resolution=32)
+    t = model.tokenizer
+    grammar = model.constraint()
+    text = [5] * 30
+    prefix = [0] * 74  # the fixed part's length: 8 rows of 9, eof, eoi
+    assert [k for k in range(30) if grammar.allowed(prefix + text[:k]).tolist() == [t.eol_id]] == [6, 15, 24]
+    free = load("progemu", progemu_folder, native_resolution=32, text_eol="none").constraint()
+    assert all(t.eol_id not in free.allowed(prefix + text[:k]).tolist() for k in range(30))
+    settings = ar.SamplingSettings(top_k=50, max_new_tokens=grammar.max_length, stop_ids=(t.eos_id,))
+    prompt = model.prompt_ids(torch.zeros(8, 8, dtype=torch.long), "worse")
+    outputs = ar.sample_tokens(model.lm, [prompt] * 4, ar.cpu_generators(range(4)), settings, pad_id=t.pad_id,
+                               constraints=[model.constraint() for _ in range(4)])
+    long = [tokens for tokens in outputs if len(tokens) > 74 + 7]
+    assert long and all(tokens[80] == t.eol_id for tokens in long)
+    codes, explanation = model.split_output(long[0])
+    assert "<" not in explanation and len(codes) == 64
+
+
+def test_progemu_padding_text_cleanup_and_negative_header(progemu_folder):
+    from cfbench.models.progemu import release_text_cleanup
+
+    model = load("progemu", progemu_folder, native_resolution=32)
+    t = model.tokenizer
+    short = [t.visual_first + 3, t.visual_first + 9, t.eol_id, t.eof_id, t.eoi_id]
+    assert model.split_output(short)[0] == [3] + [9] * 63  # the release pads with the last code
+    zero = load("progemu", progemu_folder, native_resolution=32, pad_codes="zero")
+    assert zero.split_output(short)[0] == [3, 9] + [0] * 62
+    assert model.split_output([t.eoi_id, t.eos_id])[0] is None  # no code: the release's black image
+    words = t.encode("the effusion") + [t.eol_id] + t.encode(" grew")
+    assert model.split_output([t.eoi_id, *words, t.eos_id])[1] == "the effusion grew"
+    assert model.split_output([t.eoi_id, *t.encode("<b>abc"), t.eos_id])[1] == ""  # 3 characters left: dropped
+    raw = load("progemu", progemu_folder, native_resolution=32, text_cleanup="none")
+    assert raw.split_output([t.eoi_id, *t.encode("<b>abc"), t.eos_id])[1] == "<b>abc"
+    assert release_text_cleanup("<|extra_200|> larger <x>effusion ") == "larger effusion"
+    header = [t.boi_id, *t.encode("64*64"), t.img_id]
+    assert model.negative_prompt_ids() == [t.bos_id, *header]  # the release's fixed "64*64" (grid 8 here)
+    grid = load("progemu", progemu_folder, native_resolution=32, negative_header="grid")
+    assert grid.negative_prompt_ids() == [t.bos_id, t.boi_id, *t.encode("8*8"), t.img_id]
+    assert model.identity()["adapter_version"] == 2 and model.identity()["settings"]["text_eol"] == "release"
+
+
 def test_progemu_grammar_batch_and_seeds(progemu_folder):
+    from cfbench.models.progemu import release_text_eol_positions
+
     model = load("progemu", progemu_folder, native_resolution=32, top_k=50)
     batch = requests()
     together = model.edit(batch)
@@ -138,7 +261,10 @@ def test_progemu_grammar_batch_and_seeds(progemu_folder):
         assert all(tokens[r * 9 + 8] == t.eol_id for r in range(8))
         assert all(t.visual_first <= tokens[r * 9 + c] < t.visual_first + 64 for r in range(8) for c in range(8))
         assert tokens[72:74] == [t.eof_id, t.eoi_id] and tokens[-1] == t.eos_id
-        assert all(tok < 256 for tok in tokens[74:-1]) and 2 <= len(tokens) - 75 <= 198
+        forced = [74 + k for k in release_text_eol_positions(8, 198) if 74 + k < len(tokens) - 1]
+        assert all(tokens[i] == t.eol_id for i in forced)  # the release's eol inside the text
+        assert all(tok < 256 for i, tok in enumerate(tokens[74:-1], start=74) if i not in forced)
+        assert 2 <= len(tokens) - 75 <= 198
     assert len({tuple(tokens) for tokens in outputs}) == 6
     guided = load("progemu", progemu_folder, native_resolution=32, cfg="true").edit(batch[:1])[0]
     assert np.abs(guided.image - together[0].image).max() > 1e-4
@@ -203,7 +329,8 @@ def test_cli_run_end_to_end_with_explanations(progemu_folder, llm_cxr_folder, tm
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert all(metrics[name]["n"] == 3 for name in ("bleu3", "meteor", "rouge_l"))  # the ProgEmu text columns
     assert main(["--quiet", "run", "--model", "llm-cxr", "--model-path", str(llm_cxr_folder), "--split", "demo",
-                 "--resolution", "32", "--out", str(tmp_path / "llm-run"), "--limit", "8", "--evaluator", "none"]) == 0
+                 "--resolution", "32", "--out", str(tmp_path / "llm-run"), "--limit", "8", "--evaluator", "none",
+                 "--option", "max_retries=1"]) == 0
 
 
 def test_cli_converts_an_emu3_vision_tokenizer(tmp_path):

@@ -191,6 +191,9 @@ def test_batch_equals_one_by_one_and_seeds_decide(folder, dataset):
         assert alone.explanation == result.explanation and isinstance(result.explanation, str)
     np.testing.assert_array_equal(model.edit([request("x1", 1)])[0].image, model.edit([request("x1", 1)])[0].image)
     assert np.abs(together[0].image - together[3].image).max() > 1e-3  # same labels, another seed
+    # as released, every report draws report_max_tokens tokens (text after a </s> kept)
+    assert all(r.info["report_tokens"] == 10 and not r.info["report_stopped"] for r in together)
+    assert model.identity()["adapter_version"] == 2 and model.identity()["settings"]["report_stop"] == "none"
 
 
 def test_report_head_stops_at_eos_respects_the_cap_and_equals_the_uncached_loop(folder, dataset):

@@ -93,7 +93,7 @@ def test_guidance_map_is_zero_outside_pseudo_mask_and_relevance_in_unit_interval
 def test_relevance_functions_clip_iqr_outliers_and_normalise():
     values = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)  # quartiles 3.75 and 11.25
     values[0, 3, 3] = 1000.0
-    clipped = rse.clip_iqr_outliers(values)
+    clipped = rse.clip_iqr_outliers(values, quartiles="linear")
     fence = 11.25 + 1.5 * 7.5
     assert clipped[0, 3, 3].item() == pytest.approx(fence)
     assert torch.equal(clipped[0, :3], values[0, :3])
@@ -106,6 +106,68 @@ def test_relevance_functions_clip_iqr_outliers_and_normalise():
     relevance = rse.relevance_map(text, image, (32, 32))
     assert relevance.shape == (2, 32, 32)
     assert relevance.min() >= 0.0 and relevance.max() <= 1.0
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4), (2, 5, 7), (3, 8, 8)])
+def test_quartiles_are_numpys_midpoint_rule_by_default(shape):
+    """The release takes Q1 and Q3 with ``np.percentile(..., interpolation="midpoint")``; the fence follows."""
+    maps = torch.from_numpy(np.random.default_rng(sum(shape)).gamma(1.5, size=shape).astype(np.float32))
+    maps[:, 0, 0] = 50.0  # an outlier to clip
+    for rule in ("midpoint", "linear"):
+        flat = maps.flatten(start_dim=1).numpy()
+        q1, q3 = (np.percentile(flat, q, axis=1, method=rule) for q in (25, 75))
+        expected = np.minimum(maps.numpy(), (q3 + 1.5 * (q3 - q1))[:, None, None])
+        clipped = rse.clip_iqr_outliers(maps, quartiles=rule) if rule == "linear" else rse.clip_iqr_outliers(maps)
+        np.testing.assert_allclose(clipped.numpy(), expected, rtol=1e-6)
+    # 4 x 4 = 0..15: midpoint quartiles 3.5 and 11.5 (linear: 3.75 and 11.25)
+    values = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)
+    values[0, 3, 3] = 1000.0
+    assert rse.clip_iqr_outliers(values)[0, 3, 3].item() == pytest.approx(11.5 + 1.5 * 8.0)
+    with pytest.raises(ValueError, match="quartiles"):
+        rse.clip_iqr_outliers(values, quartiles="nearest")
+
+
+@pytest.mark.parametrize("relevance_noise,start_latents", [("fresh", "sample"), ("shared", "mode")])
+def test_relevance_pass_draws_as_the_options_say(load, relevance_noise, start_latents):
+    """fresh (release): the relevance pass sees its own seeded noise on the second posterior sample;
+    shared + mode (cfbench's earlier way): the sampling noise on the posterior mode."""
+    from cfbench.core.seeds import derive_seed
+
+    model = load("instructx2x-relevance-only", relevance_noise=relevance_noise, start_latents=start_latents)
+    edit = request(14)
+    guidance = model.edit([edit])[0].guidance_map
+    components = model.components
+    mean, std = diffusion.posterior_moments(components, torch.from_numpy(edit.image)[None])
+    shape = tuple(mean.shape[1:])
+    if start_latents == "sample":
+        source = (mean + std * diffusion.seeded_noise([derive_seed(edit.seed, "source-posterior")], shape, "cpu"))
+    else:
+        source = mean
+    seed = derive_seed(edit.seed, "relevance-noise") if relevance_noise == "fresh" else edit.seed
+    conditioning = diffusion.InstructPix2PixConditioning(
+        mean, diffusion.encode_text(components, [edit.instruction]), diffusion.encode_text(components, [""]))
+    relevance = model.relevance_maps(source * components.latent_scaling,
+                                     diffusion.seeded_noise([seed], shape, "cpu"), conditioning)
+    np.testing.assert_allclose(guidance, rse.resize_maps(relevance, (SIZE, SIZE))[0].numpy(), atol=1e-5)
+    other = load("instructx2x-relevance-only", relevance_noise="shared" if relevance_noise == "fresh" else "fresh",
+                 start_latents=start_latents).edit([edit])[0].guidance_map
+    assert np.abs(other - guidance).max() > 1e-3
+
+
+def test_release_precision_policy_applies_on_cuda_with_precision_auto(load):
+    """On CUDA, precision=auto loads float32 weights (UNet and VAE then run under fp16 autocast, the text
+    encoder in fp16, as the release); an explicit precision wins; the CPU stays float32."""
+    family = get_model_class("instructx2x")
+    settings = family.settings_class.from_options({})
+    assert family.release_precision(settings, "cuda") and not family.release_precision(settings, "cpu")
+    assert family.weights_dtype(settings, "cuda") == torch.float32
+    assert family.weights_dtype(family.settings_class.from_options({"precision": "fp16"}), "cuda") == torch.float16
+    assert not family.release_precision(family.settings_class.from_options({"precision": "fp32"}), "cuda")
+    model = load("instructx2x")
+    assert not model.autocast and model.identity()["precision_policy"] == "all networks float32"
+    identity = model.identity()
+    assert identity["adapter_version"] == 2
+    assert identity["settings"]["relevance_noise"] == "fresh" and identity["settings"]["quartiles"] == "midpoint"
 
 
 def test_latent_guidance_is_the_downsampled_mask_times_latent_relevance():
@@ -160,18 +222,23 @@ def test_all_ones_mask_reproduces_plain_instruct_pix2pix(load):
     np.testing.assert_allclose(masked.image, plain.image, atol=1e-6)
 
 
-def test_plain_loop_matches_diffusers_instruct_pix2pix_pipeline(load, tiny_folder):
+@pytest.mark.parametrize("start_latents", ["sample", "mode"])
+def test_plain_loop_matches_diffusers_instruct_pix2pix_pipeline(load, tiny_folder, start_latents):
     """The shared loop is the InstructPix2Pix sampler: same output as diffusers' own pipeline with DDIM,
-    started from the same latents."""
+    started from the same latents: a seeded VAE posterior sample (the release) or the posterior mode."""
     from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 
-    model = load("instructpix2pix")
+    from cfbench.core.seeds import derive_seed
+
+    model = load("instructpix2pix", start_latents=start_latents)
     edit = request(5)
     ours = model.edit([edit])[0].image
 
     components = model.components
     image = torch.from_numpy(edit.image)[None]
-    source = diffusion.encode_images(components, image) * components.latent_scaling
+    mean, std = diffusion.posterior_moments(components, image)
+    posterior_noise = diffusion.seeded_noise([derive_seed(edit.seed, "start-posterior")], tuple(mean.shape[1:]), "cpu")
+    source = (mean + std * posterior_noise if start_latents == "sample" else mean) * components.latent_scaling
     noise = diffusion.seeded_noise([edit.seed], tuple(source.shape[1:]), components.device)
     components.scheduler.set_timesteps(STEPS)
     start = diffusion.noise_to_timestep(components, source, noise, int(components.scheduler.timesteps[0]))
@@ -270,6 +337,22 @@ def test_half_precision_on_cuda_is_finite_and_batch_independent(tiny_folder, mas
         np.testing.assert_allclose(together.image, alone.image, atol=3e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_release_precision_policy_on_cuda_is_finite_and_close_to_fp32(tiny_folder, masks_file):
+    """precision=auto on CUDA: UNet and VAE weights float32 under fp16 autocast, text encoder float16."""
+    def cuda_model(precision):
+        return get_model_class("instructx2x").load(LoadContext(model_path=tiny_folder, device="cuda", options={
+            "native_resolution": str(SIZE), "steps": str(STEPS), "pseudo_masks": str(masks_file),
+            "precision": precision}))
+
+    release = cuda_model("auto")
+    assert release.autocast and release.components.unet.dtype == torch.float32
+    assert release.components.text_encoder.dtype == torch.float16
+    edit = request(16)
+    ours, full = release.edit([edit])[0], cuda_model("fp32").edit([edit])[0]
+    assert np.isfinite(ours.image).all() and np.abs(ours.image - full.image).mean() < 0.05
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_weights_on_cpu_run_the_same_code_path(load, precision):
     """The half-precision casts (weights in bf16/fp16, latents and scheduler in float32) on the CPU: outputs
@@ -320,3 +403,18 @@ def test_default_pseudo_masks_are_the_datasets_own(tiny_folder, masks_file, tmp_
     outside = np.ones((SIZE, SIZE), dtype=bool)
     outside[CARDIOMEGALY] = False
     assert np.all(guidance[outside] == 0.0)  # the dataset's cardiomegaly box, not NIH's
+
+
+def test_release_masks_imported_from_a_clone_drive_the_pseudo_mask(tiny_folder, tmp_path):
+    """pseudo_masks=FILE from `cfbench masks import-instructx2x`: the release's substring rule on the text."""
+    from cfbench.datasets.instructx2x_masks import import_instructx2x_masks
+    from tests.helpers.instructx2x_release import release_selection, write_instructx2x_clone
+
+    path = tmp_path / "release_masks.npz"
+    import_instructx2x_masks(write_instructx2x_clone(tmp_path / "clone", size=SIZE)).save(path)
+    model = get_model_class("instructx2x-mask-only").load(LoadContext(model_path=tiny_folder, options={
+        "native_resolution": str(SIZE), "steps": "2", "pseudo_masks": str(path)}))
+    assert model.identity()["pseudo_masks"].startswith("InstructX2X release masks")
+    for instruction in ("Add the finding of pleural effusion", "Add the finding of heart failure"):
+        guidance = model.edit([request(15, instruction)])[0].guidance_map
+        np.testing.assert_array_equal(guidance, release_selection(instruction, SIZE).astype(np.float32))
