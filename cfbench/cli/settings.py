@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cfbench.api.registry import available_models, expected_weights_path, phantom_weights_path
+from cfbench.api.registry import available_models, broken_plugins, expected_weights_path, phantom_weights_path
 from cfbench.cli.common import CliError, progress
 from cfbench.core import config
 
@@ -29,10 +29,13 @@ def cmd_models(args) -> int:
             "phantom_checkpoint": str(phantom_weights_path(cls)) if phantom_weights_path(cls) else None,
             "description": cls.description,
         })
+    broken = [{"name": plugin.name, "origin": plugin.origin, "broken": plugin.error, "entry_point": plugin.value}
+              for plugin in broken_plugins().values()]
     if args.json:
+        rows += broken
         print(json.dumps(rows, indent=2))
         return 0
-    width = max((len(row["name"]) for row in rows), default=0) + 2
+    width = max((len(row["name"]) for row in rows + broken), default=0) + 2
     for row in rows:
         flags = [row["input"]] + [flag for flag in ("guidance_map", "explanation") if row[flag]]
         if row["weights"] is None:
@@ -44,6 +47,9 @@ def cmd_models(args) -> int:
         print(f"{row['name']:<{width}}[{', '.join(flags)}] {row['native_resolution']} px, {row['origin']}; {weights}")
         if row["description"]:
             print(f"{'':<{width}}{row['description']}")
+    for row in broken:
+        print(f"{row['name']:<{width}}BROKEN ({row['origin']}, {row['entry_point']}): {row['broken']}")
+        print(f"{'':<{width}}only commands that name this model fail; reinstall or fix the plugin")
     return 0
 
 
