@@ -4,6 +4,7 @@
     cfbench run --model NAME --split SPLIT        generate, then evaluate
     cfbench generate --model NAME --split SPLIT   generate only (resumable)
     cfbench eval --run DIR                        evaluate a run folder
+    cfbench check --model NAME --split SPLIT      preflight: data, weights, evaluator weights, disk, device
     cfbench models                                registered models, capabilities, weights
     cfbench config [set KEY VALUE]                settings in force and where they come from
     cfbench data phantom --n 600 --out DIR        write a phantom dataset
@@ -20,17 +21,18 @@ import argparse
 import sys
 
 from cfbench.api.registry import PluginError, UnknownModelError
-from cfbench.cli import data, leaderboard, phantom, run, settings, train
+from cfbench.cli import check, data, leaderboard, phantom, run, settings, train
 from cfbench.cli.common import CliError, use_help_formatter
 from cfbench.core import config
 from cfbench.core.errors import WeightsNotFoundError
 from cfbench.core.storage import LockedError
 from cfbench.datasets.layout import DatasetError
+from cfbench.evaluation.preflight import PreflightError
 from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
 from cfbench.runs.store import RunConfigMismatch
 
-VERB_GROUPS = (leaderboard, run, settings, phantom, data, train)  # the order of `cfbench --help`
+VERB_GROUPS = (leaderboard, run, check, settings, phantom, data, train)  # the order of `cfbench --help`
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
-               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError)
+               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError,
+               PreflightError)
 
 
 def _apply_allocator_setting() -> None:

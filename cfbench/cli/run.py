@@ -71,6 +71,12 @@ def _data_dir(args) -> Path:
     return configured
 
 
+def run_folder(args) -> Path:
+    """--out, or {runs_dir}/{model}-{split}-seed{seed}."""
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
+    return Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
+
+
 def _settings_from_args(args):
     from cfbench.runs.generate import RunSettings
 
@@ -88,8 +94,7 @@ def _settings_from_args(args):
             raise WeightsNotFoundError(error.missing, "the dataset folder is not set either: pass --data DIR, set "
                                                       "CFBENCH_DATA_DIR or run `cfbench config set data_dir DIR`") from None
         raise
-    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
-    out = Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
+    out = run_folder(args)
     shard, device = _shard_and_device(getattr(args, "shard", None), args.device)
     return RunSettings(
         model=args.model, split=args.split, data_dir=_data_dir(args), out=out, model_path=model_path,
@@ -223,16 +228,25 @@ def _evaluate(args, run_folder) -> dict:
 
 
 def cmd_generate(args) -> int:
+    from cfbench.cli.check import preflight_or_stop, request_from_args
+
+    preflight_or_stop(request_from_args(args, evaluate=False), quiet=not progress(args))
     return _generate(args)[1]
 
 
 def cmd_run(args) -> int:
+    from cfbench.cli.check import preflight_or_stop, request_from_args
+
+    preflight_or_stop(request_from_args(args), quiet=not progress(args))  # before hours of generation
     settings, status = _generate(args)
     _print_metrics(_evaluate(args, settings.out))
     return status
 
 
 def cmd_eval(args) -> int:
+    from cfbench.cli.check import eval_request, preflight_or_stop
+
+    preflight_or_stop(eval_request(args), quiet=not progress(args))
     report = _evaluate(args, args.run)
     _print_metrics(report)
     print(f"wrote {Path(args.run) / 'metrics.json'}, predictions.csv and evaluation.npz")
