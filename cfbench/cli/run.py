@@ -19,7 +19,7 @@ from cfbench.cli.common import (
     resolution_type,
 )
 from cfbench.core import config
-from cfbench.datasets.layout import SPLITS, dataset_kind
+from cfbench.datasets.layout import NO_DATA_FOLDER, SPLITS, WHERE_DATA_COMES_FROM, dataset_kind
 from cfbench.evaluation.protocol import AGE_REFERENCES, CLIP_I_VARIANTS, EVALUATORS, KL_VARIANTS, Protocol
 
 
@@ -64,10 +64,7 @@ def _data_dir(args) -> Path:
         return demo_dataset(config.resolve_path("cache_dir"), resolution=args.resolution, progress=progress(args))
     configured = config.resolve_path("data_dir")
     if configured is None:
-        raise CliError(
-            "no dataset folder: pass --data DIR, set CFBENCH_DATA_DIR, or run `cfbench config set data_dir DIR` "
-            "(or use --split demo for the embedded phantom set)"
-        )
+        raise CliError(NO_DATA_FOLDER)
     return configured
 
 
@@ -92,7 +89,8 @@ def _settings_from_args(args):
     except WeightsNotFoundError as error:
         if not args.data and args.split != "demo" and config.resolve_path("data_dir") is None:
             raise WeightsNotFoundError(error.missing, "the dataset folder is not set either: pass --data DIR, set "
-                                                      "CFBENCH_DATA_DIR or run `cfbench config set data_dir DIR`") from None
+                                                      "CFBENCH_DATA_DIR or run `cfbench config set data_dir DIR`; "
+                                                      + WHERE_DATA_COMES_FROM) from None
         raise
     out = run_folder(args)
     shard, device = _shard_and_device(getattr(args, "shard", None), args.device)

@@ -29,7 +29,7 @@ from cfbench.api.registry import PluginError, UnknownModelError, get_model_class
 from cfbench.core.config import PACKAGE_DATA_DIR
 from cfbench.core.errors import WeightsNotFoundError
 from cfbench.core.hashing import file_sha256
-from cfbench.datasets.layout import DatasetError, dataset_kind
+from cfbench.datasets.layout import NO_DATA_FOLDER, DatasetError, dataset_kind
 from cfbench.evaluation import weights as weights_manager
 
 STATUSES = ("ok", "warn", "blocker")
@@ -85,8 +85,7 @@ RECORD_BYTES = 4096
 
 def _dataset_items(request: PreflightRequest) -> tuple[list[CheckItem], object | None]:
     if request.data_dir is None:
-        return [CheckItem("dataset", "blocker", "no dataset folder: pass --data DIR, set CFBENCH_DATA_DIR or "
-                                                "`cfbench config set data_dir DIR`")], None
+        return [CheckItem("dataset", "blocker", NO_DATA_FOLDER)], None
     from cfbench.datasets.edit_dataset import EditDataset
 
     try:

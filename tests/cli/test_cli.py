@@ -69,9 +69,11 @@ def test_weights_listing_and_missing_weights_at_evaluation(random_dataset, tmp_p
     assert rows["xrv-race"]["path"].startswith(str(tmp_path / "home" / ".torchxrayvision" / "models_data"))
     assert main(["weights", "fetch", "nope"]) == 2
     assert "unknown weights 'nope'" in capsys.readouterr().err
-    # evaluating a real-data run without the torchxrayvision weights: one clear error, generation kept
-    status = main(["--quiet", "run", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
-                   "--resolution", "32", "--out", str(tmp_path / "run")])
+    # `run` stops before generating (the preflight, tests/evaluation/test_preflight.py); evaluating a generated
+    # real-data run without the torchxrayvision weights: one clear error, generation kept
+    assert main(["--quiet", "generate", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
+                 "--resolution", "32", "--out", str(tmp_path / "run")]) == 0
+    status = main(["--quiet", "eval", "--run", str(tmp_path / "run")])
     error = capsys.readouterr().err
     assert status == 2 and "resnet_race_detection_val-loss_0.157_mimic_public.pt" in error
     assert "cfbench weights fetch" in error
@@ -135,4 +137,7 @@ def test_nonexistent_data_folder_and_unset_data_with_missing_weights(isolated_se
         assert "no such dataset folder: /nonexistent" in capsys.readouterr().err
     assert main(["--quiet", "run", "--model", "instructx2x", "--split", "holdout"]) == 2
     error = capsys.readouterr().err
-    assert "weights for model 'instructx2x' not found" in error and "dataset folder is not set either" in error
+    assert "weights for model 'instructx2x' not found" in error and "no dataset folder" in error
+    for source in ("PhysioNet", "MIMIC-CXR-JPG", "Medical-Diff-VQA", "MIMIC-IV", "credentialed",
+                   "cfbench data build mimic"):
+        assert source in error
