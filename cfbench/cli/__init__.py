@@ -22,7 +22,7 @@ import sys
 
 from cfbench.api.registry import PluginError, UnknownModelError
 from cfbench.cli import check, data, leaderboard, phantom, run, settings, train
-from cfbench.cli.common import CliError, use_help_formatter
+from cfbench.cli.common import CliError, quiet_libraries, use_help_formatter
 from cfbench.core import config
 from cfbench.core.errors import WeightsNotFoundError
 from cfbench.core.storage import LockedError
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark counterfactual chest X-ray generators: "
                     "split -> model.edit -> run folder -> evaluators -> metrics -> leaderboard.",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, cfbench's or the libraries' (diffusers, transformers, tqdm)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for group in VERB_GROUPS:
         group.add_verbs(verbs)
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb != "config":  # `cfbench config` must run to repair a bad value
             _apply_allocator_setting()
-        return args.handler(args)
+        with quiet_libraries(args.quiet):
+            return args.handler(args)
     except USER_ERRORS as error:
         print(f"cfbench: error: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import os
 import re
+import sys
 
 
 class CliError(RuntimeError):
@@ -50,14 +54,42 @@ def progress(args) -> bool:
     return not getattr(args, "quiet", False)
 
 
+# What --quiet sets for the libraries cfbench calls: tqdm's bars (diffusers' sampling loops and huggingface_hub
+# use tqdm), and the diffusers / transformers loggers' info messages.
+QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DIFFUSERS_VERBOSITY": "error",
+                     "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+@contextlib.contextmanager
+def quiet_libraries(quiet: bool):
+    """Under --quiet, silence the libraries' progress bars and chatter for the command, then restore."""
+    if not quiet:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in QUIET_ENVIRONMENT}
+    os.environ.update(QUIET_ENVIRONMENT)
+    for name in ("diffusers", "transformers"):  # already imported: their loggers read the variable at import
+        if name in sys.modules:
+            module = importlib.import_module(f"{name}.utils.logging")
+            module.set_verbosity_error()
+            if hasattr(module, "disable_progress_bar"):
+                module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
 def report_build(counts: dict, source: str, out: str) -> int:
     """Print what a dataset build wrote and the first failures; the exit status."""
-    import sys
-
     print(f"wrote {counts['written']} of {counts['pairs']} {source} pairs to {out}")
     for message in counts["failed"][:20]:
         print(f"  failed: {message}", file=sys.stderr)

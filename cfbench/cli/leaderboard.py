@@ -12,13 +12,42 @@ from cfbench.core.storage import atomic_write_text
 from cfbench.phantom.scenario import DEMO_RESOLUTION
 
 
+def _print_model_done(done) -> None:
+    """One line as each demo model finishes: its headline metrics, or its error; the estimate for the rest."""
+    from cfbench.leaderboard.console import duration_text, model_summary_line
+
+    what = model_summary_line(done.row) if done.row else f"{done.model}: FAILED ({done.error})"
+    left = done.total - done.index
+    if not left:
+        estimate = "all models done"
+    elif done.seconds_left is None:
+        estimate = f"{left} model(s) to go (an estimate follows once a model of each kind has finished)"
+    else:
+        estimate = f"about {duration_text(done.seconds_left)} left for {left} model(s)"
+    print(f"[{done.index}/{done.total}] {duration_text(done.seconds)}: {what}; {estimate}", flush=True)
+
+
+def _demo_preflight(args, runs_dir: Path) -> None:
+    """The preflight of the demo: the phantom evaluator shipped, disk, device (the data is built here)."""
+    from cfbench.cli.check import preflight_or_stop
+    from cfbench.evaluation.preflight import PreflightRequest
+    from cfbench.phantom.dataset import DEMO_SIZE
+
+    preflight_or_stop(PreflightRequest(model=None, split="demo", data_dir=None, out=runs_dir,
+                                       resolution=args.resolution, limit=DEMO_SIZE, evaluator="phantom-cnn",
+                                       data_built_later=True),
+                      quiet=not progress(args))
+
+
 def cmd_demo(args) -> int:
     from cfbench.leaderboard.demo import format_table, run_demo
 
     runs_dir = Path(args.out) if args.out else config.resolve_path("runs_dir") / "demo"
+    _demo_preflight(args, runs_dir)
     try:
         rows, notes = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
-                               all_models=args.all, only=args.models, progress=progress(args))
+                               all_models=args.all, only=args.models, progress=progress(args),
+                               on_model_done=_print_model_done)
     except ValueError as error:
         raise CliError(str(error)) from error
     for note in notes:

@@ -60,7 +60,7 @@ class PreflightError(RuntimeError):
 class PreflightRequest:
     """What a command is about to do. ``evaluator``: "auto", "phantom-cnn", "xrv" or "none"; ``evaluate``:
     whether the command evaluates (``generate`` does not); ``generate``: whether it generates (``eval`` does
-    not); ``resolution``: pixels per image side; ``limit``: samples of the split (None: all)."""
+    not); ``data_built_later``: the command builds its dataset (``demo``); ``resolution``: pixels per image side; ``limit``: samples of the split (None: all)."""
 
     model: str | None
     split: str
@@ -75,6 +75,7 @@ class PreflightRequest:
     evaluate: bool = True
     clip_model: str | None = None
     strict: bool = False
+    data_built_later: bool = False  # the command builds its data itself (the demo): no dataset to check yet
 
 
 # An upper bound of what a run writes per sample: a 16-bit PNG of the generated image (about 2 bytes a pixel
@@ -201,21 +202,24 @@ def _extras_items(request: PreflightRequest) -> list[CheckItem]:
 
 def preflight(request: PreflightRequest) -> list[CheckItem]:
     """Every item a run of ``request`` needs, in the order the run meets them (nothing is written)."""
-    items, dataset = _dataset_items(request)
+    if request.data_dir is None and request.data_built_later:
+        items, dataset = [CheckItem("dataset", "ok", "built by the command itself (cached after the first run)")], None
+    else:
+        items, dataset = _dataset_items(request)
     kind = dataset_kind(request.data_dir) if request.data_dir is not None else None
     if request.model is not None and request.generate:
         items += _model_items(request, kind)
-    if request.evaluate and dataset is not None:
-        has_race = any(sample.race for sample in dataset)
-        keys = evaluator_weights_keys(request.evaluator, kind, has_race)
+    if request.evaluate and (dataset is not None or request.data_built_later):
         if request.evaluator == "phantom-cnn" or (request.evaluator == "auto" and kind == "phantom"):
             items.append(_phantom_evaluator_item())
         elif request.evaluator == "none":
             items.append(CheckItem("evaluator", "ok", "none: pixel measures only"))
-        items += [trust_state(key) for key in keys]
+        if dataset is not None:
+            has_race = any(sample.race for sample in dataset)
+            items += [trust_state(key) for key in evaluator_weights_keys(request.evaluator, kind, has_race)]
         items += _extras_items(request)
-    if request.generate and dataset is not None:
-        n = len(dataset) if request.limit is None else min(request.limit, len(dataset))
+    if request.generate and (dataset is not None or request.limit is not None):
+        n = request.limit if dataset is None else len(dataset) if request.limit is None else min(request.limit, len(dataset))
         items.append(_disk_item(request, n))
     items.append(_device_item(request.device))
     return items

@@ -141,3 +141,20 @@ def test_nonexistent_data_folder_and_unset_data_with_missing_weights(isolated_se
     for source in ("PhysioNet", "MIMIC-CXR-JPG", "Medical-Diff-VQA", "MIMIC-IV", "credentialed",
                    "cfbench data build mimic"):
         assert source in error
+
+
+def test_quiet_silences_the_libraries_bars_for_the_command_only(monkeypatch, capsys):
+    import io
+    import os
+
+    from tqdm.auto import tqdm
+
+    from cfbench.cli.common import quiet_libraries
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    stream = io.StringIO()
+    with quiet_libraries(True):
+        list(tqdm(range(3), file=stream))  # a library's bar: no disable= of its own (diffusers' sampling loops)
+    assert stream.getvalue() == "" and "TQDM_DISABLE" not in os.environ
+    list(tqdm(range(3), file=stream))
+    assert "3/3" in stream.getvalue()
