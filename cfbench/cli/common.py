@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import os
 import re
@@ -54,8 +55,9 @@ def progress(args) -> bool:
     return not getattr(args, "quiet", False)
 
 
-# What --quiet sets for the libraries cfbench calls: tqdm's bars (diffusers' sampling loops and huggingface_hub
-# use tqdm), and the diffusers / transformers loggers' info messages.
+# What --quiet sets for the libraries cfbench calls (and the processes they start): tqdm's bars (diffusers'
+# sampling loops and huggingface_hub use tqdm; in this process every tqdm bar is disabled for the command),
+# and the diffusers / transformers loggers' info messages.
 QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DIFFUSERS_VERBOSITY": "error",
                      "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
@@ -74,9 +76,20 @@ def quiet_libraries(quiet: bool):
             module.set_verbosity_error()
             if hasattr(module, "disable_progress_bar"):
                 module.disable_progress_bar()
+    from tqdm import std
+
+    original_init = std.tqdm.__init__  # TQDM_DISABLE is read when tqdm is imported: too late for a loaded tqdm
+
+    @functools.wraps(original_init)
+    def silent_init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original_init(self, *args, **kwargs)
+
+    std.tqdm.__init__ = silent_init
     try:
         yield
     finally:
+        std.tqdm.__init__ = original_init
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
