@@ -194,10 +194,28 @@ class RunSummary:
     run_id: str
     model: str
     metrics: dict
+    settings: dict = field(default_factory=dict)  # :func:`run_settings` of its manifest
 
     @property
     def label(self) -> str:
         return self.model
+
+
+SETTING_NAMES: tuple[str, ...] = ("resolution", "steps", "precision", "seed")
+"""The benchmark settings a leaderboard shows as columns whenever its runs do not all share them."""
+
+
+def run_settings(manifest: RunManifest) -> dict[str, str]:
+    """The run's benchmark settings as shown: resolution in px, sampling steps and precision (the model
+    options; "default" when the run kept the model's own), the run seed."""
+    options = manifest.config.options or {}
+    return {"resolution": f"{manifest.config.resolution} px", "steps": str(options.get("steps", "default")),
+            "precision": str(options.get("precision", "default")), "seed": str(manifest.config.seed)}
+
+
+def varying_settings(runs: list["RunSummary"]) -> list[str]:
+    """The setting names whose values are not all equal over the runs (the columns a table must show)."""
+    return [name for name in SETTING_NAMES if len({run.settings.get(name) for run in runs}) > 1]
 
 
 class LeaderboardError(ValueError):
@@ -215,7 +233,8 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
     runs = []
     for folder in map(Path, run_dirs):
         manifest = RunManifest.read(folder)
-        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder)))
+        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder),
+                               run_settings(manifest)))
     models = [run.model for run in runs]
     for run in runs:
         if models.count(run.model) > 1:

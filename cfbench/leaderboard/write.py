@@ -3,6 +3,8 @@
 Layout of ``out/``::
 
     README.md                 index: every table in Markdown, links to the files below
+    index.html                the same as a page: a sortable, filterable table of the runs, the plots, links
+                              to each run's manifest and the gallery (cfbench.leaderboard.site)
     instructx2x.{md,csv,tex}  InstructX2X-protocol table (measured rows, then the papers' reported rows)
     progemu.{md,csv,tex}      ProgEmu-protocol table
     per_finding_auroc.csv     pathology AUROC per finding and run (0-1, with intervals)
@@ -143,6 +145,9 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
             written.append(gallery_index)
         except (GalleryError, FileNotFoundError, OSError) as error:
             skipped.append(f"gallery: {error}")
+    from cfbench.leaderboard.site import write_site
+
+    written.insert(0, write_site(runs, out, plot_files, gallery_index, title))
     atomic_write_text(out / "README.md", _index(title, runs, boards, plot_files, gallery_index, skipped, out))
     written.insert(0, out / "README.md")
     return {"written": written, "skipped": skipped}
@@ -150,7 +155,8 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
 
 def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Path], gallery_index: Path | None,
            skipped: list[str], out: Path) -> str:
-    lines = [f"# {title}", "", "Written by `cfbench leaderboard`. Runs:", ""]
+    lines = [f"# {title}", "", "Written by `cfbench leaderboard`. Open [index.html](index.html) in a browser for the "
+             "sortable, filterable table (no server needed). Runs:", ""]
     for run in runs:
         dataset = run.metrics.get("dataset", {})
         evaluator = (run.metrics.get("evaluator") or {}).get("evaluator", "none")
