@@ -12,7 +12,8 @@
     cfbench convert-ckpt CKPT --config DIR --out DIR      LDM checkpoint -> diffusers folder
     cfbench data build mimic|nih|icg ...          build an edit dataset from a public or PhysioNet release
     cfbench masks build [--ms-cxr CSV ...]        pseudo masks for edit locality and RSE
-    cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots and an HTML gallery
+    cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots, index.html and an HTML gallery
+    cfbench export RUN_DIR                        a shareable results bundle (no images, no patient data)
 """
 
 from __future__ import annotations

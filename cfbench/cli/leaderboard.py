@@ -88,6 +88,19 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from cfbench.leaderboard.bundle import BundleError, export_run
+
+    try:
+        path = export_run(args.run, args.out, images=args.images)
+    except BundleError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): manifest, metrics, per-sample predictions without "
+          f"the patient columns{', images' if args.images else ', no images'}; `cfbench leaderboard {path.name} "
+          "...` reads it like a run folder")
+    return 0
+
+
 def add_verbs(verbs) -> None:
     """The ``demo`` and ``leaderboard`` verbs."""
     demo = verbs.add_parser(
@@ -114,9 +127,11 @@ def add_verbs(verbs) -> None:
         "leaderboard", help="tables (Markdown, CSV, LaTeX), plots and an HTML gallery from evaluated run folders",
         description="Write a leaderboard folder from evaluated run folders: the papers' table layouts "
                     "(InstructX2X, ProgEmu) with bootstrap intervals, run ids and the best value in bold, the "
-                    "papers' reported values as marked rows, plots (PNG + PDF) and an HTML gallery. "
+                    "papers' reported values as marked rows, plots (PNG + PDF), an HTML gallery and index.html (a "
+                    "sortable, filterable page of every run; no server needed). "
                     "With no run folders, writes only the papers' reported tables.")
-    board.add_argument("runs", nargs="*", metavar="RUN_DIR", help="evaluated run folders (metrics.json present)")
+    board.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                       help="evaluated run folders (metrics.json present) or results bundles (`cfbench export`)")
     board.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. leaderboards/NAME")
     board.add_argument("--no-reported", action="store_true", help="leave out the papers' reported rows")
     board.add_argument("--bold-reported", action="store_true",
@@ -128,4 +143,16 @@ def add_verbs(verbs) -> None:
     board.add_argument("--thumbnail", type=int, default=192, metavar="PX", help="gallery thumbnail side (default 192)")
     board.add_argument("--title", help="title of the leaderboard (default: from the output folder name)")
     board.set_defaults(handler=cmd_leaderboard)
+
+    export = verbs.add_parser(
+        "export", help="a small shareable archive of an evaluated run, read by `cfbench leaderboard` like the folder",
+        description="Write RUN.cfbench.tar.gz: manifest.json, metrics.json, the per-sample predictions on the "
+                    "generated images (predictions.csv without the patient columns: target labels, true race, "
+                    "sex and age, the evaluator's outputs on the real images) and results.jsonl; no images "
+                    "unless --images (MIMIC-derived images fall under PhysioNet's data use agreement). Groups "
+                    "publish and merge results with it: `cfbench leaderboard A.cfbench.tar.gz B/ --out DIR`.")
+    export.add_argument("run", metavar="RUN_DIR", help="evaluated run folder")
+    export.add_argument("--out", metavar="FILE", help="archive path (default RUN_DIR.cfbench.tar.gz beside the folder)")
+    export.add_argument("--images", action="store_true", help="include the generated images and guidance maps")
+    export.set_defaults(handler=cmd_export)
 

@@ -10,7 +10,8 @@ Layout of ``out/``::
     per_finding_auroc.csv     pathology AUROC per finding and run (0-1, with intervals)
     by_operation.csv          per operation kind: n and metrics with intervals, from per-sample data
     plots/                    metric_bars, tradeoff, finding_heatmap, by_operation (.png and .pdf)
-    gallery/index.html        input | outputs | guidance overlays | target, PNG thumbnails in gallery/img/
+    gallery/index.html        input | target | outputs | guidance overlays, PNG thumbnails in gallery/img/
+    bundles/                  results bundles given instead of run folders (`cfbench export`), unpacked
 
 With no run folders, only the papers' reported tables are written, one file set per paper table.
 """
@@ -85,6 +86,13 @@ def _by_operation_csv(breakdowns: dict[str, dict], runs: list[RunSummary]) -> st
     return buffer.getvalue()
 
 
+def unpack_bundles(run_dirs: list[str | Path], out: Path) -> list[Path]:
+    """Run folders as given; results bundles (``cfbench export``) unpacked into ``out/bundles/`` first."""
+    from cfbench.leaderboard.bundle import is_bundle, open_bundle
+
+    return [open_bundle(path, out / "bundles") if is_bundle(path) else Path(path) for path in run_dirs]
+
+
 def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool = True,
                       bold_reported: bool = False, plots: bool = True, gallery: bool = True,
                       gallery_samples: int = 8, thumbnail: int = 192, title: str | None = None,
@@ -96,9 +104,9 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     out = Path(out)
     if not run_dirs:
         return {"written": write_reported_tables(out), "skipped": []}
-    runs = load_runs(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by an earlier write killed mid-way
+    runs = load_runs(unpack_bundles(run_dirs, out))
     title = title or f"cfbench leaderboard {out.name}"
     written, skipped = [], []
     boards = {}
@@ -140,11 +148,14 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     if gallery:
         from cfbench.leaderboard.gallery import GalleryError, write_gallery
 
+        with_images = [run for run in runs if (run.run_dir / "images").is_dir()]
+        skipped += [f"gallery: {run.label} is a results bundle without images" for run in runs if run not in with_images]
         try:
-            gallery_index = write_gallery(runs, out / "gallery", gallery_samples, thumbnail, title=f"Gallery · {title}")
+            gallery_index = write_gallery(with_images, out / "gallery", gallery_samples, thumbnail,
+                                          title=f"Gallery · {title}")
             written.append(gallery_index)
-        except (GalleryError, FileNotFoundError, OSError) as error:
-            skipped.append(f"gallery: {error}")
+        except (GalleryError, FileNotFoundError, OSError, ValueError, RuntimeError) as error:
+            skipped.append(f"gallery: {error}")  # DatasetError is a ValueError, EvaluationError a RuntimeError
     from cfbench.leaderboard.site import write_site
 
     written.insert(0, write_site(runs, out, plot_files, gallery_index, title))
