@@ -75,7 +75,7 @@ def cmd_leaderboard(args) -> int:
     if args.gallery_samples < 1 or args.thumbnail < 16:
         raise CliError("--gallery-samples must be >= 1 and --thumbnail >= 16")
     try:
-        result = write_leaderboard(args.runs, args.out, include_reported=not args.no_reported,
+        result = write_leaderboard(args.runs, args.out, include_reported=False if args.no_reported else True if args.all_reported else "auto",
                                    bold_reported=args.bold_reported, plots=not args.no_plots,
                                    gallery=not args.no_gallery, gallery_samples=args.gallery_samples,
                                    thumbnail=args.thumbnail, title=args.title)
@@ -134,6 +134,9 @@ def add_verbs(verbs) -> None:
                        help="evaluated run folders (metrics.json present) or results bundles (`cfbench export`)")
     board.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. leaderboards/NAME")
     board.add_argument("--no-reported", action="store_true", help="leave out the papers' reported rows")
+    board.add_argument("--all-reported", action="store_true",
+                       help="show the papers' reported rows beside any runs (default: only beside runs on the dataset "
+                            "they were measured on, e.g. MIMIC-EDIT-INSTRUCTION; never beside phantom runs)")
     board.add_argument("--bold-reported", action="store_true",
                        help="let reported rows compete for bold with measured rows (off by default: other test "
                             "sets, and the papers' KL scale is unpublished)")

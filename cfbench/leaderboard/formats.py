@@ -31,9 +31,33 @@ def bold_rule(board: Leaderboard) -> str:
     else:
         among = "measured rows; reported rows are never bolded against measured ones"
     return (f"Bold: best value per column (↑ higher is better, ↓ lower is better; columns without an arrow are "
-            f"descriptive and not ranked) among {among}; oracle rows "
+            f"descriptive and not ranked) among {among}, only where it is significantly better than the "
+            "runner-up (paired bootstrap over the samples both runs share, as `cfbench compare`); "
+            f"{TIE_MARK} marks a best and runner-up that are not (or are equal as shown). Oracle rows "
             "(ground truth, true counterfactual, the papers' real images) are not bolded, and a column is bolded "
             "only when at least two candidate rows have a value.")
+
+
+TIE_MARK = "≈"
+
+
+def tie_notes(board: Leaderboard) -> list[str]:
+    """One line per column whose best is not bolded, saying why (the paired interval, or what was missing)."""
+    lines = []
+    titles = {column.key: board.title(column) for column in board.layout.columns}
+    for key, verdict in board.verdicts.items():
+        if verdict.best is None or verdict.significant:
+            continue
+        if verdict.difference is not None:
+            value, low, high = verdict.difference
+            scale = next(c.scale for c in board.layout.columns if c.key == key)
+            decimals = next(c.decimals for c in board.layout.columns if c.key == key)
+            detail = (f"{verdict.best} - {verdict.runner_up} = {format_value(value * scale, decimals)} "
+                      f"[{format_value(low * scale, decimals)}, {format_value(high * scale, decimals)}]")
+        else:
+            detail = verdict.reason
+        lines.append(f"{titles[key]}: {TIE_MARK} {verdict.best} vs {verdict.runner_up}, no bold ({detail}).")
+    return lines
 
 
 def _level_text(board: Leaderboard) -> str:
@@ -43,7 +67,7 @@ def _level_text(board: Leaderboard) -> str:
 
 def notes(board: Leaderboard) -> list[str]:
     """The table's footnotes: bold rule, intervals, scales, and each reported table's citation."""
-    lines = [bold_rule(board)]
+    lines = [bold_rule(board), *tie_notes(board)]
     if board.measured_rows():
         lines.append(f"Brackets: {_level_text(board)} percentile bootstrap interval over samples (FID: over "
                      "fewer resamples, shifted down by the bootstrap bias estimate, see metrics.json). Source of a measured row: run folder name @ first 8 hex digits of the SHA-256 of its config.")
@@ -67,7 +91,7 @@ def notes(board: Leaderboard) -> list[str]:
 # ---------------------------------------------------------------- Markdown
 
 def _md_cell(cell: Cell, column: Column) -> str:
-    text = f"**{cell.text}**" if cell.bold else cell.text
+    text = f"**{cell.text}**" if cell.bold else f"{cell.text} {TIE_MARK}" if cell.tie else cell.text
     interval = _interval(cell, column)
     return f"{text} {interval}" if interval else text
 
@@ -99,7 +123,7 @@ def to_csv(board: Leaderboard) -> str:
     fields = ["model", "kind", "source", "n"]
     for column in columns:
         fields += [column.key, f"{column.key}_ci_low", f"{column.key}_ci_high"]
-    fields += ["best", "run_dir", "citation"]
+    fields += ["best", "tie", "run_dir", "citation"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -116,6 +140,7 @@ def to_csv(board: Leaderboard) -> str:
             record[f"{column.key}_ci_low"] = "" if cell.ci_low is None else repr(cell.ci_low)
             record[f"{column.key}_ci_high"] = "" if cell.ci_high is None else repr(cell.ci_high)
         record["best"] = ";".join(c.key for c in columns if row.cells[c.key].bold)
+        record["tie"] = ";".join(c.key for c in columns if row.cells[c.key].tie)
         writer.writerow(record)
     return buffer.getvalue()
 
@@ -124,7 +149,8 @@ def to_csv(board: Leaderboard) -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+                  "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+                  "≈": r"$\approx$", "−": "-"}
 
 
 def latex_escape(text: str) -> str:
@@ -140,6 +166,8 @@ def _latex_cell(cell: Cell, column: Column) -> str:
     text = latex_escape(cell.text)
     if cell.bold:
         text = rf"\textbf{{{text}}}"
+    elif cell.tie:
+        text += r"$^{\approx}$"
     interval = _interval(cell, column)
     return rf"{text}\,{{\scriptsize {interval}}}" if interval else text
 

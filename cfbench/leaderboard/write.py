@@ -93,11 +93,23 @@ def unpack_bundles(run_dirs: list[str | Path], out: Path) -> list[Path]:
     return [open_bundle(path, out / "bundles") if is_bundle(path) else Path(path) for path in run_dirs]
 
 
-def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool = True,
+def reported_tables_for(runs: list[RunSummary], include_reported: bool | str = "auto") -> list:
+    """The papers' tables to show beside these runs: "auto" (default) only those measured on a dataset kind
+    some run was evaluated on (the MIMIC rows do not sit beside phantom rows); True: all; False: none."""
+    if include_reported == "auto":
+        kinds = {(run.metrics.get("dataset") or {}).get("kind") for run in runs}
+        return [table for table in LEADERBOARD_TABLES if table.dataset_kind in kinds]
+    return list(LEADERBOARD_TABLES) if include_reported else []
+
+
+def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool | str = "auto",
                       bold_reported: bool = False, plots: bool = True, gallery: bool = True,
                       gallery_samples: int = 8, thumbnail: int = 192, title: str | None = None,
                       breakdown_resamples: int = BREAKDOWN_RESAMPLES) -> dict[str, list]:
     """Tables, plots and gallery of evaluated runs into out/; returns {"written": paths, "skipped": reasons}.
+
+    include_reported: the papers' rows, see :func:`reported_tables_for` ("auto": only beside runs on the
+    dataset kind they were measured on).
 
     breakdown_resamples: bootstrap resamples of the per-operation intervals (fewer than the headline
     metrics': each kind rescores every metric per resample; the count is written in by_operation.csv)."""
@@ -111,7 +123,7 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     written, skipped = [], []
     boards = {}
     for name, layout in LAYOUTS.items():
-        board = build_leaderboard(runs, name, reported=list(LEADERBOARD_TABLES) if include_reported else [],
+        board = build_leaderboard(runs, name, reported=reported_tables_for(runs, include_reported),
                                   bold_reported=bold_reported)
         if layout.optional and not any(cell.value is not None for row in board.measured_rows()
                                        for cell in row.cells.values()):
