@@ -30,10 +30,10 @@ def bold_rule(board: Leaderboard) -> str:
         among = "measured rows and the reported generated rows (different test sets: use with care)"
     else:
         among = "measured rows; reported rows are never bolded against measured ones"
-    return (f"Bold: best value per column (↑ higher is better, ↓ lower is better; columns without an arrow are "
-            f"descriptive and not ranked) among {among}, only where it is significantly better than the "
-            "runner-up (paired bootstrap over the samples both runs share, as `cfbench compare`); "
-            f"{TIE_MARK} marks a best and runner-up that are not (or are equal as shown). Oracle rows "
+    return (f"Bold: the best value of a column (↑ higher is better, ↓ lower is better; columns without an arrow "
+            "are descriptive and not ranked), only where it is significantly better than the runner-up (paired "
+            "bootstrap over the samples both runs share, as `cfbench compare`); "
+            f"{TIE_MARK} marks a best and runner-up that are not (or are equal as shown). Candidates: {among}. Oracle rows "
             "(ground truth, true counterfactual, the papers' real images) are not bolded, and a column is bolded "
             "only when at least two candidate rows have a value.")
 
@@ -162,28 +162,53 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def _latex_cell(cell: Cell, column: Column) -> str:
+def _latex_value(cell: Cell) -> str:
     text = latex_escape(cell.text)
     if cell.bold:
-        text = rf"\textbf{{{text}}}"
-    elif cell.tie:
-        text += r"$^{\approx}$"
-    interval = _interval(cell, column)
-    return rf"{text}\,{{\scriptsize {interval}}}" if interval else text
+        return rf"\textbf{{{text}}}"
+    return text + r"$^{\approx}$" if cell.tie else text
 
 
-def _latex_row(row: Row, columns: tuple[Column, ...]) -> str:
+def _latex_label(row: Row, narrow: bool = False) -> str:
     label = latex_escape(row.label)
+    if narrow:  # a long plugin name ("pkg.adapter:Model") may break after '.', ':' and '_' in the narrow column
+        label = re.sub(r"(\.|:|\\_)", lambda match: match.group(1) + r"\allowbreak{}", label)
     if row.kind == REPORTED:
-        label = rf"\textit{{{label}}}$^\dagger$"
-    elif row.kind == REFERENCE:
-        label = rf"{label}$^\ddagger$"
-    source = "" if row.kind == REPORTED else rf"{{\scriptsize\texttt{{{latex_escape(row.source)}}}}}"
-    return " & ".join([label, source] + [_latex_cell(row.cells[c.key], c) for c in columns]) + r" \\"
+        return rf"\textit{{{label}}}$^\dagger$"
+    return rf"{label}$^\ddagger$" if row.kind == REFERENCE else label
+
+
+def _latex_row(row: Row, columns: tuple[Column, ...], narrow: bool = False) -> str:
+    """One table row; in the full-width variant a measured row has a second line: its run id under the model,
+    each interval under its value (so the table is as wide as its values, not values plus intervals)."""
+    first = " & ".join([_latex_label(row, narrow)] + [_latex_value(row.cells[c.key]) for c in columns]) + r" \\"
+    if narrow or row.kind == REPORTED:
+        return first
+    intervals = [_interval(row.cells[c.key], c) for c in columns]
+    second = " & ".join([rf"{{\tiny\texttt{{{latex_escape(row.source)}}}}}"]
+                        + [rf"{{\tiny {interval}}}" if interval else "" for interval in intervals]) + r" \\"
+    return first + "\n" + second
+
+
+def _stacked(text: str, width: int = 10) -> str:
+    """A header on as many lines as it needs at about ``width`` characters each (LaTeX, escaped), so a long
+    title does not widen its column."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    if len(lines) == 1:
+        return latex_escape(text)
+    return r"\begin{tabular}[b]{@{}c@{}}" + r"\\".join(latex_escape(part) for part in lines) + r"\end{tabular}"
 
 
 def _group_header(columns: tuple[Column, ...]) -> tuple[str, str]:
-    """The spanning header line (e.g. CMIG over Patho..CMIG) and its cmidrules; column offset 2."""
+    """The spanning header line (e.g. "CMIG terms" over Patho, Race, Age) and its cmidrules; column offset 1
+    (the model column)."""
     spans, start = [], 0
     while start < len(columns):
         end = start
@@ -195,38 +220,54 @@ def _group_header(columns: tuple[Column, ...]) -> tuple[str, str]:
     for group, first, last in spans:
         width = last - first + 1
         if group and width > 1:
-            cells.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(group)}}}")
-            rules.append(rf"\cmidrule(lr){{{first + 3}-{last + 3}}}")
+            cells.append(rf"\multicolumn{{{width}}}{{c}}{{{_stacked(group, 7 * width)}}}")
+            rules.append(rf"\cmidrule(lr){{{first + 2}-{last + 2}}}")
         else:
             cells += [""] * width
-    return " & ".join(["", ""] + cells) + r" \\", " ".join(rules)
+    return " & ".join([""] + cells) + r" \\", " ".join(rules)
 
 
-def to_latex(board: Leaderboard, label: str | None = None) -> str:
-    """A booktabs table (needs \\usepackage{booktabs}); reported rows in their own block, marked with a dagger."""
+def to_latex(board: Leaderboard, label: str | None = None, narrow: bool = False) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); reported rows in their own block, marked with a dagger.
+
+    Full width (default): a ``table*`` spanning both columns of a two-column paper, each measured row with its
+    run id and intervals on a second line. ``narrow``: a one-column ``table`` of the values only (intervals
+    and run ids are in the full table and the CSV), model names wrapped in a fixed-width first column."""
     columns = board.layout.columns
-    lines = ["% generated by `cfbench leaderboard`; needs \\usepackage{booktabs}",
-             r"\begin{table}[t]", r"\centering", r"\scriptsize" if len(columns) > 6 else r"\small",
+    environment = "table" if narrow else "table*"
+    many = len(columns) > 6
+    size = r"\tiny" if narrow and many else r"\scriptsize" if narrow or many else r"\footnotesize"
+    # raggedright, and \hspace{0pt} so that TeX may hyphenate a long first word (a model name)
+    first_column = (rf">{{\raggedright\arraybackslash\hspace{{0pt}}}}p{{{0.2 if many else 0.24}\linewidth}}"
+                    if narrow else "l")
+    lines = ["% generated by `cfbench leaderboard`; needs \\usepackage{booktabs} and \\usepackage{array}",
+             rf"\begin{{{environment}}}[t]", r"\centering", size,
+             rf"\setlength{{\tabcolsep}}{{{1 if narrow and many else 3}pt}}",
              rf"\caption{{{latex_escape(board.layout.title)}. {latex_escape(bold_rule(board))}}}",
-             rf"\label{{{label or 'tab:cfbench-' + board.layout.name}}}",
-             r"\begin{tabular}{ll" + "c" * len(columns) + "}", r"\toprule"]
+             rf"\label{{{(label or 'tab:cfbench-' + board.layout.name) + ('-narrow' if narrow else '')}}}",
+             r"\begin{tabular}{" + first_column + "r" * len(columns) + "}", r"\toprule"]
     group_line, rules = _group_header(columns)
     if rules:
         lines += [group_line, rules]
-    lines.append(" & ".join(["Model", "Source"] + [latex_escape(f"{board.title(c)} {c.arrow}".strip()) for c in columns]) + r" \\")
+    model_title = "Model" if narrow else r"Model / {\tiny run id}"
+    lines.append(" & ".join([model_title] + [_stacked(f"{board.title(c)} {c.arrow}".strip(), 6 if narrow else 16) for c in columns]) + r" \\")
     lines.append(r"\midrule")
     measured = board.measured_rows()
-    lines += [_latex_row(row, columns) for row in measured]
+    lines += [_latex_row(row, columns, narrow) for row in measured]
     for table in board.reported_tables:
         if measured or table is not board.reported_tables[0]:
             lines.append(r"\midrule")
-        heading = latex_escape(f"Reported in {table.short} ({table.test_set}); not measured by cfbench")
-        lines.append(rf"\multicolumn{{{len(columns) + 2}}}{{l}}{{\textit{{{heading}}}}} \\")
-        lines += [_latex_row(row, columns) for row in board.reported_rows() if row.source == table.short]
+        heading = latex_escape(f"Reported in {table.short}" if narrow else
+                               f"Reported in {table.short}; not measured by cfbench (test set in the notes)")
+        lines.append(rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{heading}}}}} \\")
+        lines += [_latex_row(row, columns, narrow) for row in board.reported_rows() if row.source == table.short]
     lines += [r"\bottomrule", r"\end{tabular}"]
     footnotes = [note for note in notes(board) if not note.startswith("Bold:")]
+    if narrow:
+        footnotes = [note for note in footnotes if not note.startswith("Brackets:")]
+        footnotes.insert(0, "Values only; intervals and run ids in the full-width table and the CSV.")
     markers = (r" $^\ddagger$oracle row (measured, never bolded)." if any(r.kind == REFERENCE for r in board.rows)
                else "") + (r" $^\dagger$reported value." if board.reported_tables else "")
     lines.append(r"\par\smallskip\parbox{\linewidth}{\tiny " + latex_escape(" ".join(footnotes)) + markers + "}")
-    lines.append(r"\end{table}")
+    lines.append(rf"\end{{{environment}}}")
     return "\n".join(lines) + "\n"

@@ -5,7 +5,8 @@ Layout of ``out/``::
     README.md                 index: every table in Markdown, links to the files below
     index.html                the same as a page: a sortable, filterable table of the runs, the plots, links
                               to each run's manifest and the gallery (cfbench.leaderboard.site)
-    instructx2x.{md,csv,tex}  InstructX2X-protocol table (measured rows, then the papers' reported rows)
+    instructx2x.{md,csv,tex}  InstructX2X-protocol table (measured rows, then the papers' reported rows);
+                              .tex is a full-width table*, instructx2x-narrow.tex a one-column variant
     progemu.{md,csv,tex}      ProgEmu-protocol table
     per_finding_auroc.csv     pathology AUROC per finding and run (0-1, with intervals)
     by_operation.csv          per operation kind: n and metrics with intervals, from per-sample data
@@ -39,8 +40,12 @@ BREAKDOWN_RESAMPLES = 200
 
 
 def write_table_files(board, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")]
-    for path, text in zip(paths, (to_markdown(board), to_csv(board), to_latex(board, f"tab:{stem.name}"))):
+    """{stem}.md, .csv, .tex (full width, table*) and {stem}-narrow.tex (one column, values only)."""
+    paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex"),
+             stem.with_name(f"{stem.name}-narrow.tex")]
+    texts = (to_markdown(board), to_csv(board), to_latex(board, f"tab:{stem.name}"),
+             to_latex(board, f"tab:{stem.name}", narrow=True))
+    for path, text in zip(paths, texts):
         atomic_write_text(path, text)
     return paths
 
@@ -188,7 +193,8 @@ def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Pa
     lines.append("")
     for name, board in boards.items():
         lines += [to_markdown(board, heading_level=2),
-                  f"Files: [{name}.md]({name}.md), [{name}.csv]({name}.csv), [{name}.tex]({name}.tex) (booktabs).", ""]
+                  f"Files: [{name}.md]({name}.md), [{name}.csv]({name}.csv), [{name}.tex]({name}.tex) (booktabs, "
+                  f"full width), [{name}-narrow.tex]({name}-narrow.tex) (one column).", ""]
     lines += ["## Plots", ""]
     for png in [p for p in plot_files if p.suffix == ".png"]:
         relative = png.relative_to(out).as_posix()
