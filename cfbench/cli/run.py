@@ -260,18 +260,50 @@ def cmd_compare(args) -> int:
     if identities[0] != identities[1]:
         raise CliError("the two runs were evaluated with different evaluators; re-evaluate them with the same one")
     result = compare_tables(load_table(args.run_a), load_table(args.run_b), _protocol(args))
-    level = int(round(100 * args.confidence))
-    print(f"paired differences A - B on {result['n_shared']} shared samples (A = {args.run_a}, B = {args.run_b})")
-    print(f"  {'metric':<34} {'A - B':>8}  {level}% CI            ")
-    for name, entry in result["differences"].items():
-        low, high = entry["ci_low"], entry["ci_high"]
-        verdict = "" if low is None or high is None else ("differs" if low > 0 or high < 0 else "")
-        print(f"  {name:<34} {number(entry['value']):>8}  [{number(low)}, {number(high)}]  {verdict}")
+    for line in comparison_lines(result, args.confidence, str(args.run_a), str(args.run_b)):
+        print(line)
     if args.out:
         atomic_write_json(args.out, {"run_a": str(args.run_a), "run_b": str(args.run_b),
                                      "protocol": _protocol(args).as_dict(), **result})
         print(f"wrote {args.out}")
     return 0
+
+
+def comparison_lines(result: dict, confidence: float, run_a: str, run_b: str) -> list[str]:
+    """``cfbench compare``'s table: each metric on the leaderboard's scale (the one the tables, plots and
+    console use), with its direction, the paired interval, and which run is better where it excludes 0."""
+    from cfbench.evaluation.metric_names import metric_name
+    from cfbench.leaderboard.console import display_scale, display_title
+    from cfbench.leaderboard.table_model import format_value
+
+    level = int(round(100 * confidence))
+    lines = [f"paired differences A - B on {result['n_shared']} shared samples (A = {run_a}, B = {run_b}); "
+             "values on the leaderboard's scale"]
+    rows = []
+    for name, entry in result["differences"].items():
+        factor, decimals, unit = display_scale(name)
+        low, high = entry["ci_low"], entry["ci_high"]
+
+        def shown(value):
+            return format_value(None if value is None else value * factor, decimals)
+
+        verdict = ""
+        if low is not None and high is not None and (low > 0 or high < 0):
+            try:
+                better = metric_name(name).higher_is_better
+            except KeyError:  # a metric this version does not name
+                better = None
+            if better is None:
+                verdict = "differs"
+            else:
+                verdict = "A better" if (low > 0) == better else "B better"
+        rows.append((display_title(name), shown(entry["value"]), f"[{shown(low)}, {shown(high)}]", unit, verdict))
+    header = ("metric", "A - B", f"{level}% CI", "scale", "")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        lines.append("  " + "  ".join([row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]),
+                                       row[3].ljust(widths[3]), row[4]]).rstrip())
+    return lines
 
 
 def add_verbs(verbs) -> None:
