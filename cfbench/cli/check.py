@@ -23,7 +23,9 @@ def _data_dir_or_none(args) -> Path | None:
 
 def request_from_args(args, generate: bool = True, evaluate: bool = True) -> PreflightRequest:
     """The preflight request of a ``run`` / ``generate`` / ``check`` command line."""
-    from cfbench.cli.run import run_folder
+    from cfbench.cli.run import apply_benchmark_settings, run_folder
+
+    apply_benchmark_settings(args)
 
     return PreflightRequest(
         model=args.model, split=args.split, data_dir=_data_dir_or_none(args), model_path=args.model_path,
@@ -53,6 +55,10 @@ def preflight_or_stop(request: PreflightRequest, quiet: bool = False) -> None:
 
 
 def cmd_check(args) -> int:
+    from cfbench.cli.run import apply_benchmark_settings
+
+    for line in apply_benchmark_settings(args):
+        print(line)
     items = preflight(request_from_args(args, generate=not args.eval_only, evaluate=not args.no_eval))
     for item in items:
         print(item.line())

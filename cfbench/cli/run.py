@@ -19,7 +19,7 @@ from cfbench.cli.common import (
     resolution_type,
 )
 from cfbench.core import config
-from cfbench.datasets.layout import NO_DATA_FOLDER, SPLITS, WHERE_DATA_COMES_FROM, dataset_kind
+from cfbench.datasets.layout import NO_DATA_FOLDER, SPLITS, WHERE_DATA_COMES_FROM, benchmark_settings, dataset_kind
 from cfbench.evaluation.protocol import AGE_REFERENCES, CLIP_I_VARIANTS, EVALUATORS, KL_VARIANTS, Protocol
 
 
@@ -41,8 +41,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="run seed; each sample's seed is derived from it and the sample id (default 0)")
     parser.add_argument("--device", default="cpu", metavar="D", help="torch device: cpu, cuda, cuda:1 (default cpu)")
-    parser.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
-                        help=f"benchmark resolution in pixels (default {DEFAULT_RESOLUTION})")
+    parser.add_argument("--resolution", type=resolution_type, default=None, metavar="PX",
+                        help="benchmark resolution in pixels (default: what the split's dataset.json fixes, e.g. "
+                             f"128 for the demo split; else {DEFAULT_RESOLUTION}); images are resized to it on load")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="model-specific option, repeatable")
     parser.add_argument("--sample-timeout", type=positive_float, metavar="SECONDS",
@@ -53,6 +54,41 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "about 22%% larger; pixels identical; recorded in the manifest's runtime)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a dataset with bad rows (default: leave them out, each named with its reason)")
+
+
+def apply_benchmark_settings(args) -> list[str]:
+    """Fill in what the split fixes (dataset.json ``benchmark_settings``) and the command line left open:
+    ``args.resolution`` and, for a model with a ``steps`` option, ``--option steps=N``. Returns one line per
+    setting taken from the split (printed by the verbs)."""
+    if getattr(args, "benchmark_settings_applied", False):
+        return []
+    args.benchmark_settings_applied = True
+    data = Path(args.data) if args.data else None if args.split == "demo" else config.resolve_path("data_dir")
+    if data is None and args.split == "demo":
+        from cfbench.phantom.dataset import DEMO_BENCHMARK_SETTINGS
+
+        fixed = dict(DEMO_BENCHMARK_SETTINGS)  # the embedded demo set, built below at this resolution
+    else:
+        fixed = benchmark_settings(data, args.split) if data is not None else {}
+    taken = []
+    if args.resolution is None:
+        args.resolution = int(fixed.get("resolution", DEFAULT_RESOLUTION))
+        if "resolution" in fixed:
+            taken.append(f"resolution {args.resolution} px")
+    options = option_pairs(args.option)
+    if "steps" in fixed and "steps" not in options and _accepts_option(args.model, "steps"):
+        args.option = [*(args.option or []), f"steps={fixed['steps']}"]
+        taken.append(f"steps {fixed['steps']}")
+    return [f"split {args.split}: {', '.join(taken)} (the split's benchmark settings; --resolution / --option "
+            "steps=N override them)"] if taken else []
+
+
+def _accepts_option(model: str, option: str) -> bool:
+    """Whether the model's options dataclass (``settings_class``) has the option."""
+    import dataclasses
+
+    settings_class = getattr(get_model_class(model), "settings_class", None)
+    return settings_class is not None and option in {field.name for field in dataclasses.fields(settings_class)}
 
 
 def _data_dir(args) -> Path:
@@ -228,6 +264,8 @@ def _evaluate(args, run_folder) -> dict:
 def cmd_generate(args) -> int:
     from cfbench.cli.check import preflight_or_stop, request_from_args
 
+    for line in apply_benchmark_settings(args):
+        print(line)
     preflight_or_stop(request_from_args(args, evaluate=False), quiet=not progress(args))
     return _generate(args)[1]
 
@@ -235,6 +273,8 @@ def cmd_generate(args) -> int:
 def cmd_run(args) -> int:
     from cfbench.cli.check import preflight_or_stop, request_from_args
 
+    for line in apply_benchmark_settings(args):
+        print(line)
     preflight_or_stop(request_from_args(args), quiet=not progress(args))  # before hours of generation
     settings, status = _generate(args)
     _print_metrics(_evaluate(args, settings.out))

@@ -25,7 +25,7 @@ from typing import Callable
 from cfbench.api.registry import get_model_class, phantom_weights_path
 from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.phantom.dataset import demo_dataset
-from cfbench.phantom.scenario import DEMO_RESOLUTION
+from cfbench.phantom.scenario import DEMO_RESOLUTION, DEMO_STEPS
 from cfbench.runs.generate import RunSettings, generate
 
 REFERENCE_MODELS: tuple[str, ...] = ("identity", "ground-truth", "true-counterfactual")
@@ -33,7 +33,7 @@ GENERATOR_MODELS: tuple[str, ...] = ("instructpix2pix", "instructx2x")
 ABLATION_MODELS: tuple[str, ...] = ("instructx2x-relevance-only", "instructx2x-mask-only")
 # The generators sample with 20 DDIM steps in the demo (the paper's default is 100, which `cfbench run` keeps):
 # five times faster on a CPU, and the demo compares the same steps with and without RSE.
-GENERATOR_OPTIONS: dict[str, str] = {"steps": "20"}
+GENERATOR_OPTIONS: dict[str, str] = {"steps": str(DEMO_STEPS)}
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "pathology_mean_auroc",
     "race_auroc",

@@ -12,7 +12,17 @@ import csv
 import io
 import re
 
-from cfbench.leaderboard.table_model import MEASURED, REFERENCE, REPORTED, Cell, Column, Leaderboard, Row, format_value
+from cfbench.leaderboard.table_model import (
+    MEASURED,
+    REFERENCE,
+    REPORTED,
+    SETTING_NAMES,
+    Cell,
+    Column,
+    Leaderboard,
+    Row,
+    format_value,
+)
 
 KIND_TITLES = {MEASURED: "measured", REFERENCE: "oracle", REPORTED: "reported"}  # the CSV's kind column too
 
@@ -68,6 +78,10 @@ def _level_text(board: Leaderboard) -> str:
 def notes(board: Leaderboard) -> list[str]:
     """The table's footnotes: bold rule, intervals, scales, and each reported table's citation."""
     lines = [bold_rule(board), *tie_notes(board)]
+    if board.varying_settings:
+        lines.append("Settings differ between the runs: " + "; ".join(
+            f"{name}: " + ", ".join(f"{row.label} {row.settings.get(name, '?')}" for row in board.measured_rows())
+            for name in board.varying_settings) + ". Compare such rows with care.")
     if board.measured_rows():
         lines.append(f"Brackets: {_level_text(board)} percentile bootstrap interval over samples (FID: over "
                      "fewer resamples, shifted down by the bootstrap bias estimate, see metrics.json). Source of a measured row: run folder name @ first 8 hex digits of the SHA-256 of its config.")
@@ -98,16 +112,18 @@ def _md_cell(cell: Cell, column: Column) -> str:
 
 def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
     columns = board.layout.columns
-    header = ["Model", "Kind", "Source", "n"] + [f"{board.title(c)} {c.arrow}".strip() for c in columns]
+    settings = board.varying_settings  # shown only where the runs differ in them
+    header = (["Model", "Kind", "Source", "n"] + settings
+              + [f"{board.title(c)} {c.arrow}".strip() for c in columns])
     lines = [f"{'#' * heading_level} {board.layout.title}", "",
              "| " + " | ".join(header) + " |",
-             "|---|---|---|---:|" + "---:|" * len(columns)]
+             "|---|---|---|---:|" + "---|" * len(settings) + "---:|" * len(columns)]
     for row in board.rows:
         label = f"*{row.label}*" if row.kind == REPORTED else row.label
         source = f"`{row.source}`" if row.kind != REPORTED else row.source
         cells = [_md_cell(row.cells[c.key], c) for c in columns]
         lines.append("| " + " | ".join([label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
-                                       + cells) + " |")
+                                       + [row.settings.get(name, "") for name in settings] + cells) + " |")
     lines.append("")
     lines += [f"- {note}" for note in notes(board)]
     return "\n".join(lines) + "\n"
@@ -120,7 +136,7 @@ def to_csv(board: Leaderboard) -> str:
 
     Measured values at full precision, reported values as printed; ``best`` lists the bolded keys."""
     columns = board.layout.columns
-    fields = ["model", "kind", "source", "n"]
+    fields = ["model", "kind", "source", "n", *SETTING_NAMES]
     for column in columns:
         fields += [column.key, f"{column.key}_ci_low", f"{column.key}_ci_high"]
     fields += ["best", "tie", "run_dir", "citation"]
@@ -130,7 +146,7 @@ def to_csv(board: Leaderboard) -> str:
     for row in board.rows:
         record: dict = {"model": row.label, "kind": row.kind, "source": row.source,
                         "n": "" if row.n is None else row.n, "run_dir": row.run_dir or "",
-                        "citation": row.citation or ""}
+                        "citation": row.citation or "", **{name: row.settings.get(name, "") for name in SETTING_NAMES}}
         for column in columns:
             cell = row.cells[column.key]
             if row.kind == REPORTED:

@@ -154,6 +154,7 @@ class Row:
     run_dir: str | None = None
     citation: str | None = None
     is_reference: bool = False  # real images / oracle answers: never bolded
+    settings: dict = field(default_factory=dict)  # measured rows: run_settings of the run's manifest
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Leaderboard:
     protocol_notes: list[str] = field(default_factory=list)  # the open protocol choices of the measured rows
     small_n_rows: list[tuple[str, int]] = field(default_factory=list)  # (row label, n) with n < SMALL_N
     verdicts: dict = field(default_factory=dict)  # column key -> BestVerdict (set by mark_best)
+    varying_settings: list[str] = field(default_factory=list)  # SETTING_NAMES whose values differ between runs
 
     def title(self, column: Column) -> str:
         """The column's header; CLIP-I names the variant the measured rows used ("CLIP-I (img-txt)")."""
@@ -284,7 +286,8 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
         cells = {column.key: _measured_cell(run.metrics, column) for column in layout.columns}
         oracle = is_oracle(run.model)
         rows.append(Row(run.label, REFERENCE if oracle else MEASURED, run.run_id, cells,
-                        n=run.metrics.get("n_samples"), run_dir=str(run.run_dir), is_reference=oracle))
+                        n=run.metrics.get("n_samples"), run_dir=str(run.run_dir), is_reference=oracle,
+                        settings=dict(run.settings)))
     for table in reported:
         for reported_row in table.rows:
             cells = {}
@@ -295,7 +298,8 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
                             is_reference=reported_row.is_reference))
     levels = {run.metrics.get("protocol", {}).get("confidence_level") for run in runs} - {None}
     board = Leaderboard(layout, rows, levels.pop() if len(levels) == 1 else None, bold_reported, list(reported),
-                        protocol_notes=_protocol_notes(runs, layout), small_n_rows=_small_n_rows(runs, layout))
+                        protocol_notes=_protocol_notes(runs, layout), small_n_rows=_small_n_rows(runs, layout),
+                        varying_settings=varying_settings(runs))
     mark_best(board, runs)
     return board
 
