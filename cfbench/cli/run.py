@@ -52,6 +52,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png-compression", type=int, choices=range(10), default=1, metavar="0-9",
                         help="zlib level of the 16-bit PNGs written (default 1; 0 writes about 2.5x faster, files "
                              "about 22%% larger; pixels identical; recorded in the manifest's runtime)")
+    parser.add_argument("--region-masks", choices=["none", "pseudo"], default="none",
+                        help="pseudo: pass each request the pseudo mask of its instruction's findings as "
+                             "EditRequest.region_mask (the dataset's pseudo_masks.npz, e.g. MS-CXR boxes, else NIH "
+                             "ChestX-ray14 boxes; recorded in the manifest); none: region_mask is None")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a dataset with bad rows (default: leave them out, each named with its reason)")
 
@@ -134,7 +138,7 @@ def _settings_from_args(args):
         model=args.model, split=args.split, data_dir=_data_dir(args), out=out, model_path=model_path,
         resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
         device=device, options=option_pairs(args.option), shard=shard, sample_timeout=args.sample_timeout,
-        strict=args.strict, png_compression=args.png_compression,
+        strict=args.strict, png_compression=args.png_compression, region_masks=args.region_masks,
     )
 
 
