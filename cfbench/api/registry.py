@@ -194,7 +194,7 @@ def resolve_model_path(model_class: type[CounterfactualModel], model_path: str |
             raise WeightsNotFoundError(MissingWeights(
                 f"weights for model {model_class.name!r} ({spec})", hub.cached_repo_folder(spec),
                 f"Not in the local Hugging Face cache. Run `cfbench weights fetch {model_class.name}` (or "
-                f"`huggingface-cli download {spec.repo_id}`) where a network exists, after accepting the "
+                f"`hf download {spec.repo_id}`, the CLI huggingface_hub installs) where a network exists, after accepting the "
                 "repository's terms on huggingface.co; runs never download."))
         return found
     path = Path(model_path).expanduser() if model_path else expected_weights_path(model_class)

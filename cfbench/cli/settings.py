@@ -61,9 +61,12 @@ def cmd_config(args) -> int:
         print(f"wrote {args.key} = {args.value} to {path}")
         return 0
     print(f"config file: {config.config_file_path()}")
-    for setting in config.all_settings():
-        print(f"{setting.key:<12} {setting.value or '(unset)':<50} from {setting.source}")
-        print(f"{'':<12} {config.SETTINGS[setting.key]}")
+    settings = list(config.all_settings())
+    key_width = max(len(setting.key) for setting in settings)
+    value_width = max(len(str(setting.value or "(unset)")) for setting in settings)
+    for setting in settings:
+        print(f"{setting.key:<{key_width}}  {str(setting.value or '(unset)'):<{value_width}}  from {setting.source}")
+        print(f"{'':<{key_width}}  {config.SETTINGS[setting.key]}")
     return 0
 
 
@@ -104,7 +107,7 @@ def cmd_weights(args) -> int:
 
 def _fetch_model_weights(names: list[str]) -> int:
     """``cfbench weights fetch MODEL``: download a generator's hub repositories into the Hugging Face cache
-    (gated ones need ``huggingface-cli login`` and accepted terms); HF_HUB_OFFLINE=1 only checks the cache."""
+    (gated ones need ``hf auth login`` and accepted terms); HF_HUB_OFFLINE=1 only checks the cache."""
     from cfbench.core import hub
 
     models = available_models()

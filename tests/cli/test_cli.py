@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -25,8 +26,11 @@ def test_default_run_folder_and_data_dir_from_config(random_dataset, isolated_se
     assert f"run folder: {expected}" in shown
     main(["config"])
     table = capsys.readouterr().out
-    assert f"data_dir     {random_dataset}" in table and f"from file {isolated_settings / 'config.toml'}" in table
-    assert "from env CFBENCH_RUNS_DIR" in table
+    assert re.search(rf"^data_dir +{re.escape(str(random_dataset))} +from file", table, re.M)
+    assert f"from file {isolated_settings / 'config.toml'}" in table and "from env CFBENCH_RUNS_DIR" in table
+    rows = [line for line in table.splitlines()[1:] if not line.startswith(" ")]
+    assert len({line.index(" from ") for line in rows}) == 1  # one column for the sources, however long a key
+    assert len({len(line) - len(line.lstrip()) for line in table.splitlines()[1:] if line.startswith(" ")}) == 1
 
 
 def test_user_errors_are_one_line_messages(random_dataset, tmp_path, capsys):
