@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from cfbench.api.registry import PluginError, UnknownModelError
+from cfbench.api.registry import PluginError, PluginWarning, UnknownModelError
 from cfbench.cli import check, data, leaderboard, phantom, run, settings, train
 from cfbench.cli.common import CliError, quiet_libraries, use_help_formatter
 from cfbench.core import config
@@ -69,6 +70,15 @@ def _apply_allocator_setting() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    format_warning = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        """cfbench's own warnings (a broken plugin) as one line without source location; others as Python's."""
+        if issubclass(category, PluginWarning):
+            return f"cfbench: warning: {message}\n"
+        return format_warning(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
     try:
         if args.verb != "config":  # `cfbench config` must run to repair a bad value
             _apply_allocator_setting()
@@ -81,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print("cfbench: interrupted; finished samples are kept, re-run the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = format_warning
 
 
 if __name__ == "__main__":
