@@ -11,7 +11,6 @@ from cfbench.api.model import DEFAULT_RESOLUTION
 from cfbench.api.registry import get_model_class, resolve_model_path
 from cfbench.cli.common import (
     CliError,
-    number,
     option_pairs,
     positive_float,
     positive_int,
