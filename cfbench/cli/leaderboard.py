@@ -44,10 +44,17 @@ def cmd_demo(args) -> int:
 
     runs_dir = Path(args.out) if args.out else config.resolve_path("runs_dir") / "demo"
     _demo_preflight(args, runs_dir)
+    failed = []
+
+    def model_done(done) -> None:
+        _print_model_done(done)
+        if done.error:
+            failed.append(done.model)
+
     try:
         rows, notes = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
                                all_models=args.all, only=args.models, progress=progress(args),
-                               on_model_done=_print_model_done)
+                               on_model_done=model_done)
     except ValueError as error:
         raise CliError(str(error)) from error
     for note in notes:
@@ -57,7 +64,7 @@ def cmd_demo(args) -> int:
     print(table)
     atomic_write_text(runs_dir / "summary.md", table + "\n")
     print(f"\nrun folders and summary.md under {runs_dir}")
-    if not args.no_leaderboard:
+    if not args.no_leaderboard and rows:  # the finished models' leaderboard, even when a later one failed
         from cfbench.leaderboard.demo import write_demo_leaderboard
 
         leaderboard_dir = Path(args.leaderboard) if args.leaderboard else runs_dir / "leaderboard"
@@ -65,7 +72,7 @@ def cmd_demo(args) -> int:
         print(f"leaderboard (tables, plots, gallery) under {leaderboard_dir}")
         for reason in result["skipped"]:
             print(f"  not written: {reason}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_leaderboard(args) -> int:

@@ -32,3 +32,21 @@ def test_estimate_uses_the_mean_time_of_each_kind():
     timed = {"reference": [2.0, 4.0], "generator": [100.0]}
     assert demo.estimate_seconds_left(timed, ["instructx2x", "instructpix2pix", "true-counterfactual"]) == 203.0
     assert demo.estimate_seconds_left({"reference": [1.0]}, ["instructx2x"]) is None
+
+
+def test_cli_demo_keeps_the_finished_models_and_exits_1_when_one_failed(tmp_path, monkeypatch, capsys):
+    from cfbench.cli import main
+
+    def fake_run_demo(cache_dir, runs_dir, resolution, all_models, only, progress, on_model_done):
+        on_model_done(demo.ModelDone(1, 2, "identity", {"model": "identity", "n": 48, "metrics": {}}, None, 1.0, None))
+        on_model_done(demo.ModelDone(2, 2, "instructx2x", None, "RuntimeError: boom", 5.0, 0.0))
+        return [{"model": "identity", "n": 48, "metrics": {}}], ["instructx2x: failed (RuntimeError: boom)"]
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    written = []
+    monkeypatch.setattr(demo, "write_demo_leaderboard",
+                        lambda runs_dir, out, models: written.append(models) or {"skipped": []})
+    assert main(["--quiet", "demo", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "[2/2] 5 s: instructx2x: FAILED (RuntimeError: boom); all models done" in out.out
+    assert "instructx2x: failed" in out.err and written == [["identity"]]
