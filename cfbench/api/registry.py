@@ -15,6 +15,7 @@ Three ways in:
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -64,30 +65,76 @@ class ModelEntry:
     origin: str  # "built-in", "plugin <distribution>", or "import path"
 
 
-def _plugin_entries() -> dict[str, ModelEntry]:
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point that could not be used: listed by ``cfbench models``, an error only when asked for."""
+    name: str
+    origin: str  # "plugin <distribution>"
+    value: str  # "module:Class" as the entry point declares it
+    error: str  # one line: why it is unusable
+
+
+class PluginWarning(UserWarning):
+    """A plugin that cannot be used (warned once per process; the other models keep working)."""
+
+
+_PLUGINS: tuple[dict[str, ModelEntry], dict[str, BrokenPlugin]] | None = None
+
+
+def _read_plugins() -> tuple[dict[str, ModelEntry], dict[str, BrokenPlugin]]:
     entries: dict[str, ModelEntry] = {}
+    broken: dict[str, BrokenPlugin] = {}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         distribution = point.dist.name if point.dist is not None else "unknown package"
+        origin = f"plugin {distribution}"
         try:
             loaded = point.load()
-        except Exception as error:  # a broken plugin must not break the whole CLI
-            raise PluginError(
-                f"plugin {point.name!r} from {distribution} failed to import ({point.value}): {error}"
-            ) from error
-        _check_model_class(loaded, origin=f"entry point {point.name!r} ({point.value}) of {distribution}")
-        entries[point.name] = ModelEntry(point.name, loaded, f"plugin {distribution}")
-    return entries
+            _check_model_class(loaded, origin=f"entry point {point.name!r} ({point.value}) of {distribution}")
+            if point.name in _BUILTIN:
+                raise PluginError(f"plugin model {point.name!r} ({origin}) clashes with a built-in model name")
+        except Exception as error:  # a broken plugin must not break the models that work
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            broken[point.name] = BrokenPlugin(point.name, origin, point.value,
+                                              f"{type(error).__name__}: {message}")
+            continue
+        entries[point.name] = ModelEntry(point.name, loaded, origin)
+    return entries, broken
+
+
+def _plugins() -> tuple[dict[str, ModelEntry], dict[str, BrokenPlugin]]:
+    """The entry points, read once per process (a plugin installed or broken while a long job runs changes
+    nothing for that job); every broken one is warned about once, when they are first read."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        _load_builtins()
+        _PLUGINS = _read_plugins()
+        for plugin in _PLUGINS[1].values():
+            warnings.warn(f"plugin {plugin.name!r} from {plugin.origin.removeprefix('plugin ')} is unusable "
+                          f"({plugin.value}): {plugin.error}; the other models are unaffected",
+                          PluginWarning, stacklevel=3)
+    return _PLUGINS
+
+
+def reload_plugins() -> None:
+    """Forget the entry points read so far (the next lookup reads them again): for tests and long-lived
+    sessions that install a plugin on purpose."""
+    global _PLUGINS
+    _PLUGINS = None
 
 
 def available_models() -> dict[str, ModelEntry]:
-    """Every registered model: built-ins first, then plugins (a plugin may not shadow a built-in)."""
+    """Every usable registered model: built-ins first, then plugins (a plugin may not shadow a built-in).
+    Plugins that failed to load are in :func:`broken_plugins`, not here."""
     _load_builtins()
     models = {name: ModelEntry(name, cls, "built-in") for name, cls in sorted(_BUILTIN.items())}
-    for name, entry in sorted(_plugin_entries().items()):
-        if name in models:
-            raise PluginError(f"plugin model {name!r} ({entry.origin}) clashes with a built-in model name")
+    for name, entry in sorted(_plugins()[0].items()):
         models[name] = entry
     return models
+
+
+def broken_plugins() -> dict[str, BrokenPlugin]:
+    """Entry points of the ``cfbench.models`` group that failed to import or are not models, by name."""
+    return dict(sorted(_plugins()[1].items()))
 
 
 def get_model_class(name: str) -> type[CounterfactualModel]:
@@ -101,6 +148,11 @@ def get_model_class(name: str) -> type[CounterfactualModel]:
         _check_model_class(loaded, origin=name)
         return loaded
     models = available_models()
+    broken = broken_plugins()
+    if name in broken and name not in models:
+        plugin = broken[name]
+        raise PluginError(f"plugin {name!r} from {plugin.origin.removeprefix('plugin ')} failed to load "
+                          f"({plugin.value}): {plugin.error}")
     if name not in models:
         raise UnknownModelError(
             f"unknown model {name!r}. Available: {', '.join(models) or 'none'}. "
@@ -142,7 +194,7 @@ def resolve_model_path(model_class: type[CounterfactualModel], model_path: str |
             raise WeightsNotFoundError(MissingWeights(
                 f"weights for model {model_class.name!r} ({spec})", hub.cached_repo_folder(spec),
                 f"Not in the local Hugging Face cache. Run `cfbench weights fetch {model_class.name}` (or "
-                f"`huggingface-cli download {spec.repo_id}`) where a network exists, after accepting the "
+                f"`hf download {spec.repo_id}`, the CLI huggingface_hub installs) where a network exists, after accepting the "
                 "repository's terms on huggingface.co; runs never download."))
         return found
     path = Path(model_path).expanduser() if model_path else expected_weights_path(model_class)

@@ -4,6 +4,7 @@
     cfbench run --model NAME --split SPLIT        generate, then evaluate
     cfbench generate --model NAME --split SPLIT   generate only (resumable)
     cfbench eval --run DIR                        evaluate a run folder
+    cfbench check --model NAME --split SPLIT      preflight: data, weights, evaluator weights, disk, device
     cfbench models                                registered models, capabilities, weights
     cfbench config [set KEY VALUE]                settings in force and where they come from
     cfbench data phantom --n 600 --out DIR        write a phantom dataset
@@ -12,26 +13,29 @@
     cfbench data build mimic|nih|icg ...          build an edit dataset from a public or PhysioNet release
     cfbench masks build [--ms-cxr CSV ...]        pseudo masks for edit locality and RSE
     cfbench masks import-instructx2x DIR --out F  the InstructX2X release's masks and matching, from a clone
-    cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots and an HTML gallery
+    cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots, index.html and an HTML gallery
+    cfbench export RUN_DIR                        a shareable results bundle (no images, no patient data)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from cfbench.api.registry import PluginError, UnknownModelError
-from cfbench.cli import data, leaderboard, phantom, run, settings, train
-from cfbench.cli.common import CliError, use_help_formatter
+from cfbench.api.registry import PluginError, PluginWarning, UnknownModelError
+from cfbench.cli import check, data, leaderboard, phantom, run, settings, train
+from cfbench.cli.common import CliError, quiet_libraries, use_help_formatter
 from cfbench.core import config
 from cfbench.core.errors import WeightsNotFoundError
 from cfbench.core.storage import LockedError
 from cfbench.datasets.layout import DatasetError
+from cfbench.evaluation.preflight import PreflightError
 from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
 from cfbench.runs.store import RunConfigMismatch
 
-VERB_GROUPS = (leaderboard, run, settings, phantom, data, train)  # the order of `cfbench --help`
+VERB_GROUPS = (leaderboard, run, check, settings, phantom, data, train)  # the order of `cfbench --help`
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark counterfactual chest X-ray generators: "
                     "split -> model.edit -> run folder -> evaluators -> metrics -> leaderboard.",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, cfbench's or the libraries' (diffusers, transformers, tqdm)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for group in VERB_GROUPS:
         group.add_verbs(verbs)
@@ -49,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
-               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError)
+               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError,
+               PreflightError)
 
 
 def _apply_allocator_setting() -> None:
@@ -65,10 +71,20 @@ def _apply_allocator_setting() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    format_warning = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        """cfbench's own warnings (a broken plugin) as one line without source location; others as Python's."""
+        if issubclass(category, PluginWarning):
+            return f"cfbench: warning: {message}\n"
+        return format_warning(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
     try:
         if args.verb != "config":  # `cfbench config` must run to repair a bad value
             _apply_allocator_setting()
-        return args.handler(args)
+        with quiet_libraries(args.quiet):
+            return args.handler(args)
     except USER_ERRORS as error:
         print(f"cfbench: error: {error}", file=sys.stderr)
         return 2
@@ -76,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print("cfbench: interrupted; finished samples are kept, re-run the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = format_warning
 
 
 if __name__ == "__main__":

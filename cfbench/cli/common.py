@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import importlib
+import os
 import re
+import sys
 
 
 class CliError(RuntimeError):
@@ -50,14 +55,54 @@ def progress(args) -> bool:
     return not getattr(args, "quiet", False)
 
 
+# What --quiet sets for the libraries cfbench calls (and the processes they start): tqdm's bars (diffusers'
+# sampling loops and huggingface_hub use tqdm; in this process every tqdm bar is disabled for the command),
+# and the diffusers / transformers loggers' info messages.
+QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "DIFFUSERS_VERBOSITY": "error",
+                     "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+@contextlib.contextmanager
+def quiet_libraries(quiet: bool):
+    """Under --quiet, silence the libraries' progress bars and chatter for the command, then restore."""
+    if not quiet:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in QUIET_ENVIRONMENT}
+    os.environ.update(QUIET_ENVIRONMENT)
+    for name in ("diffusers", "transformers"):  # already imported: their loggers read the variable at import
+        if name in sys.modules:
+            module = importlib.import_module(f"{name}.utils.logging")
+            module.set_verbosity_error()
+            if hasattr(module, "disable_progress_bar"):
+                module.disable_progress_bar()
+    from tqdm import std
+
+    original_init = std.tqdm.__init__  # TQDM_DISABLE is read when tqdm is imported: too late for a loaded tqdm
+
+    @functools.wraps(original_init)
+    def silent_init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original_init(self, *args, **kwargs)
+
+    std.tqdm.__init__ = silent_init
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original_init
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
 def report_build(counts: dict, source: str, out: str) -> int:
     """Print what a dataset build wrote and the first failures; the exit status."""
-    import sys
-
     print(f"wrote {counts['written']} of {counts['pairs']} {source} pairs to {out}")
     for message in counts["failed"][:20]:
         print(f"  failed: {message}", file=sys.stderr)

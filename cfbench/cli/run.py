@@ -11,7 +11,6 @@ from cfbench.api.model import DEFAULT_RESOLUTION
 from cfbench.api.registry import get_model_class, resolve_model_path
 from cfbench.cli.common import (
     CliError,
-    number,
     option_pairs,
     positive_float,
     positive_int,
@@ -19,7 +18,7 @@ from cfbench.cli.common import (
     resolution_type,
 )
 from cfbench.core import config
-from cfbench.datasets.layout import SPLITS, dataset_kind
+from cfbench.datasets.layout import NO_DATA_FOLDER, SPLITS, WHERE_DATA_COMES_FROM, benchmark_settings, dataset_kind
 from cfbench.evaluation.protocol import AGE_REFERENCES, CLIP_I_VARIANTS, EVALUATORS, KL_VARIANTS, Protocol
 
 
@@ -41,8 +40,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="run seed; each sample's seed is derived from it and the sample id (default 0)")
     parser.add_argument("--device", default="cpu", metavar="D", help="torch device: cpu, cuda, cuda:1 (default cpu)")
-    parser.add_argument("--resolution", type=resolution_type, default=DEFAULT_RESOLUTION, metavar="PX",
-                        help=f"benchmark resolution in pixels (default {DEFAULT_RESOLUTION})")
+    parser.add_argument("--resolution", type=resolution_type, default=None, metavar="PX",
+                        help="benchmark resolution in pixels (default: what the split's dataset.json fixes, e.g. "
+                             f"128 for the demo split; else {DEFAULT_RESOLUTION}); images are resized to it on load")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="model-specific option, repeatable")
     parser.add_argument("--sample-timeout", type=positive_float, metavar="SECONDS",
@@ -51,8 +51,47 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png-compression", type=int, choices=range(10), default=1, metavar="0-9",
                         help="zlib level of the 16-bit PNGs written (default 1; 0 writes about 2.5x faster, files "
                              "about 22%% larger; pixels identical; recorded in the manifest's runtime)")
+    parser.add_argument("--region-masks", choices=["none", "pseudo"], default="none",
+                        help="pseudo: pass each request the pseudo mask of its instruction's findings as "
+                             "EditRequest.region_mask (the dataset's pseudo_masks.npz, e.g. MS-CXR boxes, else NIH "
+                             "ChestX-ray14 boxes; recorded in the manifest); none: region_mask is None")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a dataset with bad rows (default: leave them out, each named with its reason)")
+
+
+def apply_benchmark_settings(args) -> list[str]:
+    """Fill in what the split fixes (dataset.json ``benchmark_settings``) and the command line left open:
+    ``args.resolution`` and, for a model with a ``steps`` option, ``--option steps=N``. Returns one line per
+    setting taken from the split (printed by the verbs)."""
+    if getattr(args, "benchmark_settings_applied", False):
+        return []
+    args.benchmark_settings_applied = True
+    data = Path(args.data) if args.data else None if args.split == "demo" else config.resolve_path("data_dir")
+    if data is None and args.split == "demo":
+        from cfbench.phantom.dataset import DEMO_BENCHMARK_SETTINGS
+
+        fixed = dict(DEMO_BENCHMARK_SETTINGS)  # the embedded demo set, built below at this resolution
+    else:
+        fixed = benchmark_settings(data, args.split) if data is not None else {}
+    taken = []
+    if args.resolution is None:
+        args.resolution = int(fixed.get("resolution", DEFAULT_RESOLUTION))
+        if "resolution" in fixed:
+            taken.append(f"resolution {args.resolution} px")
+    options = option_pairs(args.option)
+    if "steps" in fixed and "steps" not in options and _accepts_option(args.model, "steps"):
+        args.option = [*(args.option or []), f"steps={fixed['steps']}"]
+        taken.append(f"steps {fixed['steps']}")
+    return [f"split {args.split}: {', '.join(taken)} (the split's benchmark settings; --resolution / --option "
+            "steps=N override them)"] if taken else []
+
+
+def _accepts_option(model: str, option: str) -> bool:
+    """Whether the model's options dataclass (``settings_class``) has the option."""
+    import dataclasses
+
+    settings_class = getattr(get_model_class(model), "settings_class", None)
+    return settings_class is not None and option in {field.name for field in dataclasses.fields(settings_class)}
 
 
 def _data_dir(args) -> Path:
@@ -64,11 +103,14 @@ def _data_dir(args) -> Path:
         return demo_dataset(config.resolve_path("cache_dir"), resolution=args.resolution, progress=progress(args))
     configured = config.resolve_path("data_dir")
     if configured is None:
-        raise CliError(
-            "no dataset folder: pass --data DIR, set CFBENCH_DATA_DIR, or run `cfbench config set data_dir DIR` "
-            "(or use --split demo for the embedded phantom set)"
-        )
+        raise CliError(NO_DATA_FOLDER)
     return configured
+
+
+def run_folder(args) -> Path:
+    """--out, or {runs_dir}/{model}-{split}-seed{seed}."""
+    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
+    return Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
 
 
 def _settings_from_args(args):
@@ -86,16 +128,16 @@ def _settings_from_args(args):
     except WeightsNotFoundError as error:
         if not args.data and args.split != "demo" and config.resolve_path("data_dir") is None:
             raise WeightsNotFoundError(error.missing, "the dataset folder is not set either: pass --data DIR, set "
-                                                      "CFBENCH_DATA_DIR or run `cfbench config set data_dir DIR`") from None
+                                                      "CFBENCH_DATA_DIR or run `cfbench config set data_dir DIR`; "
+                                                      + WHERE_DATA_COMES_FROM) from None
         raise
-    safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model)
-    out = Path(args.out) if args.out else config.resolve_path("runs_dir") / f"{safe_model}-{args.split}-seed{args.seed}"
+    out = run_folder(args)
     shard, device = _shard_and_device(getattr(args, "shard", None), args.device)
     return RunSettings(
         model=args.model, split=args.split, data_dir=_data_dir(args), out=out, model_path=model_path,
         resolution=args.resolution, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
         device=device, options=option_pairs(args.option), shard=shard, sample_timeout=args.sample_timeout,
-        strict=args.strict, png_compression=args.png_compression,
+        strict=args.strict, png_compression=args.png_compression, region_masks=args.region_masks,
     )
 
 
@@ -223,16 +265,29 @@ def _evaluate(args, run_folder) -> dict:
 
 
 def cmd_generate(args) -> int:
+    from cfbench.cli.check import preflight_or_stop, request_from_args
+
+    for line in apply_benchmark_settings(args):
+        print(line)
+    preflight_or_stop(request_from_args(args, evaluate=False), quiet=not progress(args))
     return _generate(args)[1]
 
 
 def cmd_run(args) -> int:
+    from cfbench.cli.check import preflight_or_stop, request_from_args
+
+    for line in apply_benchmark_settings(args):
+        print(line)
+    preflight_or_stop(request_from_args(args), quiet=not progress(args))  # before hours of generation
     settings, status = _generate(args)
     _print_metrics(_evaluate(args, settings.out))
     return status
 
 
 def cmd_eval(args) -> int:
+    from cfbench.cli.check import eval_request, preflight_or_stop
+
+    preflight_or_stop(eval_request(args), quiet=not progress(args))
     report = _evaluate(args, args.run)
     _print_metrics(report)
     print(f"wrote {Path(args.run) / 'metrics.json'}, predictions.csv and evaluation.npz")
@@ -248,18 +303,50 @@ def cmd_compare(args) -> int:
     if identities[0] != identities[1]:
         raise CliError("the two runs were evaluated with different evaluators; re-evaluate them with the same one")
     result = compare_tables(load_table(args.run_a), load_table(args.run_b), _protocol(args))
-    level = int(round(100 * args.confidence))
-    print(f"paired differences A - B on {result['n_shared']} shared samples (A = {args.run_a}, B = {args.run_b})")
-    print(f"  {'metric':<34} {'A - B':>8}  {level}% CI            ")
-    for name, entry in result["differences"].items():
-        low, high = entry["ci_low"], entry["ci_high"]
-        verdict = "" if low is None or high is None else ("differs" if low > 0 or high < 0 else "")
-        print(f"  {name:<34} {number(entry['value']):>8}  [{number(low)}, {number(high)}]  {verdict}")
+    for line in comparison_lines(result, args.confidence, str(args.run_a), str(args.run_b)):
+        print(line)
     if args.out:
         atomic_write_json(args.out, {"run_a": str(args.run_a), "run_b": str(args.run_b),
                                      "protocol": _protocol(args).as_dict(), **result})
         print(f"wrote {args.out}")
     return 0
+
+
+def comparison_lines(result: dict, confidence: float, run_a: str, run_b: str) -> list[str]:
+    """``cfbench compare``'s table: each metric on the leaderboard's scale (the one the tables, plots and
+    console use), with its direction, the paired interval, and which run is better where it excludes 0."""
+    from cfbench.evaluation.metric_names import metric_name
+    from cfbench.leaderboard.console import display_scale, display_title
+    from cfbench.leaderboard.table_model import format_value
+
+    level = int(round(100 * confidence))
+    lines = [f"paired differences A - B on {result['n_shared']} shared samples (A = {run_a}, B = {run_b}); "
+             "values on the leaderboard's scale"]
+    rows = []
+    for name, entry in result["differences"].items():
+        factor, decimals, unit = display_scale(name)
+        low, high = entry["ci_low"], entry["ci_high"]
+
+        def shown(value):
+            return format_value(None if value is None else value * factor, decimals)
+
+        verdict = ""
+        if low is not None and high is not None and (low > 0 or high < 0):
+            try:
+                better = metric_name(name).higher_is_better
+            except KeyError:  # a metric this version does not name
+                better = None
+            if better is None:
+                verdict = "differs"
+            else:
+                verdict = "A better" if (low > 0) == better else "B better"
+        rows.append((display_title(name), shown(entry["value"]), f"[{shown(low)}, {shown(high)}]", unit, verdict))
+    header = ("metric", "A - B", f"{level}% CI", "scale", "")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        lines.append("  " + "  ".join([row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]),
+                                       row[3].ljust(widths[3]), row[4]]).rstrip())
+    return lines
 
 
 def add_verbs(verbs) -> None:

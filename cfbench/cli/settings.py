@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cfbench.api.registry import available_models, expected_weights_path, phantom_weights_path
+from cfbench.api.registry import available_models, broken_plugins, expected_weights_path, phantom_weights_path
 from cfbench.cli.common import CliError, progress
 from cfbench.core import config
 
@@ -29,10 +29,13 @@ def cmd_models(args) -> int:
             "phantom_checkpoint": str(phantom_weights_path(cls)) if phantom_weights_path(cls) else None,
             "description": cls.description,
         })
+    broken = [{"name": plugin.name, "origin": plugin.origin, "broken": plugin.error, "entry_point": plugin.value}
+              for plugin in broken_plugins().values()]
     if args.json:
+        rows += broken
         print(json.dumps(rows, indent=2))
         return 0
-    width = max((len(row["name"]) for row in rows), default=0) + 2
+    width = max((len(row["name"]) for row in rows + broken), default=0) + 2
     for row in rows:
         flags = [row["input"]] + [flag for flag in ("guidance_map", "explanation") if row[flag]]
         if row["weights"] is None:
@@ -44,6 +47,9 @@ def cmd_models(args) -> int:
         print(f"{row['name']:<{width}}[{', '.join(flags)}] {row['native_resolution']} px, {row['origin']}; {weights}")
         if row["description"]:
             print(f"{'':<{width}}{row['description']}")
+    for row in broken:
+        print(f"{row['name']:<{width}}BROKEN ({row['origin']}, {row['entry_point']}): {row['broken']}")
+        print(f"{'':<{width}}only commands that name this model fail; reinstall or fix the plugin")
     return 0
 
 
@@ -55,9 +61,12 @@ def cmd_config(args) -> int:
         print(f"wrote {args.key} = {args.value} to {path}")
         return 0
     print(f"config file: {config.config_file_path()}")
-    for setting in config.all_settings():
-        print(f"{setting.key:<12} {setting.value or '(unset)':<50} from {setting.source}")
-        print(f"{'':<12} {config.SETTINGS[setting.key]}")
+    settings = list(config.all_settings())
+    key_width = max(len(setting.key) for setting in settings)
+    value_width = max(len(str(setting.value or "(unset)")) for setting in settings)
+    for setting in settings:
+        print(f"{setting.key:<{key_width}}  {str(setting.value or '(unset)'):<{value_width}}  from {setting.source}")
+        print(f"{'':<{key_width}}  {config.SETTINGS[setting.key]}")
     return 0
 
 
@@ -98,7 +107,7 @@ def cmd_weights(args) -> int:
 
 def _fetch_model_weights(names: list[str]) -> int:
     """``cfbench weights fetch MODEL``: download a generator's hub repositories into the Hugging Face cache
-    (gated ones need ``huggingface-cli login`` and accepted terms); HF_HUB_OFFLINE=1 only checks the cache."""
+    (gated ones need ``hf auth login`` and accepted terms); HF_HUB_OFFLINE=1 only checks the cache."""
     from cfbench.core import hub
 
     models = available_models()

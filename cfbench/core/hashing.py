@@ -22,11 +22,18 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _inside_package(path: Path) -> bool:
+    from cfbench.core import config
+
+    return path.resolve().is_relative_to(config.PACKAGE_DATA_DIR)
+
+
 def cached_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file, remembered in ``.cfbench-sha256.json`` beside it by (name, size, mtime).
 
     A file whose size or modification time changed is hashed again. An unwritable folder only
-    means the digest is not remembered.
+    means the digest is not remembered, and so does a file shipped inside the package (``cfbench/data``):
+    cfbench never writes into its installation (a fresh checkout gives the shipped files new mtimes).
     """
     path = Path(path)
     stat = path.stat()
@@ -42,6 +49,8 @@ def cached_sha256(path: str | os.PathLike) -> str:
             and record.get("mtime_ns") == stat.st_mtime_ns and isinstance(record.get("sha256"), str)):
         return record["sha256"]
     digest = file_sha256(path)
+    if _inside_package(path):
+        return digest
     cache[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     try:
         atomic_write_json(cache_path, cache)

@@ -3,7 +3,7 @@
 ``hf:ORG/NAME[@REVISION]`` names a hub repository (REVISION: a branch, tag or commit; default ``main``).
 :func:`resolve_hub_path` finds its snapshot folder in the local cache **without any network access**
 (``local_files_only``), so a run never downloads; :func:`download_snapshot` is the one function that does, used
-only by ``cfbench weights fetch MODEL`` (gated repositories need ``huggingface-cli login`` and accepted terms).
+only by ``cfbench weights fetch MODEL`` (gated repositories need ``hf auth login`` and accepted terms).
 
 The cache is huggingface_hub's: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``,
 read when called (``models--ORG--NAME/refs/REVISION`` holds the commit, ``snapshots/COMMIT/`` the files).

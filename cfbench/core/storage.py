@@ -88,6 +88,52 @@ def json_safe(value: Any, path: str = "") -> Any:
     raise TypeError(f"{path or 'value'} is a {type(value).__name__}, which JSON cannot hold")
 
 
+def with_undefined_reasons(value: Any, reason: str = "not a finite number") -> Any:
+    """``value`` as strict JSON data: every NaN or infinity becomes null, and the dict holding it gets an
+    ``"undefined"`` entry naming the key (``"ci_low"``, ``"per_finding[2]"``) with ``reason`` and the value
+    it had ("nan", "inf"), so a reader sees why a number is missing. Keys already in ``"undefined"`` are kept."""
+    if type(value).__module__ == "numpy":
+        value = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(value, dict):
+        cleaned, undefined = {}, {}
+        for key, item in value.items():
+            if isinstance(item, (list, tuple)) or type(item).__module__ == "numpy":
+                item = item.tolist() if hasattr(item, "tolist") else item
+            if isinstance(item, float) and not math.isfinite(item):
+                cleaned[str(key)] = None
+                undefined[str(key)] = f"{reason} ({item})"
+            elif isinstance(item, (list, tuple)):
+                items = []
+                for index, element in enumerate(item):
+                    if isinstance(element, float) and not math.isfinite(element):
+                        undefined[f"{key}[{index}]"] = f"{reason} ({element})"
+                        items.append(None)
+                    else:
+                        items.append(with_undefined_reasons(element, reason))
+                cleaned[str(key)] = items
+            else:
+                cleaned[str(key)] = with_undefined_reasons(item, reason)
+        if undefined:
+            existing = cleaned.get("undefined")
+            if isinstance(existing, dict):
+                cleaned["undefined"] = {**undefined, **existing}
+            elif existing is None:
+                cleaned["undefined"] = undefined
+        return cleaned
+    if isinstance(value, (list, tuple)):
+        return [None if isinstance(item, float) and not math.isfinite(item) else with_undefined_reasons(item, reason)
+                for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_strict_json(path: str | os.PathLike, data: Any) -> None:
+    """Strict JSON (no NaN / Infinity tokens, which JSON does not have): non-finite numbers are written as
+    null with the reason beside them (:func:`with_undefined_reasons`); anything else that is not JSON raises."""
+    atomic_write_text(path, json.dumps(with_undefined_reasons(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -106,7 +106,7 @@ def write_dataset_card(out: str | Path, title: str, info: dict, registration_out
     stats = dataset_statistics(table) if len(table) else {}
     atomic_write_json(out / "dataset_stats.json", stats)
     lines = [f"# {title}", "", f"Built by cfbench ({info.get('kind', 'edit dataset')}); "
-             f"images {info.get('size')} px, registered: {info.get('registered')}.", ""]
+             f"images {info.get('resolution', info.get('size', '?'))} px, registered: {info.get('registered')}.", ""]
     if stats:
         lines += ["## Samples (Table 1)", "", table_one(stats), ""]
         findings = stats["total"]["operations_by_finding"]

@@ -30,6 +30,41 @@ LABEL_VALUES = {1.0, 0.0, -1.0}
 CSV_NAME = "instructions.csv"
 
 
+# What the missing-data errors say about where the real splits come from.
+WHERE_DATA_COMES_FROM = (
+    "the real splits (holdout, test, ...) are built from PhysioNet releases that need credentialed access "
+    "(a PhysioNet account, CITI human-subjects training and each release's data use agreement): MIMIC-CXR-JPG "
+    "(the images), Medical-Diff-VQA (the study pairs and their differences) and MIMIC-IV (age, race); download "
+    "them, then `cfbench data build mimic --mimic-cxr DIR --diff-vqa CSV --mimic-iv DIR --out DIR` writes the "
+    "dataset folder (NIH ChestX-ray14 needs no credentialing: `cfbench data build nih`); "
+    "`--split demo` runs on the embedded phantom set without any download")
+NO_DATA_FOLDER = ("no dataset folder: pass --data DIR, set CFBENCH_DATA_DIR, or run `cfbench config set data_dir DIR`; "
+                  + WHERE_DATA_COMES_FROM)
+
+
+BENCHMARK_SETTINGS_KEY = "benchmark_settings"
+"""dataset.json key of the settings the benchmark protocol of the data fixes: ``{"resolution": PX, "steps": N}``
+(either may be absent), or per split ``{"demo": {...}, "holdout": {...}}``. ``cfbench run`` uses them unless
+``--resolution`` / ``--option steps=N`` override them."""
+
+
+def benchmark_settings(root, split: str) -> dict:
+    """The benchmark settings a dataset folder's ``dataset.json`` fixes for ``split`` (empty when none)."""
+    import json
+    from pathlib import Path
+
+    path = Path(root) / "dataset.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8")).get(BENCHMARK_SETTINGS_KEY) if path.is_file() else None
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(settings, dict):
+        return {}
+    if any(key in SPLITS for key in settings):
+        settings = settings.get(split) or {}
+    return {key: value for key, value in settings.items() if key in ("resolution", "steps") and value is not None}
+
+
 class DatasetError(ValueError):
     """The dataset folder or its CSV breaks the layout; the message names the file, row or column."""
 

@@ -30,6 +30,7 @@ from cfbench.core.findings import CHEXPERT_COLUMNS, render_instruction
 from cfbench.datasets import mimic_tables as mimic
 from cfbench.datasets.diffvqa import DifferenceReport, read_difference_pairs
 from cfbench.datasets.edit_dataset import Sample
+from cfbench.datasets.layout import BENCHMARK_SETTINGS_KEY
 from cfbench.datasets.pair_engine import PairJob, PairSettings, process_pairs, write_dataset
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -214,6 +215,7 @@ def build_mimic_dataset(sources: MimicSources, out: str | Path, settings: PairSe
         ms_cxr_pseudo_masks(ms_cxr, find_file(sources.mimic_cxr, METADATA), settings.resolution).save(out / DATASET_MASKS)
     paths = {name: None if value is None else str(value) for name, value in vars(sources).items()}
     info = {"kind": "mimic-edit-instruction", "sources": paths,
+            BENCHMARK_SETTINGS_KEY: {"resolution": settings.resolution},  # the papers' 512 px by default
             "funnel": funnel, "unknown_phrases": dict(plan.differences.unknown.most_common()),
             "unparsed_sentences": dict(plan.differences.unparsed.most_common()),
             "ambiguous_level_splits": dict(plan.differences.ambiguous.most_common())}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.core.hashing import file_sha256
-from cfbench.core.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cfbench.core.storage import atomic_write_bytes, atomic_write_strict_json, atomic_write_text
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.scoring import SampleTable
@@ -111,4 +111,5 @@ def read_metrics(run_folder: str | Path) -> dict:
 
 
 def write_metrics(run_folder: str | Path, report: dict) -> None:
-    atomic_write_json(RunFiles(Path(run_folder)).metrics, report)
+    """metrics.json as strict JSON: a number that is not finite is null, with the reason beside it."""
+    atomic_write_strict_json(RunFiles(Path(run_folder)).metrics, report)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -389,8 +389,10 @@ def _by_operation(table: SampleTable, protocol: Protocol) -> dict:
     return breakdown
 
 
-def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol()) -> dict:
-    """Paired differences a - b with intervals, on the samples both tables share (same bootstrap indices)."""
+def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol(),
+                   names: Iterable[str] | None = None) -> dict:
+    """Paired differences a - b with intervals, on the samples both tables share (same bootstrap indices);
+    ``names``: only these metrics (default every metric both tables have)."""
     shared = sorted(set(a.sample_ids) & set(b.sample_ids), key=a.sample_ids.index)
     if len(shared) < 2:
         raise ValueError(f"the runs share {len(shared)} samples; a paired comparison needs at least 2")
@@ -399,7 +401,7 @@ def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol
     sub_a, sub_b = a.subset(rows_a), b.subset(rows_b)
     stats_a, stats_b = _with_cmig(sub_a, protocol), _with_cmig(sub_b, protocol)
     differences = {}
-    for name in sorted(set(stats_a) & set(stats_b)):
+    for name in sorted(set(stats_a) & set(stats_b) & (set(names) if names is not None else set(stats_a))):
         resamples = protocol.fid_bootstrap_resamples if name == "fid" else protocol.bootstrap_resamples
         if resamples <= 0:
             continue

@@ -88,6 +88,20 @@ CATALOGUE: dict[str, WeightsFile] = {entry.key: entry for entry in (
 )}
 
 
+# The catalogue key each member of the torchxrayvision suite (cfbench.evaluation.xrv.MEMBER_CLASSES) loads with
+# its default weights; tests/evaluation/test_preflight.py checks that they agree with the classes.
+SUITE_MEMBER_KEYS: dict[str, str] = {"pathology": "xrv-densenet121-all", "race": "xrv-race", "age": "xrv-age",
+                                     "sex": "xrv-sex"}
+
+
+def suite_members(has_race: bool, include_sex: bool | None = None) -> tuple[str, ...]:
+    """Suite members for a dataset: race only where the data records it; sex by default where it does not."""
+    members = ["pathology", "race", "age"] if has_race else ["pathology", "age"]
+    if include_sex if include_sex is not None else not has_race:
+        members.append("sex")
+    return tuple(members)
+
+
 def missing_weights_error(missing: Iterable[tuple[WeightsFile, Path]]) -> WeightsNotFoundError:
     """The error for catalogue files that are absent: each path and URL, and one fetch command for all."""
     missing = list(missing)

@@ -267,14 +267,9 @@ MEMBER_CLASSES: dict[str, type[XRVModelEvaluator]] = {
     "sex": XRVSexEvaluator,
 }
 DEFAULT_MEMBERS: tuple[str, ...] = ("pathology", "race", "age")
+suite_members = weights_manager.suite_members  # light to import, for the preflight: it lives there
 
 
-def suite_members(has_race: bool, include_sex: bool | None = None) -> tuple[str, ...]:
-    """Suite members for a dataset: race only where the data records it; sex by default where it does not."""
-    members = ["pathology", "race", "age"] if has_race else ["pathology", "age"]
-    if include_sex if include_sex is not None else not has_race:
-        members.append("sex")
-    return tuple(members)
 
 
 def _predict(members: Sequence[XRVModelEvaluator], images: np.ndarray, batch_size: int,

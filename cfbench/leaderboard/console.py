@@ -131,3 +131,34 @@ def summary_table(rows: list[dict], columns: tuple[str, ...]) -> str:
         notes.insert(0, f"- Brackets: {level}% bootstrap interval; n = samples evaluated. Metrics on fewer than "
                         f"{SMALL_N} samples are flagged below.")
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+HEADLINE_COLUMNS: tuple[str, ...] = ("cfbench_score", "cmig", "pathology_mean_auroc", "race_auroc", "age_pearson",
+                                     "fid", "mae_to_true_counterfactual")
+
+
+def model_summary_line(row: dict, columns: tuple[str, ...] = HEADLINE_COLUMNS) -> str:
+    """One line of a finished model's headline metrics on the leaderboard's scale (value [interval]); the
+    metrics a row does not have are left out. ``row``: {"model", "n", "protocol", "metrics"} as in
+    :func:`summary_table`."""
+    parts = []
+    for column in columns:
+        entry = row.get("metrics", {}).get(column)
+        if not entry or entry.get("value") is None:
+            continue
+        factor, decimals, _ = display_scale(column)
+        text = f"{display_title(column, row.get('protocol'))} {format_value(entry['value'] * factor, decimals)}"
+        if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
+            text += (f" [{format_value(entry['ci_low'] * factor, decimals)}, "
+                     f"{format_value(entry['ci_high'] * factor, decimals)}]")
+        parts.append(text)
+    return f"{row['model']} (n={row.get('n', '?')}): " + ("; ".join(parts) or "no metrics")
+
+
+def duration_text(seconds: float) -> str:
+    """'42 s', '3.5 min', '1.2 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -12,7 +12,17 @@ import csv
 import io
 import re
 
-from cfbench.leaderboard.table_model import MEASURED, REFERENCE, REPORTED, Cell, Column, Leaderboard, Row, format_value
+from cfbench.leaderboard.table_model import (
+    MEASURED,
+    REFERENCE,
+    REPORTED,
+    SETTING_NAMES,
+    Cell,
+    Column,
+    Leaderboard,
+    Row,
+    format_value,
+)
 
 KIND_TITLES = {MEASURED: "measured", REFERENCE: "oracle", REPORTED: "reported"}  # the CSV's kind column too
 
@@ -30,10 +40,34 @@ def bold_rule(board: Leaderboard) -> str:
         among = "measured rows and the reported generated rows (different test sets: use with care)"
     else:
         among = "measured rows; reported rows are never bolded against measured ones"
-    return (f"Bold: best value per column (↑ higher is better, ↓ lower is better; columns without an arrow are "
-            f"descriptive and not ranked) among {among}; oracle rows "
+    return (f"Bold: the best value of a column (↑ higher is better, ↓ lower is better; columns without an arrow "
+            "are descriptive and not ranked), only where it is significantly better than the runner-up (paired "
+            "bootstrap over the samples both runs share, as `cfbench compare`); "
+            f"{TIE_MARK} marks a best and runner-up that are not (or are equal as shown). Candidates: {among}. Oracle rows "
             "(ground truth, true counterfactual, the papers' real images) are not bolded, and a column is bolded "
             "only when at least two candidate rows have a value.")
+
+
+TIE_MARK = "≈"
+
+
+def tie_notes(board: Leaderboard) -> list[str]:
+    """One line per column whose best is not bolded, saying why (the paired interval, or what was missing)."""
+    lines = []
+    titles = {column.key: board.title(column) for column in board.layout.columns}
+    for key, verdict in board.verdicts.items():
+        if verdict.best is None or verdict.significant:
+            continue
+        if verdict.difference is not None:
+            value, low, high = verdict.difference
+            scale = next(c.scale for c in board.layout.columns if c.key == key)
+            decimals = next(c.decimals for c in board.layout.columns if c.key == key)
+            detail = (f"{verdict.best} - {verdict.runner_up} = {format_value(value * scale, decimals)} "
+                      f"[{format_value(low * scale, decimals)}, {format_value(high * scale, decimals)}]")
+        else:
+            detail = verdict.reason
+        lines.append(f"{titles[key]}: {TIE_MARK} {verdict.best} vs {verdict.runner_up}, no bold ({detail}).")
+    return lines
 
 
 def _level_text(board: Leaderboard) -> str:
@@ -43,7 +77,11 @@ def _level_text(board: Leaderboard) -> str:
 
 def notes(board: Leaderboard) -> list[str]:
     """The table's footnotes: bold rule, intervals, scales, and each reported table's citation."""
-    lines = [bold_rule(board)]
+    lines = [bold_rule(board), *tie_notes(board)]
+    if board.varying_settings:
+        lines.append("Settings differ between the runs: " + "; ".join(
+            f"{name}: " + ", ".join(f"{row.label} {row.settings.get(name, '?')}" for row in board.measured_rows())
+            for name in board.varying_settings) + ". Compare such rows with care.")
     if board.measured_rows():
         lines.append(f"Brackets: {_level_text(board)} percentile bootstrap interval over samples (FID: over "
                      "fewer resamples, shifted down by the bootstrap bias estimate, see metrics.json). Source of a measured row: run folder name @ first 8 hex digits of the SHA-256 of its config.")
@@ -67,23 +105,25 @@ def notes(board: Leaderboard) -> list[str]:
 # ---------------------------------------------------------------- Markdown
 
 def _md_cell(cell: Cell, column: Column) -> str:
-    text = f"**{cell.text}**" if cell.bold else cell.text
+    text = f"**{cell.text}**" if cell.bold else f"{cell.text} {TIE_MARK}" if cell.tie else cell.text
     interval = _interval(cell, column)
     return f"{text} {interval}" if interval else text
 
 
 def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
     columns = board.layout.columns
-    header = ["Model", "Kind", "Source", "n"] + [f"{board.title(c)} {c.arrow}".strip() for c in columns]
+    settings = board.varying_settings  # shown only where the runs differ in them
+    header = (["Model", "Kind", "Source", "n"] + settings
+              + [f"{board.title(c)} {c.arrow}".strip() for c in columns])
     lines = [f"{'#' * heading_level} {board.layout.title}", "",
              "| " + " | ".join(header) + " |",
-             "|---|---|---|---:|" + "---:|" * len(columns)]
+             "|---|---|---|---:|" + "---|" * len(settings) + "---:|" * len(columns)]
     for row in board.rows:
         label = f"*{row.label}*" if row.kind == REPORTED else row.label
         source = f"`{row.source}`" if row.kind != REPORTED else row.source
         cells = [_md_cell(row.cells[c.key], c) for c in columns]
         lines.append("| " + " | ".join([label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
-                                       + cells) + " |")
+                                       + [row.settings.get(name, "") for name in settings] + cells) + " |")
     lines.append("")
     lines += [f"- {note}" for note in notes(board)]
     return "\n".join(lines) + "\n"
@@ -96,17 +136,17 @@ def to_csv(board: Leaderboard) -> str:
 
     Measured values at full precision, reported values as printed; ``best`` lists the bolded keys."""
     columns = board.layout.columns
-    fields = ["model", "kind", "source", "n"]
+    fields = ["model", "kind", "source", "n", *SETTING_NAMES]
     for column in columns:
         fields += [column.key, f"{column.key}_ci_low", f"{column.key}_ci_high"]
-    fields += ["best", "run_dir", "citation"]
+    fields += ["best", "tie", "run_dir", "citation"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in board.rows:
         record: dict = {"model": row.label, "kind": row.kind, "source": row.source,
                         "n": "" if row.n is None else row.n, "run_dir": row.run_dir or "",
-                        "citation": row.citation or ""}
+                        "citation": row.citation or "", **{name: row.settings.get(name, "") for name in SETTING_NAMES}}
         for column in columns:
             cell = row.cells[column.key]
             if row.kind == REPORTED:
@@ -116,6 +156,7 @@ def to_csv(board: Leaderboard) -> str:
             record[f"{column.key}_ci_low"] = "" if cell.ci_low is None else repr(cell.ci_low)
             record[f"{column.key}_ci_high"] = "" if cell.ci_high is None else repr(cell.ci_high)
         record["best"] = ";".join(c.key for c in columns if row.cells[c.key].bold)
+        record["tie"] = ";".join(c.key for c in columns if row.cells[c.key].tie)
         writer.writerow(record)
     return buffer.getvalue()
 
@@ -124,7 +165,8 @@ def to_csv(board: Leaderboard) -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+                  "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+                  "≈": r"$\approx$", "−": "-"}
 
 
 def latex_escape(text: str) -> str:
@@ -136,26 +178,53 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def _latex_cell(cell: Cell, column: Column) -> str:
+def _latex_value(cell: Cell) -> str:
     text = latex_escape(cell.text)
     if cell.bold:
-        text = rf"\textbf{{{text}}}"
-    interval = _interval(cell, column)
-    return rf"{text}\,{{\scriptsize {interval}}}" if interval else text
+        return rf"\textbf{{{text}}}"
+    return text + r"$^{\approx}$" if cell.tie else text
 
 
-def _latex_row(row: Row, columns: tuple[Column, ...]) -> str:
+def _latex_label(row: Row, narrow: bool = False) -> str:
     label = latex_escape(row.label)
+    if narrow:  # a long plugin name ("pkg.adapter:Model") may break after '.', ':' and '_' in the narrow column
+        label = re.sub(r"(\.|:|\\_)", lambda match: match.group(1) + r"\allowbreak{}", label)
     if row.kind == REPORTED:
-        label = rf"\textit{{{label}}}$^\dagger$"
-    elif row.kind == REFERENCE:
-        label = rf"{label}$^\ddagger$"
-    source = "" if row.kind == REPORTED else rf"{{\scriptsize\texttt{{{latex_escape(row.source)}}}}}"
-    return " & ".join([label, source] + [_latex_cell(row.cells[c.key], c) for c in columns]) + r" \\"
+        return rf"\textit{{{label}}}$^\dagger$"
+    return rf"{label}$^\ddagger$" if row.kind == REFERENCE else label
+
+
+def _latex_row(row: Row, columns: tuple[Column, ...], narrow: bool = False) -> str:
+    """One table row; in the full-width variant a measured row has a second line: its run id under the model,
+    each interval under its value (so the table is as wide as its values, not values plus intervals)."""
+    first = " & ".join([_latex_label(row, narrow)] + [_latex_value(row.cells[c.key]) for c in columns]) + r" \\"
+    if narrow or row.kind == REPORTED:
+        return first
+    intervals = [_interval(row.cells[c.key], c) for c in columns]
+    second = " & ".join([rf"{{\tiny\texttt{{{latex_escape(row.source)}}}}}"]
+                        + [rf"{{\tiny {interval}}}" if interval else "" for interval in intervals]) + r" \\"
+    return first + "\n" + second
+
+
+def _stacked(text: str, width: int = 10) -> str:
+    """A header on as many lines as it needs at about ``width`` characters each (LaTeX, escaped), so a long
+    title does not widen its column."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    if len(lines) == 1:
+        return latex_escape(text)
+    return r"\begin{tabular}[b]{@{}c@{}}" + r"\\".join(latex_escape(part) for part in lines) + r"\end{tabular}"
 
 
 def _group_header(columns: tuple[Column, ...]) -> tuple[str, str]:
-    """The spanning header line (e.g. CMIG over Patho..CMIG) and its cmidrules; column offset 2."""
+    """The spanning header line (e.g. "CMIG terms" over Patho, Race, Age) and its cmidrules; column offset 1
+    (the model column)."""
     spans, start = [], 0
     while start < len(columns):
         end = start
@@ -167,38 +236,54 @@ def _group_header(columns: tuple[Column, ...]) -> tuple[str, str]:
     for group, first, last in spans:
         width = last - first + 1
         if group and width > 1:
-            cells.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(group)}}}")
-            rules.append(rf"\cmidrule(lr){{{first + 3}-{last + 3}}}")
+            cells.append(rf"\multicolumn{{{width}}}{{c}}{{{_stacked(group, 7 * width)}}}")
+            rules.append(rf"\cmidrule(lr){{{first + 2}-{last + 2}}}")
         else:
             cells += [""] * width
-    return " & ".join(["", ""] + cells) + r" \\", " ".join(rules)
+    return " & ".join([""] + cells) + r" \\", " ".join(rules)
 
 
-def to_latex(board: Leaderboard, label: str | None = None) -> str:
-    """A booktabs table (needs \\usepackage{booktabs}); reported rows in their own block, marked with a dagger."""
+def to_latex(board: Leaderboard, label: str | None = None, narrow: bool = False) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); reported rows in their own block, marked with a dagger.
+
+    Full width (default): a ``table*`` spanning both columns of a two-column paper, each measured row with its
+    run id and intervals on a second line. ``narrow``: a one-column ``table`` of the values only (intervals
+    and run ids are in the full table and the CSV), model names wrapped in a fixed-width first column."""
     columns = board.layout.columns
-    lines = ["% generated by `cfbench leaderboard`; needs \\usepackage{booktabs}",
-             r"\begin{table}[t]", r"\centering", r"\scriptsize" if len(columns) > 6 else r"\small",
+    environment = "table" if narrow else "table*"
+    many = len(columns) > 6
+    size = r"\tiny" if narrow and many else r"\scriptsize" if narrow or many else r"\footnotesize"
+    # raggedright, and \hspace{0pt} so that TeX may hyphenate a long first word (a model name)
+    first_column = (rf">{{\raggedright\arraybackslash\hspace{{0pt}}}}p{{{0.2 if many else 0.24}\linewidth}}"
+                    if narrow else "l")
+    lines = ["% generated by `cfbench leaderboard`; needs \\usepackage{booktabs} and \\usepackage{array}",
+             rf"\begin{{{environment}}}[t]", r"\centering", size,
+             rf"\setlength{{\tabcolsep}}{{{1 if narrow and many else 3}pt}}",
              rf"\caption{{{latex_escape(board.layout.title)}. {latex_escape(bold_rule(board))}}}",
-             rf"\label{{{label or 'tab:cfbench-' + board.layout.name}}}",
-             r"\begin{tabular}{ll" + "c" * len(columns) + "}", r"\toprule"]
+             rf"\label{{{(label or 'tab:cfbench-' + board.layout.name) + ('-narrow' if narrow else '')}}}",
+             r"\begin{tabular}{" + first_column + "r" * len(columns) + "}", r"\toprule"]
     group_line, rules = _group_header(columns)
     if rules:
         lines += [group_line, rules]
-    lines.append(" & ".join(["Model", "Source"] + [latex_escape(f"{board.title(c)} {c.arrow}".strip()) for c in columns]) + r" \\")
+    model_title = "Model" if narrow else r"Model / {\tiny run id}"
+    lines.append(" & ".join([model_title] + [_stacked(f"{board.title(c)} {c.arrow}".strip(), 6 if narrow else 16) for c in columns]) + r" \\")
     lines.append(r"\midrule")
     measured = board.measured_rows()
-    lines += [_latex_row(row, columns) for row in measured]
+    lines += [_latex_row(row, columns, narrow) for row in measured]
     for table in board.reported_tables:
         if measured or table is not board.reported_tables[0]:
             lines.append(r"\midrule")
-        heading = latex_escape(f"Reported in {table.short} ({table.test_set}); not measured by cfbench")
-        lines.append(rf"\multicolumn{{{len(columns) + 2}}}{{l}}{{\textit{{{heading}}}}} \\")
-        lines += [_latex_row(row, columns) for row in board.reported_rows() if row.source == table.short]
+        heading = latex_escape(f"Reported in {table.short}" if narrow else
+                               f"Reported in {table.short}; not measured by cfbench (test set in the notes)")
+        lines.append(rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{heading}}}}} \\")
+        lines += [_latex_row(row, columns, narrow) for row in board.reported_rows() if row.source == table.short]
     lines += [r"\bottomrule", r"\end{tabular}"]
     footnotes = [note for note in notes(board) if not note.startswith("Bold:")]
+    if narrow:
+        footnotes = [note for note in footnotes if not note.startswith("Brackets:")]
+        footnotes.insert(0, "Values only; intervals and run ids in the full-width table and the CSV.")
     markers = (r" $^\ddagger$oracle row (measured, never bolded)." if any(r.kind == REFERENCE for r in board.rows)
                else "") + (r" $^\dagger$reported value." if board.reported_tables else "")
     lines.append(r"\par\smallskip\parbox{\linewidth}{\tiny " + latex_escape(" ".join(footnotes)) + markers + "}")
-    lines.append(r"\end{table}")
+    lines.append(rf"\end{{{environment}}}")
     return "\n".join(lines) + "\n"

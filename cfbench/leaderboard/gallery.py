@@ -1,7 +1,9 @@
-"""A static HTML gallery of N samples: input | each run's output, its difference map |output - input| (and
-guidance-map overlay) | target.
+"""A static HTML gallery of N samples: input | target | each run's output, its difference map |output - input|
+(and guidance-map overlay), so input and target sit beside every output whatever the number of models.
 
-One folder that opens from disk with no server: ``index.html`` (inline CSS, no script, no external
+The reader picks the models shown (``#model=NAME`` in the address shows one, as the leaderboard site links
+it), the finding, and pages through large splits (25 samples a page by default) with a small inline script.
+One folder that opens from disk with no server: ``index.html`` (inline CSS and script, no external
 resource) and ``img/`` with 8-bit PNG thumbnails (``thumbnail`` pixels square; the run folders keep the
 full 16-bit images). Every link is relative. Each sample row shows the instruction, the sample id, and
 under each output the model's explanation when it gave one; under the target, the dataset's reference
@@ -124,6 +126,56 @@ p.note code { font-size: 1.1em; }
 .sample-id { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 1em; color: #333; }
 .scale { display: flex; align-items: center; gap: 0.6em; font-size: 0.9em; margin: 0.6em 0 1em; }
 .scale img { display: inline-block; margin: 0; border: 1px solid #999; }
+.controls { display: flex; flex-wrap: wrap; gap: 0.6em 1.2em; align-items: center; font-size: 0.9em;
+            background: #f6f6f6; padding: 0.5em 0.8em; border-radius: 6px; margin: 0.6em 0; }
+.controls fieldset { border: 0; margin: 0; padding: 0; } .controls label { white-space: nowrap; margin-right: 0.6em; }
+[hidden] { display: none !important; }
+.instruction-text { width: 0; min-width: 100%; }  /* wraps to the image columns instead of widening them */
+"""
+
+
+PAGE_SIZES = (10, 25, 50, 100)
+
+
+def _controls(labels: list[str], findings: list[str], n_samples: int) -> str:
+    """The reader's choices: which models, which finding, how many samples a page (no request leaves the page)."""
+    models = "".join(f'<label><input type="checkbox" data-pick-model="{index}" checked> {html.escape(label)}</label>'
+                     for index, label in enumerate(labels))
+    options = "".join(f'<option value="{html.escape(f)}">{html.escape(f)}</option>' for f in findings)
+    sizes = "".join(f'<option value="{size}"{" selected" if size == PAGE_SIZES[1] else ""}>{size}</option>'
+                    for size in PAGE_SIZES)
+    return ('<div class="controls"><fieldset><span>models:</span> ' + models + "</fieldset>"
+            f'<label>finding <select id="pick-finding"><option value="">all</option>{options}</select></label>'
+            f'<label>per page <select id="page-size">{sizes}</select></label>'
+            '<button type="button" id="previous-page">&larr; previous</button><span id="page-info"></span>'
+            f'<button type="button" id="next-page">next &rarr;</button> <span class="count">{n_samples} samples</span>'
+            "</div>")
+
+
+SCRIPT = r"""
+const samples = Array.from(document.querySelectorAll("tbody.sample"));
+const picks = Array.from(document.querySelectorAll("[data-pick-model]"));
+const finding = document.getElementById("pick-finding"), size = document.getElementById("page-size");
+let page = 0;
+const wanted = decodeURIComponent((location.hash.match(/model=([^&]*)/) || [])[1] || "");
+if (wanted) for (const box of picks) box.checked = box.parentElement.textContent.trim() === wanted;
+function update() {
+  for (const box of picks) for (const cell of document.querySelectorAll('[data-model="' + box.dataset.pickModel + '"]'))
+    cell.hidden = !box.checked;
+  const matching = samples.filter(s => !finding.value || s.dataset.findings.split("|").includes(finding.value));
+  const perPage = parseInt(size.value, 10), pages = Math.max(1, Math.ceil(matching.length / perPage));
+  page = Math.min(page, pages - 1);
+  for (const s of samples) s.hidden = true;
+  matching.slice(page * perPage, (page + 1) * perPage).forEach(s => { s.hidden = false; });
+  document.getElementById("page-info").textContent = " page " + (page + 1) + " of " + pages + " (" +
+    matching.length + " samples) ";
+}
+for (const box of picks) box.addEventListener("change", update);
+finding.addEventListener("change", () => { page = 0; update(); });
+size.addEventListener("change", () => { page = 0; update(); });
+document.getElementById("previous-page").addEventListener("click", () => { page = Math.max(0, page - 1); update(); });
+document.getElementById("next-page").addEventListener("click", () => { page += 1; update(); });
+update();
 """
 
 
@@ -169,45 +221,52 @@ def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFA
         return (f'<img src="{html.escape(src)}" alt="{html.escape(alt)}" width="{thumbnail}" '
                 f'height="{thumbnail}" loading="eager">')
 
-    header = ["<th>input</th>"]
+    header = ["<th>input</th>", f"<th>{html.escape(target_title(dataset.info.get('kind')))}</th>"]
     for index, run in enumerate(shown):
         label = _breakable(run.label)
-        header.append(f"<th>{label}<br><code>{_breakable(run.run_id)}</code></th>")
-        header.append(f'<th class="difference">{label}<br>|output &minus; input|</th>')
+        model = f'data-model="{index}"'
+        header.append(f"<th {model}>{label}<br><code>{_breakable(run.run_id)}</code></th>")
+        header.append(f'<th class="difference" {model}>{label}<br>|output &minus; input|</th>')
         if with_guidance[run.label]:
-            header.append(f"<th>{_breakable(run.label)}<br>guidance map overlay</th>")
-    header.append(f"<th>{html.escape(target_title(dataset.info.get('kind')))}</th>")
+            header.append(f"<th {model}>{_breakable(run.label)}<br>guidance map overlay</th>")
     width = len(header)
     body = []
-    for sample_id in chosen:
+    finding_names = sorted({op.finding for sample_id in chosen for op in dataset[sample_id].operations if op.finding})
+    for position, sample_id in enumerate(chosen):
         sample = dataset[sample_id]
         operations = ", ".join(sorted({op.op for op in sample.operations})) or "none"
-        body.append(f'<tr><td class="instruction" colspan="{width}"><b>{html.escape(sample.instruction)}</b> '
-                    f'&nbsp;&middot; sample <span class="sample-id">{html.escape(sample_id)}</span> &middot; '
-                    f"operations: {html.escape(operations)}</td></tr>")
-        cells = [f"<td>{img(write(grey_thumbnail(inputs[sample_id], thumbnail), sample_id, 'input'), 'input')}</td>"]
+        findings = "|".join(sorted({op.finding for op in sample.operations if op.finding}))
+        body.append(f'<tbody class="sample" data-position="{position}" data-findings="{html.escape(findings)}">')
+        body.append(f'<tr><td class="instruction" colspan="{width}"><div class="instruction-text">'
+                    f'<b>{html.escape(sample.instruction)}</b> &nbsp;&middot; sample <span class="sample-id">'
+                    f"{html.escape(sample_id)}</span> &middot; operations: {html.escape(operations)}</div></td></tr>")
+        target = img(write(grey_thumbnail(dataset.current_image(sample), thumbnail), sample_id, "target"), "target")
+        if sample.reference_explanation:
+            target += f'<p class="explanation">reference: {html.escape(sample.reference_explanation)}</p>'
+        cells = [f"<td>{img(write(grey_thumbnail(inputs[sample_id], thumbnail), sample_id, 'input'), 'input')}</td>",
+                 f"<td>{target}</td>"]
         for index, run in enumerate(shown):
             record = finished[run.label][sample_id]
             output = outputs[(run.label, sample_id)]
             tag = f"{index:02d}_{run.label}"
+            model = f'data-model="{index}"'
             cell = img(write(grey_thumbnail(output, thumbnail), sample_id, tag), f"{run.label} output")
             if record.get("explanation"):
                 cell += f'<p class="explanation">{html.escape(record["explanation"])}</p>'
-            cells.append(f"<td>{cell}</td>")
+            cells.append(f"<td {model}>{cell}</td>")
             difference = difference_thumbnail(output, inputs[sample_id], thumbnail, vmax)
-            cells.append(f'<td class="difference">{img(write(difference, sample_id, tag + "_difference"), run.label + " difference")}</td>')
+            cells.append(f'<td class="difference" {model}>'
+                         f'{img(write(difference, sample_id, tag + "_difference"), run.label + " difference")}</td>')
             if with_guidance[run.label]:
                 guidance_path = RunFiles(run.run_dir).guidance_map(sample_id)
                 if record.get("has_guidance") and guidance_path.is_file():
                     overlay = overlay_thumbnail(output, load_image(guidance_path, resolution), thumbnail)
-                    cells.append(f"<td>{img(write(overlay, sample_id, tag + '_guidance'), run.label + ' guidance')}</td>")
+                    cells.append(f"<td {model}>{img(write(overlay, sample_id, tag + '_guidance'), run.label + ' guidance')}</td>")
                 else:
-                    cells.append('<td><span class="missing">no guidance map</span></td>')
-        target = img(write(grey_thumbnail(dataset.current_image(sample), thumbnail), sample_id, "target"), "target")
-        if sample.reference_explanation:
-            target += f'<p class="explanation">reference: {html.escape(sample.reference_explanation)}</p>'
-        cells.append(f"<td>{target}</td>")
+                    cells.append(f'<td {model}><span class="missing">no guidance map</span></td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
+        body.append("</tbody>")
+    controls = _controls([run.label for run in shown], finding_names, len(chosen))
     notes = [f"{len(chosen)} of {len(common)} samples finished in every run (spread evenly over the split "
              f"<code>{html.escape(dataset.split)}</code>), {thumbnail} px 8-bit thumbnails; the run folders hold "
              "the full-resolution 16-bit images."]
@@ -225,8 +284,8 @@ def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFA
         '<div class="scale">|output &minus; input|: <span>0</span>'
         f'<img src="img/difference_scale.png" alt="difference colour scale" width="256" height="14">'
         f'<span>{vmax:.3f}</span> <span class="note">(pixel intensity, images in [0, 1])</span></div>',
-        "<table>", "<thead><tr>" + "".join(header) + "</tr></thead>", "<tbody>", *body, "</tbody>", "</table>",
-        "</body>", "</html>", ""])
+        controls, "<table>", "<thead><tr>" + "".join(header) + "</tr></thead>", *body, "</table>",
+        f"<script>{SCRIPT}</script>", "</body>", "</html>", ""])
     index_path = out / "index.html"
     atomic_write_text(index_path, page)
     return index_path

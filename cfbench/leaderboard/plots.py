@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.evaluation.metric_names import metric_name
+from cfbench.leaderboard.styles import model_styles
 from cfbench.leaderboard.table_model import (
     BREAKDOWN_METRICS,
     LAYOUTS,
@@ -42,23 +43,12 @@ from cfbench.leaderboard.table_model import (
 
 OPERATION_TITLES = {"add": "add", "remove": "remove", "change": "change level"}
 
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
-"""Okabe & Ito's colour-blind-safe palette (blue, orange, green, purple, sky blue, vermillion, black, yellow)."""
-MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 FONT = 8  # points; titles 9
 
 
 def _paper_scale(metric: str) -> float:
     """The factor the InstructX2X table prints the metric with (AUROC and r x 100), else 1."""
     return next((c.scale for c in LAYOUTS["instructx2x"].columns if c.metric == metric), 1.0)
-
-
-def _colours(n: int) -> list[str]:
-    return [OKABE_ITO[i % len(OKABE_ITO)] for i in range(n)]
-
-
-def _marker(index: int) -> str:
-    return MARKERS[index % len(MARKERS)]
 
 
 def _wrap(label: str, width: int = 20) -> str:
@@ -142,9 +132,10 @@ def _scaled(entry: dict, scale: float) -> tuple[float, float | None, float | Non
 
 
 def _run_style(runs: list[RunSummary]) -> dict[str, dict]:
-    """One colour and one marker per run (oracle rows hollow), the same in every plot."""
-    colours = _colours(len(runs))
-    return {run.label: {"color": colours[i], "marker": _marker(i), "oracle": is_oracle(run.model)}
+    """One colour and one marker per run (oracle rows hollow), the same in every plot and leaderboard
+    (:mod:`cfbench.leaderboard.styles`: a function of the registry name)."""
+    styles = model_styles([run.label for run in runs])
+    return {run.label: {"color": styles[run.label][0], "marker": styles[run.label][1], "oracle": is_oracle(run.model)}
             for i, run in enumerate(runs)}
 
 
@@ -285,22 +276,26 @@ def finding_heatmap_figure(runs: list[RunSummary]) -> Figure:
     labels = [run.label for run in runs if any(v is not None for v in table[run.label].values())]
     if not labels:
         raise ValueError("no run has per-finding pathology AUROCs")
-    matrix = np.array([[math.nan if table[m][f] is None else table[m][f] for f in EVALUATED_FINDINGS] for m in labels])
+    scale = _paper_scale("pathology_mean_auroc")  # the tables' and dot plots' scale (AUROC x 100)
+    matrix = np.array([[math.nan if table[m][f] is None else scale * table[m][f] for f in EVALUATED_FINDINGS]
+                       for m in labels])
     figure = Figure(figsize=(1.15 * len(EVALUATED_FINDINGS) + 3.0, 0.5 * len(labels) + 1.9), layout="constrained")
     axes = figure.add_subplot(1, 1, 1)
-    image = axes.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto")
+    image = axes.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0.5 * scale, vmax=1.0 * scale,
+                         aspect="auto")
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             value = matrix[i, j]
-            text = "–" if math.isnan(value) else f"{value:.3f}"
+            text = "–" if math.isnan(value) else f"{value:.1f}"
             axes.text(j, i, text, ha="center", va="center", fontsize=FONT,
-                      color="black" if not math.isnan(value) and value > 0.8 else "white")
+                      color="black" if not math.isnan(value) and value > 0.8 * scale else "white")
     axes.set_xticks(range(len(EVALUATED_FINDINGS)), EVALUATED_FINDINGS, rotation=25, ha="right", fontsize=FONT)
     axes.set_yticks(range(len(labels)), [_wrap(label, 28) for label in labels], fontsize=FONT)
     axes.set_xlabel("finding (target-study label)", fontsize=FONT)
     axes.set_ylabel("run", fontsize=FONT)
     colourbar = figure.colorbar(image, ax=axes, shrink=0.9)
-    colourbar.set_label("AUROC (colour clipped to [0.5, 1])", fontsize=FONT)
+    colourbar.set_label(f"AUROC x {scale:g}, as in the tables (colour clipped to [{0.5 * scale:g}, {scale:g}])",
+                        fontsize=FONT)
     colourbar.ax.tick_params(labelsize=FONT - 1)
     axes.set_title("Pathology AUROC per finding (generated image vs target labels)", fontsize=FONT + 1)
     return figure

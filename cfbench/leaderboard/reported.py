@@ -56,6 +56,7 @@ class ReportedTable:
     caption: str      # verbatim
     test_set: str
     rows: tuple[ReportedRow, ...]
+    dataset_kind: str = "mimic-edit-instruction"  # the dataset.json kind of the data it was measured on
 
 
 def _row(model: str, keys: tuple[str, ...], printed: str, is_reference: bool = False) -> ReportedRow:
@@ -123,7 +124,7 @@ PROGEMU_TABLE1 = ReportedTable(
     caption="Quantitative evaluation for state-of-the-art methods on the ICG-CXR dataset. The best results are "
             "highlighted in bold and the second best results are underlined. ProgEmu^2: a cascade variant of "
             "ProgEmu for ablation study.",
-    test_set="ICG-CXR test (760 quadruples)",
+    test_set="ICG-CXR test (760 quadruples)", dataset_kind="icg-cxr",
     rows=(
         _row("PIE", _PROGEMU, "37.60 34.03 0.7735 0.8894 - - -"),
         _row("BiomedJourney", _PROGEMU, "36.62 34.59 0.8385 0.8411 - - -"),

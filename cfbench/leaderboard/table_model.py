@@ -12,11 +12,13 @@ Rows have a kind:
   "Real Images (GT)"): shown, never bolded, as the papers bold only generated methods;
 - ``reported``: a value printed in a paper (:mod:`cfbench.leaderboard.reported`), never measured here.
 
-Bolding, per column and direction-aware (higher is better, lower for KL and FID), on the values as
-displayed (so ties at the shown precision are all bold): the best ``measured`` row, when at least two
-measured rows have a value. Reported rows are not bolded against measured rows; with
-``bold_reported=True`` reported generated rows join the candidates (their test sets and, for KL, their
-scale differ: use with care).
+Bolding, per column and direction-aware (higher is better, lower for KL and FID): the best ``measured``
+row, only where it is significantly better than the runner-up (:func:`significant_best`: the paired
+bootstrap of ``cfbench compare`` over the samples both runs share, with their protocol); otherwise the
+two are marked as a tie (``Cell.tie``), as are rows equal at the displayed precision. A column needs at
+least two candidate values. Reported rows are not bolded against measured rows; with
+``bold_reported=True`` reported generated rows join the candidates and are compared by their printed
+values (their test sets and, for KL, their scale differ: use with care).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ BREAKDOWN_METRICS: tuple[str, ...] = ("pathology_mean_auroc", "cmig", "kl_diverg
 @dataclass(frozen=True)
 class Column:
     """One table column: the metrics.json name, the factor to the paper's scale, decimals, and a spanning
-    header (``group``: "CMIG" over Patho/Race/Age/CMIG, as in the papers). Title and direction come from
+    header (``group``: "CMIG terms" over Patho/Race/Age, the terms CMIG combines; CMIG has its own column). Title and direction come from
     the metric vocabulary (:mod:`cfbench.evaluation.metric_names`); ``title`` overrides the short title
     where a paper prints another one (ProgEmu's "AUROC")."""
 
@@ -80,10 +82,10 @@ LAYOUTS: dict[str, Layout] = {
         name="instructx2x",
         title="InstructX2X protocol: pathology accuracy, attribute retention, CMIG, KL, FID",
         columns=(
-            Column("patho", "pathology_mean_auroc", 100.0, group="CMIG"),
-            Column("race", "race_auroc", 100.0, group="CMIG"),
-            Column("age", "age_pearson", 100.0, group="CMIG"),
-            Column("cmig", "cmig", 1.0, group="CMIG"),
+            Column("patho", "pathology_mean_auroc", 100.0, group="CMIG terms"),
+            Column("race", "race_auroc", 100.0, group="CMIG terms"),
+            Column("age", "age_pearson", 100.0, group="CMIG terms"),
+            Column("cmig", "cmig", 1.0),
             Column("kl", "kl_divergence", 1.0, 3),
             Column("fid", "fid", 1.0),
         ),
@@ -139,6 +141,7 @@ class Cell:
     ci_low: float | None = None
     ci_high: float | None = None
     bold: bool = False
+    tie: bool = False  # the best of its column but not significantly better than the runner-up (or equal)
 
 
 @dataclass
@@ -151,6 +154,7 @@ class Row:
     run_dir: str | None = None
     citation: str | None = None
     is_reference: bool = False  # real images / oracle answers: never bolded
+    settings: dict = field(default_factory=dict)  # measured rows: run_settings of the run's manifest
 
 
 @dataclass
@@ -162,6 +166,8 @@ class Leaderboard:
     reported_tables: list[ReportedTable] = field(default_factory=list)
     protocol_notes: list[str] = field(default_factory=list)  # the open protocol choices of the measured rows
     small_n_rows: list[tuple[str, int]] = field(default_factory=list)  # (row label, n) with n < SMALL_N
+    verdicts: dict = field(default_factory=dict)  # column key -> BestVerdict (set by mark_best)
+    varying_settings: list[str] = field(default_factory=list)  # SETTING_NAMES whose values differ between runs
 
     def title(self, column: Column) -> str:
         """The column's header; CLIP-I names the variant the measured rows used ("CLIP-I (img-txt)")."""
@@ -194,10 +200,28 @@ class RunSummary:
     run_id: str
     model: str
     metrics: dict
+    settings: dict = field(default_factory=dict)  # :func:`run_settings` of its manifest
 
     @property
     def label(self) -> str:
         return self.model
+
+
+SETTING_NAMES: tuple[str, ...] = ("resolution", "steps", "precision", "seed")
+"""The benchmark settings a leaderboard shows as columns whenever its runs do not all share them."""
+
+
+def run_settings(manifest: RunManifest) -> dict[str, str]:
+    """The run's benchmark settings as shown: resolution in px, sampling steps and precision (the model
+    options; "default" when the run kept the model's own), the run seed."""
+    options = manifest.config.options or {}
+    return {"resolution": f"{manifest.config.resolution} px", "steps": str(options.get("steps", "default")),
+            "precision": str(options.get("precision", "default")), "seed": str(manifest.config.seed)}
+
+
+def varying_settings(runs: list["RunSummary"]) -> list[str]:
+    """The setting names whose values are not all equal over the runs (the columns a table must show)."""
+    return [name for name in SETTING_NAMES if len({run.settings.get(name) for run in runs}) > 1]
 
 
 class LeaderboardError(ValueError):
@@ -215,7 +239,8 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
     runs = []
     for folder in map(Path, run_dirs):
         manifest = RunManifest.read(folder)
-        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder)))
+        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder),
+                               run_settings(manifest)))
     models = [run.model for run in runs]
     for run in runs:
         if models.count(run.model) > 1:
@@ -261,7 +286,8 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
         cells = {column.key: _measured_cell(run.metrics, column) for column in layout.columns}
         oracle = is_oracle(run.model)
         rows.append(Row(run.label, REFERENCE if oracle else MEASURED, run.run_id, cells,
-                        n=run.metrics.get("n_samples"), run_dir=str(run.run_dir), is_reference=oracle))
+                        n=run.metrics.get("n_samples"), run_dir=str(run.run_dir), is_reference=oracle,
+                        settings=dict(run.settings)))
     for table in reported:
         for reported_row in table.rows:
             cells = {}
@@ -272,8 +298,9 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
                             is_reference=reported_row.is_reference))
     levels = {run.metrics.get("protocol", {}).get("confidence_level") for run in runs} - {None}
     board = Leaderboard(layout, rows, levels.pop() if len(levels) == 1 else None, bold_reported, list(reported),
-                        protocol_notes=_protocol_notes(runs, layout), small_n_rows=_small_n_rows(runs, layout))
-    mark_best(board)
+                        protocol_notes=_protocol_notes(runs, layout), small_n_rows=_small_n_rows(runs, layout),
+                        varying_settings=varying_settings(runs))
+    mark_best(board, runs)
     return board
 
 
@@ -310,19 +337,105 @@ def _candidates(board: Leaderboard) -> list[Row]:
     return measured + [row for row in board.reported_rows() if not row.is_reference]
 
 
-def mark_best(board: Leaderboard) -> None:
-    """Bold the best displayed value of each column among the candidates (needs at least two values)."""
-    candidates = _candidates(board)
+@dataclass(frozen=True)
+class BestVerdict:
+    """Whether a column's best row is significantly better than its runner-up.
+
+    ``difference``: best - runner-up on the metrics.json scale with its paired bootstrap interval
+    (``cfbench compare``'s test: the same resampled shared samples for both runs), None when not tested;
+    ``significant``: the interval excludes 0 in the metric's better direction; ``reason``: why the best is
+    not bolded, when it is not."""
+
+    column: str
+    best: str | None = None
+    runner_up: str | None = None
+    difference: tuple[float, float, float] | None = None  # (value, ci_low, ci_high)
+    significant: bool = False
+    reason: str = ""
+
+
+_PAIRED = {}  # (run folder a, run folder b, metric names, protocol) -> compare_tables result, per process
+
+
+def paired_difference(best: RunSummary, runner_up: RunSummary, metric: str) -> tuple[float, float, float] | str:
+    """best - runner-up of ``metric`` on their shared samples with its paired bootstrap interval (the test of
+    ``cfbench compare``, with the runs' own protocol); a reason string when it cannot be tested."""
+    from cfbench.evaluation.results import load_table
+    from cfbench.evaluation.scoring import compare_tables
+
+    protocol = run_protocol(best)
+    if protocol != run_protocol(runner_up):
+        return "the two runs were scored with different protocols"
+    if (best.metrics.get("evaluator") or {}) != (runner_up.metrics.get("evaluator") or {}):
+        return "the two runs were evaluated with different evaluators"
+    key = (str(best.run_dir), str(runner_up.run_dir), metric, protocol)
+    if key not in _PAIRED:
+        try:
+            _PAIRED[key] = compare_tables(load_table(best.run_dir), load_table(runner_up.run_dir), protocol,
+                                          names=[metric])
+        except (ValueError, RuntimeError, OSError) as error:  # no evaluation.npz (a bundle), too few shared samples
+            _PAIRED[key] = str(error).splitlines()[0]
+    result = _PAIRED[key]
+    if isinstance(result, str):
+        return result
+    entry = result["differences"].get(metric)
+    if not entry or entry.get("ci_low") is None or entry.get("ci_high") is None:
+        return "no paired interval for this metric"
+    return entry["value"], entry["ci_low"], entry["ci_high"]
+
+
+def significant_best(board: Leaderboard, runs: list[RunSummary]) -> dict[str, BestVerdict]:
+    """Per ranked column: the best candidate row, its runner-up, and whether the best is significantly
+    better (paired bootstrap over the shared samples). Rows tied at the displayed precision are a tie
+    without a test; a reported row (no samples) is compared by its printed value only."""
+    by_label = {run.label: run for run in runs}
+    verdicts = {}
     for column in board.layout.columns:
         if column.higher_is_better is None:
             continue
-        shown = [(row, float(row.cells[column.key].text)) for row in candidates
+        shown = [(row, float(row.cells[column.key].text)) for row in _candidates(board)
                  if row.cells[column.key].value is not None]
         if len(shown) < 2:
+            verdicts[column.key] = BestVerdict(column.key, reason="fewer than two candidate rows have a value")
             continue
-        best = max(v for _, v in shown) if column.higher_is_better else min(v for _, v in shown)
-        for row, value in shown:
-            row.cells[column.key].bold = value == best
+        shown.sort(key=lambda item: item[1], reverse=column.higher_is_better)
+        (best, best_value), (runner_up, runner_value) = shown[0], shown[1]
+        if best_value == runner_value:
+            verdicts[column.key] = BestVerdict(column.key, best.label, runner_up.label,
+                                               reason="equal at the displayed precision")
+            continue
+        if best.kind == REPORTED or runner_up.kind == REPORTED:  # printed values: nothing to resample
+            verdicts[column.key] = BestVerdict(column.key, best.label, runner_up.label, significant=True,
+                                               reason="reported values compared as printed")
+            continue
+        tested = paired_difference(by_label[best.label], by_label[runner_up.label], column.metric)
+        if isinstance(tested, str):
+            verdicts[column.key] = BestVerdict(column.key, best.label, runner_up.label, reason=f"not tested: {tested}")
+            continue
+        value, low, high = tested
+        better = low > 0 if column.higher_is_better else high < 0
+        verdicts[column.key] = BestVerdict(column.key, best.label, runner_up.label, (value, low, high), better,
+                                           "" if better else "the paired interval of the difference includes 0")
+    return verdicts
+
+
+def mark_best(board: Leaderboard, runs: list[RunSummary] | None = None) -> None:
+    """Bold a column's best candidate only where it is significantly better than the runner-up
+    (:func:`significant_best`); where it is not, the best and the runner-up are marked as a tie
+    (``Cell.tie``), as are rows equal at the displayed precision."""
+    board.verdicts = significant_best(board, runs or [])
+    for key, verdict in board.verdicts.items():
+        if verdict.best is None:
+            continue
+        rows = {row.label: row for row in _candidates(board)}
+        if verdict.significant:
+            rows[verdict.best].cells[key].bold = True
+            continue
+        best_text = rows[verdict.best].cells[key].text
+        for row in rows.values():
+            cell = row.cells[key]
+            if row.label in (verdict.best, verdict.runner_up) or (cell.value is not None and cell.text == best_text):
+                cell.tie = True
 
 
 def per_finding_auroc(runs: list[RunSummary]) -> dict[str, dict[str, float | None]]:

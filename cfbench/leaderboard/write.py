@@ -3,12 +3,16 @@
 Layout of ``out/``::
 
     README.md                 index: every table in Markdown, links to the files below
-    instructx2x.{md,csv,tex}  InstructX2X-protocol table (measured rows, then the papers' reported rows)
+    index.html                the same as a page: a sortable, filterable table of the runs, the plots, links
+                              to each run's manifest and the gallery (cfbench.leaderboard.site)
+    instructx2x.{md,csv,tex}  InstructX2X-protocol table (measured rows, then the papers' reported rows);
+                              .tex is a full-width table*, instructx2x-narrow.tex a one-column variant
     progemu.{md,csv,tex}      ProgEmu-protocol table
     per_finding_auroc.csv     pathology AUROC per finding and run (0-1, with intervals)
     by_operation.csv          per operation kind: n and metrics with intervals, from per-sample data
     plots/                    metric_bars, tradeoff, finding_heatmap, by_operation (.png and .pdf)
-    gallery/index.html        input | outputs | guidance overlays | target, PNG thumbnails in gallery/img/
+    gallery/index.html        input | target | outputs | guidance overlays, PNG thumbnails in gallery/img/
+    bundles/                  results bundles given instead of run folders (`cfbench export`), unpacked
 
 With no run folders, only the papers' reported tables are written, one file set per paper table.
 """
@@ -36,8 +40,12 @@ BREAKDOWN_RESAMPLES = 200
 
 
 def write_table_files(board, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")]
-    for path, text in zip(paths, (to_markdown(board), to_csv(board), to_latex(board, f"tab:{stem.name}"))):
+    """{stem}.md, .csv, .tex (full width, table*) and {stem}-narrow.tex (one column, values only)."""
+    paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex"),
+             stem.with_name(f"{stem.name}-narrow.tex")]
+    texts = (to_markdown(board), to_csv(board), to_latex(board, f"tab:{stem.name}"),
+             to_latex(board, f"tab:{stem.name}", narrow=True))
+    for path, text in zip(paths, texts):
         atomic_write_text(path, text)
     return paths
 
@@ -83,25 +91,44 @@ def _by_operation_csv(breakdowns: dict[str, dict], runs: list[RunSummary]) -> st
     return buffer.getvalue()
 
 
-def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool = True,
+def unpack_bundles(run_dirs: list[str | Path], out: Path) -> list[Path]:
+    """Run folders as given; results bundles (``cfbench export``) unpacked into ``out/bundles/`` first."""
+    from cfbench.leaderboard.bundle import is_bundle, open_bundle
+
+    return [open_bundle(path, out / "bundles") if is_bundle(path) else Path(path) for path in run_dirs]
+
+
+def reported_tables_for(runs: list[RunSummary], include_reported: bool | str = "auto") -> list:
+    """The papers' tables to show beside these runs: "auto" (default) only those measured on a dataset kind
+    some run was evaluated on (the MIMIC rows do not sit beside phantom rows); True: all; False: none."""
+    if include_reported == "auto":
+        kinds = {(run.metrics.get("dataset") or {}).get("kind") for run in runs}
+        return [table for table in LEADERBOARD_TABLES if table.dataset_kind in kinds]
+    return list(LEADERBOARD_TABLES) if include_reported else []
+
+
+def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool | str = "auto",
                       bold_reported: bool = False, plots: bool = True, gallery: bool = True,
                       gallery_samples: int = 8, thumbnail: int = 192, title: str | None = None,
                       breakdown_resamples: int = BREAKDOWN_RESAMPLES) -> dict[str, list]:
     """Tables, plots and gallery of evaluated runs into out/; returns {"written": paths, "skipped": reasons}.
+
+    include_reported: the papers' rows, see :func:`reported_tables_for` ("auto": only beside runs on the
+    dataset kind they were measured on).
 
     breakdown_resamples: bootstrap resamples of the per-operation intervals (fewer than the headline
     metrics': each kind rescores every metric per resample; the count is written in by_operation.csv)."""
     out = Path(out)
     if not run_dirs:
         return {"written": write_reported_tables(out), "skipped": []}
-    runs = load_runs(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by an earlier write killed mid-way
+    runs = load_runs(unpack_bundles(run_dirs, out))
     title = title or f"cfbench leaderboard {out.name}"
     written, skipped = [], []
     boards = {}
     for name, layout in LAYOUTS.items():
-        board = build_leaderboard(runs, name, reported=list(LEADERBOARD_TABLES) if include_reported else [],
+        board = build_leaderboard(runs, name, reported=reported_tables_for(runs, include_reported),
                                   bold_reported=bold_reported)
         if layout.optional and not any(cell.value is not None for row in board.measured_rows()
                                        for cell in row.cells.values()):
@@ -138,11 +165,17 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     if gallery:
         from cfbench.leaderboard.gallery import GalleryError, write_gallery
 
+        with_images = [run for run in runs if (run.run_dir / "images").is_dir()]
+        skipped += [f"gallery: {run.label} is a results bundle without images" for run in runs if run not in with_images]
         try:
-            gallery_index = write_gallery(runs, out / "gallery", gallery_samples, thumbnail, title=f"Gallery · {title}")
+            gallery_index = write_gallery(with_images, out / "gallery", gallery_samples, thumbnail,
+                                          title=f"Gallery · {title}")
             written.append(gallery_index)
-        except (GalleryError, FileNotFoundError, OSError) as error:
-            skipped.append(f"gallery: {error}")
+        except (GalleryError, FileNotFoundError, OSError, ValueError, RuntimeError) as error:
+            skipped.append(f"gallery: {error}")  # DatasetError is a ValueError, EvaluationError a RuntimeError
+    from cfbench.leaderboard.site import write_site
+
+    written.insert(0, write_site(runs, out, plot_files, gallery_index, title))
     atomic_write_text(out / "README.md", _index(title, runs, boards, plot_files, gallery_index, skipped, out))
     written.insert(0, out / "README.md")
     return {"written": written, "skipped": skipped}
@@ -150,7 +183,8 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
 
 def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Path], gallery_index: Path | None,
            skipped: list[str], out: Path) -> str:
-    lines = [f"# {title}", "", "Written by `cfbench leaderboard`. Runs:", ""]
+    lines = [f"# {title}", "", "Written by `cfbench leaderboard`. Open [index.html](index.html) in a browser for the "
+             "sortable, filterable table (no server needed). Runs:", ""]
     for run in runs:
         dataset = run.metrics.get("dataset", {})
         evaluator = (run.metrics.get("evaluator") or {}).get("evaluator", "none")
@@ -159,7 +193,8 @@ def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Pa
     lines.append("")
     for name, board in boards.items():
         lines += [to_markdown(board, heading_level=2),
-                  f"Files: [{name}.md]({name}.md), [{name}.csv]({name}.csv), [{name}.tex]({name}.tex) (booktabs).", ""]
+                  f"Files: [{name}.md]({name}.md), [{name}.csv]({name}.csv), [{name}.tex]({name}.tex) (booktabs, "
+                  f"full width), [{name}-narrow.tex]({name}-narrow.tex) (one column).", ""]
     lines += ["## Plots", ""]
     for png in [p for p in plot_files if p.suffix == ".png"]:
         relative = png.relative_to(out).as_posix()

@@ -20,11 +20,14 @@ from tqdm.auto import tqdm
 from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import process_alive
 from cfbench.datasets.edit_dataset import CSV_NAME, DatasetWriter, Sample
+from cfbench.datasets.layout import BENCHMARK_SETTINGS_KEY
 from cfbench.phantom.render import RenderedPair, render_pair
 from cfbench.phantom.pseudo_masks import write_dataset_pseudo_masks
-from cfbench.phantom.scenario import PHANTOM_VERSION, PhantomPair, sample_pair
+from cfbench.phantom.scenario import DEMO_RESOLUTION, DEMO_STEPS, PHANTOM_VERSION, PhantomPair, sample_pair
 
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.70, "holdout": 0.20, "test": 0.05, "val": 0.05}
+DEMO_BENCHMARK_SETTINGS = {"resolution": DEMO_RESOLUTION, "steps": DEMO_STEPS}
+"""What the demo split's dataset.json fixes (``benchmark_settings``): `cfbench run --split demo` uses them."""
 DEMO_SIZE = 48
 
 
@@ -86,6 +89,7 @@ def build_phantom_dataset(
     fractions: dict[str, float] | None = None,
     progress: bool = True,
     workers: int = 1,
+    benchmark_settings: dict | None = None,
 ) -> Path:
     """Render n phantom pairs into ``out`` (dataset layout with counterfactual/ and lesion_mask/).
 
@@ -116,7 +120,8 @@ def build_phantom_dataset(
     writer.close(
         info={"kind": "phantom", "phantom_version": PHANTOM_VERSION, "n": n, "seed": seed, "resolution": resolution,
               "split_counts": counts, "pseudo_masks": "pseudo_masks.npz: union of true lesion masks of the "
-                                                      "phantom training stream (cfbench phantom pseudo-masks)"}
+                                                      "phantom training stream (cfbench phantom pseudo-masks)",
+              **({BENCHMARK_SETTINGS_KEY: benchmark_settings} if benchmark_settings else {})}
     )
     return Path(out)
 
@@ -143,7 +148,7 @@ def demo_dataset(cache_dir: str | Path, resolution: int = 512, progress: bool = 
     building = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".building-demo-{os.getpid()}-"))
     try:
         build_phantom_dataset(building, DEMO_SIZE, seed=20261123, resolution=resolution, fractions={"demo": 1.0},
-                              progress=progress)
+                              progress=progress, benchmark_settings=DEMO_BENCHMARK_SETTINGS)
         try:
             os.rename(building, folder)
         except OSError:

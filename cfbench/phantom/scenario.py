@@ -15,6 +15,7 @@ import numpy as np
 from cfbench.core.findings import EVALUATED_FINDINGS, Operation, render_instruction
 
 DEMO_RESOLUTION = 128  # pixels: the side of the demo split (the phantom evaluator's input, the generator's side)
+DEMO_STEPS = 20  # sampling steps of the demo's generators (five times fewer than the papers' 100: minutes on a CPU)
 PHANTOM_VERSION = "1"  # bump when rendering or sampling changes (datasets are cached by it)
 GROUPS: tuple[str, ...] = ("group_a", "group_b", "group_c")  # 3-level stand-in for race
 

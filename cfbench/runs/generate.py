@@ -46,7 +46,10 @@ class RunSettings:
     existing run folder may be resumed; batch size, device, limit and shard may change between sessions.
     ``shard``: this process generates only its part of the split (see :class:`cfbench.runs.store.Shard`).
     ``sample_timeout``: seconds one model call may take before its samples are recorded as failed (None: no
-    limit). ``strict``: refuse a dataset with bad rows instead of leaving those rows out."""
+    limit). ``strict``: refuse a dataset with bad rows instead of leaving those rows out. ``region_masks``:
+    "none" (``EditRequest.region_mask`` is None; adapters that need a region use their own), or "pseudo": each
+    request carries the pseudo mask of its instruction's findings (the dataset's ``pseudo_masks.npz``, e.g.
+    MS-CXR boxes, else the NIH ChestX-ray14 box unions), recorded in the run config."""
 
     model: str
     split: str
@@ -63,6 +66,7 @@ class RunSettings:
     sample_timeout: float | None = None
     strict: bool = False
     png_compression: int = PNG_COMPRESSION
+    region_masks: str = "none"
 
 
 @dataclass
@@ -103,6 +107,7 @@ def run_config(settings: RunSettings, dataset: EditDataset, model: Counterfactua
         resolution=settings.resolution,
         seed=settings.seed,
         options=dict(sorted(settings.options.items())),
+        region_masks=None if settings.region_masks == "none" else settings.region_masks,
     )
 
 
@@ -140,7 +145,12 @@ def generate(
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,
                    desc=f"{settings.model} on {settings.split}", unit="sample", file=sys.stderr)
         batches = [todo[start : start + settings.batch_size] for start in range(0, len(todo), settings.batch_size)]
-        load = functools.partial(_load_requests, dataset=dataset, settings=settings)
+        masks = None
+        if settings.region_masks == "pseudo":
+            from cfbench.datasets.pseudo_masks import default_pseudo_masks
+
+            masks = default_pseudo_masks(dataset.root, settings.resolution)
+        load = functools.partial(_load_requests, dataset=dataset, settings=settings, pseudo_masks=masks)
         for batch, (requests, unreadable) in zip(batches, prefetched(batches, load)):
             failed += _run_batch(requests, unreadable, model, settings, store)
             bar.update(len(batch))
@@ -155,7 +165,8 @@ def generate(
     )
 
 
-def make_request(sample: Sample, dataset: EditDataset, run_seed: int) -> EditRequest:
+def make_request(sample: Sample, dataset: EditDataset, run_seed: int, pseudo_masks=None) -> EditRequest:
+    """The request of one sample; ``pseudo_masks`` (a PseudoMasks): its instruction's region as ``region_mask``."""
     return EditRequest(
         sample_id=sample.sample_id,
         image=dataset.past_image(sample),
@@ -163,20 +174,20 @@ def make_request(sample: Sample, dataset: EditDataset, run_seed: int) -> EditReq
         operations=list(sample.operations),
         target_report=sample.target_report,
         progression=sample.progression,
-        region_mask=None,
+        region_mask=None if pseudo_masks is None else pseudo_masks.mask_for(sample.operations, dataset.resolution),
         seed=sample_seed(run_seed, sample.sample_id),
     )
 
 
 def _load_requests(
-    batch: Sequence[Sample], dataset: EditDataset, settings: RunSettings
+    batch: Sequence[Sample], dataset: EditDataset, settings: RunSettings, pseudo_masks=None
 ) -> tuple[list[EditRequest], list[tuple[str, str]]]:
     """The requests of a batch, and (sample id, message) for samples whose input cannot be used (missing,
     corrupt, too large: anything reading it raised); one bad input never stops the batch."""
     requests, unreadable = [], []
     for sample in batch:
         try:
-            requests.append(make_request(sample, dataset, settings.seed))
+            requests.append(make_request(sample, dataset, settings.seed, pseudo_masks))
         except Exception as error:  # noqa: BLE001 -- named and recorded per sample
             reason = str(error) if isinstance(error, ImageReadError) else f"{type(error).__name__}: {error}"
             unreadable.append((sample.sample_id, f"model {settings.model!r}, sample {sample.sample_id!r}: {reason}"))

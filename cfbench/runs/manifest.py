@@ -90,6 +90,7 @@ class RunConfig:
     weights: the model's own identity of its weights (e.g. SHA-256 per file). split: the split run.
     dataset_csv_sha256: SHA-256 of the dataset's instructions.csv. resolution: benchmark image side in
     pixels. seed: the run seed (each sample's seed derives from it). options: model options as given.
+    region_masks: None, or "pseudo" when each request carried its instruction's pseudo mask.
     """
 
     model: str
@@ -100,9 +101,13 @@ class RunConfig:
     resolution: int
     seed: int
     options: dict[str, str]
+    region_masks: str | None = None  # "pseudo": requests carried pseudo masks (RunSettings.region_masks)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["region_masks"] is None:  # the default: configs (and run ids) as before the field existed
+            del data["region_masks"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":

@@ -49,7 +49,10 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= index < count")
+            parts = ", ".join(f"{k}/{self.count}" for k in range(min(self.count, 4))) if self.count >= 1 else ""
+            more = " ..." if self.count > 4 else ""
+            suggestion = f": the {self.count} parts are {parts}{more} (K counts from 0)" if parts else ""
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= K < N{suggestion}")
 
     @classmethod
     def parse(cls, text: str) -> "Shard":

@@ -10,6 +10,7 @@ from cfbench.api.registry import (
     PluginError,
     UnknownModelError,
     available_models,
+    broken_plugins,
     get_model_class,
     register,
     resolve_model_path,
@@ -119,3 +120,47 @@ def test_example_plugin_validates_its_options_like_built_ins(monkeypatch):
         model_class.load(LoadContext(options={"strenght": "0.3"}))
     with pytest.raises(ValueError, match="option strength='strong'"):
         model_class.load(LoadContext(options={"strength": "strong"}))
+
+
+def _fake_entry_points(monkeypatch, points):
+    """Replace the installed entry points with ``points`` (name, value) for this test, read afresh."""
+    from importlib.metadata import EntryPoint
+
+    from cfbench.api import registry
+
+    made = [EntryPoint(name, value, registry.ENTRY_POINT_GROUP) for name, value in points]
+    monkeypatch.setattr(registry, "entry_points", lambda group: [p for p in made if p.group == group])
+    registry.reload_plugins()
+    monkeypatch.setattr(registry, "_PLUGINS", None)  # and forget them again after the test
+
+
+def test_broken_plugin_changes_nothing_for_commands_that_do_not_name_it(monkeypatch, capsys):
+    from cfbench.api import registry
+    from cfbench.cli import main
+
+    _fake_entry_points(monkeypatch, [
+        ("broken-model", "no_such_module_for_cfbench.adapter:Model"),
+        ("noisy-plugin", "tests.helpers.fake_models:NoisyEditModel"),
+        ("identity", "tests.helpers.fake_models:NoisyEditModel"),  # clashes with a built-in
+    ])
+    calls = []
+    real_read = registry._read_plugins
+    monkeypatch.setattr(registry, "_read_plugins", lambda: calls.append(1) or real_read())
+    with pytest.warns(registry.PluginWarning) as warned:
+        models = available_models()
+    assert sorted(str(w.message).split("'")[1] for w in warned) == ["broken-model", "identity"]
+    assert "broken-model" not in models and models["identity"].origin == "built-in"
+    assert models["noisy-plugin"].origin == "plugin unknown package"
+    get_model_class("identity"), get_model_class("noisy-plugin"), available_models()
+    assert calls == [1]  # read once per process, warned once
+    with pytest.raises(PluginError, match=r"'broken-model' .*failed to load .*ModuleNotFoundError.*no_such_module"):
+        get_model_class("broken-model")
+    broken = broken_plugins()
+    assert set(broken) == {"broken-model", "identity"} and "clashes with a built-in" in broken["identity"].error
+
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    line = next(row for row in listing.splitlines() if row.startswith("broken-model"))
+    assert "BROKEN" in line and "ModuleNotFoundError" in line
+    assert main(["run", "--model", "broken-model", "--split", "demo"]) == 2
+    assert "failed to load" in capsys.readouterr().err

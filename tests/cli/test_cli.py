@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -25,8 +26,11 @@ def test_default_run_folder_and_data_dir_from_config(random_dataset, isolated_se
     assert f"run folder: {expected}" in shown
     main(["config"])
     table = capsys.readouterr().out
-    assert f"data_dir     {random_dataset}" in table and f"from file {isolated_settings / 'config.toml'}" in table
-    assert "from env CFBENCH_RUNS_DIR" in table
+    assert re.search(rf"^data_dir +{re.escape(str(random_dataset))} +from file", table, re.M)
+    assert f"from file {isolated_settings / 'config.toml'}" in table and "from env CFBENCH_RUNS_DIR" in table
+    rows = [line for line in table.splitlines()[1:] if not line.startswith(" ")]
+    assert len({line.index(" from ") for line in rows}) == 1  # one column for the sources, however long a key
+    assert len({len(line) - len(line.lstrip()) for line in table.splitlines()[1:] if line.startswith(" ")}) == 1
 
 
 def test_user_errors_are_one_line_messages(random_dataset, tmp_path, capsys):
@@ -69,9 +73,11 @@ def test_weights_listing_and_missing_weights_at_evaluation(random_dataset, tmp_p
     assert rows["xrv-race"]["path"].startswith(str(tmp_path / "home" / ".torchxrayvision" / "models_data"))
     assert main(["weights", "fetch", "nope"]) == 2
     assert "unknown weights 'nope'" in capsys.readouterr().err
-    # evaluating a real-data run without the torchxrayvision weights: one clear error, generation kept
-    status = main(["--quiet", "run", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
-                   "--resolution", "32", "--out", str(tmp_path / "run")])
+    # `run` stops before generating (the preflight, tests/evaluation/test_preflight.py); evaluating a generated
+    # real-data run without the torchxrayvision weights: one clear error, generation kept
+    assert main(["--quiet", "generate", "--model", "identity", "--split", "holdout", "--data", str(random_dataset),
+                 "--resolution", "32", "--out", str(tmp_path / "run")]) == 0
+    status = main(["--quiet", "eval", "--run", str(tmp_path / "run")])
     error = capsys.readouterr().err
     assert status == 2 and "resnet_race_detection_val-loss_0.157_mimic_public.pt" in error
     assert "cfbench weights fetch" in error
@@ -135,4 +141,24 @@ def test_nonexistent_data_folder_and_unset_data_with_missing_weights(isolated_se
         assert "no such dataset folder: /nonexistent" in capsys.readouterr().err
     assert main(["--quiet", "run", "--model", "instructx2x", "--split", "holdout"]) == 2
     error = capsys.readouterr().err
-    assert "weights for model 'instructx2x' not found" in error and "dataset folder is not set either" in error
+    assert "weights for model 'instructx2x' not found" in error and "no dataset folder" in error
+    for source in ("PhysioNet", "MIMIC-CXR-JPG", "Medical-Diff-VQA", "MIMIC-IV", "credentialed",
+                   "cfbench data build mimic"):
+        assert source in error
+
+
+def test_quiet_silences_the_libraries_bars_for_the_command_only(monkeypatch, capsys):
+    import io
+    import os
+
+    from tqdm.auto import tqdm
+
+    from cfbench.cli.common import quiet_libraries
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    stream = io.StringIO()
+    with quiet_libraries(True):
+        list(tqdm(range(3), file=stream))  # a library's bar: no disable= of its own (diffusers' sampling loops)
+    assert stream.getvalue() == "" and "TQDM_DISABLE" not in os.environ
+    list(tqdm(range(3), file=stream))
+    assert "3/3" in stream.getvalue()

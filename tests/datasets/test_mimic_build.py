@@ -101,6 +101,7 @@ def test_cli_build_then_run(tmp_path, capsys):
     info = json.loads((out / "dataset.json").read_text())
     assert info["funnel"]["written"] == 5 and info["funnel"]["failed: missing or unreadable image"] == 1
     card = (out / "DATASET_CARD.md").read_text()
+    assert f"images {info['resolution']} px" in card and "None px" not in card
     assert "| samples | 2 | 1 | 1 | 1 | 5 |" in card and "| – change | 0 | 1 | 0 | 0 | 1 |" in card
     assert "foo opacity (1)" in card and "Mattes mutual information of 5 registered pairs" in card
     stats = json.loads((out / "dataset_stats.json").read_text())

@@ -146,8 +146,15 @@ def test_compare_runs(phantom_runs, tmp_path, capsys):
     out = tmp_path / "compare.json"
     assert main(["compare", str(runs["ground-truth"]), str(runs["identity"]), "--bootstrap", "50",
                  "--fid-bootstrap", "5", "--out", str(out)]) == 0
-    assert "mae_to_target" in capsys.readouterr().out
-    assert json.loads(out.read_text())["n_shared"] == 40
+    printed = capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["n_shared"] == 40
+    # one scale everywhere: the console shows the leaderboard's scale with the direction (AUROC x 100)
+    patho = next(line for line in printed.splitlines() if line.strip().startswith("Patho ↑"))
+    assert float(patho.split()[2]) == pytest.approx(100 * saved["differences"]["pathology_mean_auroc"]["value"], abs=0.01)
+    assert "AUROC x 100" in patho
+    mae = next(line for line in printed.splitlines() if line.strip().startswith("MAE to target"))
+    assert mae.rstrip().endswith("differs")  # descriptive: no better or worse
 
 
 def test_datasets_without_labels_skip_with_reasons(tmp_path, random_dataset):

@@ -117,3 +117,18 @@ class DownsampleEmbedder(Evaluator):
 
     def identity(self) -> dict:
         return {"evaluator": self.name}
+
+
+class RegionEchoModel(CounterfactualModel):
+    """Returns the request's region mask as the image (1 inside, 0 outside; 0.5 everywhere when there is none):
+    shows what reached the adapter through ``EditRequest.region_mask``."""
+
+    name = "region-echo"
+
+    @classmethod
+    def load(cls, context: LoadContext) -> "RegionEchoModel":
+        return cls()
+
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        return [EditResult(image=np.full(request.image.shape, 0.5, np.float32) if request.region_mask is None
+                           else np.asarray(request.region_mask, dtype=np.float32)) for request in requests]

@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from PIL import Image
 from cfbench.cli import main
 from cfbench.evaluation.results import load_table
 from cfbench.evaluation.scoring import score
-from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
+from cfbench.leaderboard.formats import notes, to_csv, to_latex, to_markdown
 from cfbench.leaderboard.reported import ALL_TABLES, INSTRUCTX2X_V2_TABLE2, PROGEMU_TABLE1
 from cfbench.leaderboard.table_model import (
     LAYOUTS,
@@ -71,28 +72,58 @@ def test_measured_cells_are_metrics_json_on_the_papers_scale(evaluated_runs):
     assert progemu.rows[0].cells["auroc"].text == f"{metric(evaluated_runs['identity'], 'pathology_mean_auroc')['value']:.4f}"
 
 
-def test_bold_marks_the_best_measured_value_per_column_direction_aware(evaluated_runs):
+def test_bold_only_where_the_best_is_significantly_better_than_the_runner_up(evaluated_runs):
+    """The verdict of each column is `cfbench compare`'s paired test of the best against the runner-up: bold
+    where the interval of the difference excludes 0 in the better direction, a tie mark otherwise."""
+    from cfbench.evaluation.results import load_table
+    from cfbench.evaluation.scoring import compare_tables
+    from cfbench.leaderboard.table_model import run_protocol
+
     runs = load_runs(list(evaluated_runs.values()))
-    board = build_leaderboard(runs, "instructx2x", reported=[])
-    candidates = [r for r in board.rows if r.kind == "measured"]
-    assert [r.label for r in candidates] == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
-    for column in LAYOUTS["instructx2x"].columns:
-        shown = {r.label: float(r.cells[column.key].text) for r in candidates if r.cells[column.key].value is not None}
-        best = (max if column.higher_is_better else min)(shown.values())
-        assert {r.label for r in candidates if r.cells[column.key].bold} == {k for k, v in shown.items() if v == best}
+    by_label = {run.label: run for run in runs}
+    checked = {True: 0, False: 0}
+    for layout in ("instructx2x", "locality"):
+        board = build_leaderboard(runs, layout, reported=[])
+        candidates = [r for r in board.rows if r.kind == "measured"]
+        assert [r.label for r in candidates] == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
+        for column in LAYOUTS[layout].columns:
+            if column.higher_is_better is None:
+                assert column.key not in board.verdicts
+                continue
+            verdict = board.verdicts[column.key]
+            shown = {r.label: float(r.cells[column.key].text) for r in candidates if r.cells[column.key].value is not None}
+            if len(shown) < 2:
+                assert verdict.best is None
+                continue
+            best = (max if column.higher_is_better else min)(shown, key=shown.get)
+            if len(set(shown.values())) == 1:
+                assert verdict.difference is None and all(r.cells[column.key].tie for r in candidates)
+                continue
+            assert verdict.best == best
+            other = next(label for label in shown if label != best)
+            reference = compare_tables(load_table(by_label[best].run_dir), load_table(by_label[other].run_dir),
+                                       run_protocol(by_label[best]))["differences"][column.metric]
+            assert verdict.difference == pytest.approx((reference["value"], reference["ci_low"], reference["ci_high"]))
+            significant = reference["ci_low"] > 0 if column.higher_is_better else reference["ci_high"] < 0
+            cells = {r.label: r.cells[column.key] for r in candidates}
+            assert cells[best].bold == significant and not cells[other].bold
+            assert cells[best].tie == cells[other].tie == (not significant)
+            checked[significant] += 1
+    assert checked[True] >= 1 and checked[False] >= 1  # both outcomes occur on these runs
     assert not any(cell.bold for cell in next(r for r in board.rows if r.label == "ground-truth").cells.values())
 
+    # rows without per-sample tables (and equal rows) are never bolded; the note says why
     template = runs[0].metrics
     a = summary("a", {"pathology_mean_auroc": 0.80, "kl_divergence": 0.10, "fid": 5.0, "cmig": 70.004}, template)
     b = summary("b", {"pathology_mean_auroc": 0.90, "kl_divergence": 0.20, "fid": 3.0, "cmig": 69.998}, template)
-    bolded = build_leaderboard([a, b], "instructx2x", reported=[])
-    bold = {row.label: {key for key, cell in row.cells.items() if cell.bold} for row in bolded.rows}
-    assert "kl" in bold["a"] and "kl" not in bold["b"]          # lower KL is better
-    assert "fid" in bold["b"] and "fid" not in bold["a"]        # lower FID is better
-    assert "patho" in bold["b"] and "patho" not in bold["a"]    # higher AUROC is better
-    assert "cmig" in bold["a"] and "cmig" in bold["b"]          # 70.00 = 70.00 as displayed: both bold
+    untested = build_leaderboard([a, b], "instructx2x", reported=[])
+    assert not any(cell.bold for row in untested.rows for cell in row.cells.values())
+    assert untested.verdicts["kl"].best == "a" and untested.verdicts["fid"].best == "b"  # direction-aware
+    assert untested.verdicts["patho"].best == "b" and "not tested" in untested.verdicts["patho"].reason
+    assert untested.verdicts["cmig"].reason == "equal at the displayed precision"
+    assert any("KL ≈ a vs b, no bold (not tested:" in note.replace(": ≈", " ≈") for note in notes(untested))
     single = build_leaderboard([a], "instructx2x", reported=[])
-    assert not any(cell.bold for cell in single.rows[0].cells.values())  # nothing to compare against
+    assert not any(cell.bold or cell.tie for cell in single.rows[0].cells.values())  # nothing to compare against
 
 
 def test_reported_rows_are_marked_and_not_bolded_against_measured_rows(evaluated_runs):
@@ -133,7 +164,8 @@ def test_reported_values_are_the_numbers_printed_in_the_papers():
 
 
 def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
-    result = write_leaderboard(list(evaluated_runs.values()), tmp_path / "board", plots=False, gallery=False)
+    result = write_leaderboard(list(evaluated_runs.values()), tmp_path / "board", plots=False, gallery=False,
+                               include_reported=True)  # asked for: the papers' MIMIC rows beside phantom runs
     out = tmp_path / "board"
     assert out / "README.md" in result["written"] and result["skipped"] == []
     table = pd.read_csv(out / "instructx2x.csv", dtype={"source": str})
@@ -161,20 +193,22 @@ def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
     assert "| *InstructX2X* | reported | InstructX2X v2, Table 2 |  | 83.33 | 97.65 | 82.84 | 89.35 | 7.88 | 2.64 |" in markdown
     latex = (out / "instructx2x.tex").read_text()
     assert latex == to_latex(board, "tab:instructx2x")
-    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){3-6}", r"\multicolumn{4}{c}{CMIG}"):
-        assert command in latex
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){2-4}", r"\multicolumn{3}{c}{CMIG terms}"):
+        assert command in latex  # the spanning header covers CMIG's terms, not CMIG itself
     assert r"fake\_models:NoisyEditModel" in latex and "fake_models" not in latex.replace(r"fake\_models", "")
     assert latex.count("{") == latex.count("}") - latex.count(r"\}") + latex.count(r"\{")
     assert r"\textit{InstructX2X (wo RSE)}$^\dagger$" in latex
     n_bold = sum(cell.bold for row in board.rows for cell in row.cells.values())
-    assert latex.count(r"\textbf{") == n_bold > 0
+    n_tie = sum(cell.tie for row in board.rows for cell in row.cells.values())
+    assert latex.count(r"\textbf{") == n_bold and latex.count(r"$^{\approx}$") == n_tie and n_bold + n_tie > 0
     assert to_csv(board) == (out / "instructx2x.csv").read_text()
 
 
 def test_reported_tables_alone(tmp_path):
     assert main(["leaderboard", "--out", str(tmp_path / "reported")]) == 0
     files = sorted(p.name for p in (tmp_path / "reported").iterdir())
-    assert files == sorted(["README.md"] + [f"{t.key}.{ext}" for t in ALL_TABLES for ext in ("md", "csv", "tex")])
+    assert files == sorted(["README.md"] + [f"{t.key}{ext}" for t in ALL_TABLES
+                                            for ext in (".md", ".csv", ".tex", "-narrow.tex")])
     table = pd.read_csv(tmp_path / "reported" / "instructx2x-v2-table2.csv")
     assert list(table["model"]) == [r.model for r in INSTRUCTX2X_V2_TABLE2.rows]
     best = dict(zip(table["model"], table["best"].fillna("")))
@@ -284,3 +318,47 @@ def test_gallery_title_is_not_doubled(evaluated_runs, tmp_path):
     write_leaderboard(list(evaluated_runs.values()), tmp_path / "lb", plots=False, gallery_samples=2)
     page = (tmp_path / "lb" / "gallery" / "index.html").read_text()
     assert "<h1>Gallery · cfbench leaderboard lb</h1>" in page and "lb: gallery" not in page
+
+
+def test_reported_rows_only_beside_runs_on_the_dataset_they_were_measured_on(evaluated_runs, tmp_path):
+    from cfbench.leaderboard.write import reported_tables_for
+
+    runs = load_runs(list(evaluated_runs.values()))
+    assert reported_tables_for(runs) == []  # phantom runs: no MIMIC rows unless asked
+    assert main(["leaderboard", *map(str, evaluated_runs.values()), "--out", str(tmp_path / "auto"), "--no-plots",
+                 "--no-gallery"]) == 0
+    assert "reported" not in set(pd.read_csv(tmp_path / "auto" / "instructx2x.csv")["kind"])
+    assert main(["leaderboard", *map(str, evaluated_runs.values()), "--out", str(tmp_path / "all"), "--no-plots",
+                 "--no-gallery", "--all-reported"]) == 0
+    assert "reported" in set(pd.read_csv(tmp_path / "all" / "instructx2x.csv")["kind"])
+    runs[0].metrics["dataset"]["kind"] = "mimic-edit-instruction"
+    assert [table.key for table in reported_tables_for(runs)] == ["instructx2x-v1-table1", "instructx2x-v2-table2"]
+
+
+TEX_ENGINE = shutil.which("pdflatex")
+
+
+@pytest.mark.skipif(TEX_ENGINE is None, reason="no TeX engine (pdflatex) installed; Debian: apt-get install "
+                    "texlive-latex-base texlive-latex-recommended")
+def test_latex_tables_compile_and_fit_a_two_column_paper(evaluated_runs, tmp_path):
+    """Every .tex the leaderboard writes compiles, the full-width tables within the text width and the narrow
+    ones within one column of a two-column paper (IEEE-like: 7.2 in text, 3.47 in columns), no overfull box."""
+    import subprocess
+
+    out = tmp_path / "board"
+    write_leaderboard(list(evaluated_runs.values()), out, plots=False, gallery=False, include_reported=True)
+    tables = sorted(out.glob("*.tex"))
+    assert {p.name for p in tables} >= {"instructx2x.tex", "instructx2x-narrow.tex", "progemu-narrow.tex"}
+    for table in tables:
+        document = tmp_path / f"paper-{table.stem}.tex"
+        document.write_text("\\documentclass[twocolumn]{article}\n\\usepackage[T1]{fontenc}\n"
+                            "\\usepackage{booktabs}\n\\usepackage{array}\n"
+                            "\\usepackage[margin=0.65in,columnsep=0.25in]{geometry}\n"
+                            f"\\begin{{document}}\n\\input{{{table}}}\nSome text.\n\\end{{document}}\n")
+        result = subprocess.run([TEX_ENGINE, "-interaction=nonstopmode", "-halt-on-error", document.name],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        log = (tmp_path / f"paper-{table.stem}.log").read_text(errors="replace")
+        assert result.returncode == 0, f"{table.name} does not compile:\n{result.stdout[-2000:]}"
+        assert "Overfull \\hbox" not in log, f"{table.name} is wider than its space"
+        environment = "table" if table.stem.endswith("-narrow") else "table*"
+        assert f"\\begin{{{environment}}}" in table.read_text()

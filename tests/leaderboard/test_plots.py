@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cfbench.leaderboard.styles import OKABE_ITO
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
@@ -89,7 +91,7 @@ def test_palette_markers_and_no_marker_hidden(runs):
     axes = figure.axes[0]
     points = markers(axes)
     assert len(points) == len(runs)
-    assert {to_hex(line.get_color()) for line in points} <= {c.lower() for c in plots.OKABE_ITO}
+    assert {to_hex(line.get_color()) for line in points} <= {c.lower() for c in OKABE_ITO}
     assert len({line.get_marker() for line in points}) == len(points)  # colour is never the only cue
     # points at the same place: each stays visible (see-through or hollow faces, decreasing sizes)
     same = [variant(run, run.label, {}) for run in runs]
@@ -130,3 +132,14 @@ def test_pngs_are_written(runs, tmp_path):
     for path in plots.metric_bars(runs, tmp_path / "bars") + plots.tradeoff(runs, tmp_path / "trade"):
         assert path.stat().st_size > 1000
     assert np.isfinite(1.0)
+
+
+def test_a_model_keeps_its_colour_and_marker_across_leaderboards():
+    from cfbench.leaderboard.styles import model_styles
+
+    alone = model_styles(["instructx2x", "identity"])
+    crowded = model_styles(["zeta-model", "identity", "alpha-model", "instructx2x", "ground-truth"])
+    assert alone["instructx2x"] == crowded["instructx2x"] and alone["identity"] == crowded["identity"]
+    many = model_styles([f"model-{i}" for i in range(64)])
+    assert len(set(many.values())) == 64  # clashes move to a free combination while any is left
+    assert model_styles(["instructx2x [run-a]", "instructx2x [run-b]"])["instructx2x [run-a]"] == alone["instructx2x"]

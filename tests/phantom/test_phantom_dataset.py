@@ -101,6 +101,12 @@ def test_demo_prints_reference_table(tmp_path, capsys):
     assert exact["MAE to true CF"].startswith("0.0000") and exact["Change outside lesion"].startswith("0.0000")
     assert value(truth["KL"]) == 0.0 and value(truth["FID"]) == 0.0
     assert "95% bootstrap interval" in printed
+    # each model's summary as it finishes, before the table, with the estimate for the rest
+    finished = [line for line in printed.splitlines() if line.startswith("[")]
+    assert [line.split(": ")[1].split(" (")[0] for line in finished] == ["identity", "ground-truth",
+                                                                         "true-counterfactual"]
+    assert "left for 2 model(s)" in finished[0] and finished[2].endswith("all models done")
+    assert printed.index(finished[2]) < printed.index(lines[0])
 
 
 def test_impression_names_each_current_finding_with_its_level_and_side():

@@ -160,8 +160,10 @@ def test_shards_are_disjoint_cover_the_split_and_match_an_unsharded_run(tmp_path
     assert generate(settings(data, tmp_path / "sharded"), progress=False).already_done == 12
     with pytest.raises(ValueError, match="INDEX/COUNT"):
         Shard.parse("2 of 4")
-    with pytest.raises(ValueError, match="0 <= index < count"):
+    with pytest.raises(ValueError, match=r"0 <= K < N: the 4 parts are 0/4, 1/4, 2/4, 3/4 \(K counts from 0\)"):
         Shard.parse("4/4")
+    with pytest.raises(ValueError, match=r"the 2 parts are 0/2, 1/2 "):
+        Shard.parse("2/2")
 
 
 def test_concurrent_shard_processes_under_a_launcher_environment(tmp_path):
