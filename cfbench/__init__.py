@@ -27,6 +27,7 @@ from cfbench.api.model import (
     ResultValidationError,
     validate_result,
 )
+from cfbench.api.answers import AnswerKey, Attributes
 from cfbench.api.options import ModelOptions
 from cfbench.api.registry import register
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
@@ -34,6 +35,8 @@ from cfbench.core.errors import MissingWeights, WeightsNotFoundError
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerKey",
+    "Attributes",
     "Capabilities",
     "CounterfactualModel",
     "EditRequest",

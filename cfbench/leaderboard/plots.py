@@ -36,7 +36,6 @@ from cfbench.leaderboard.table_model import (
     LAYOUTS,
     RunSummary,
     format_value,
-    is_oracle,
     per_finding_auroc,
 )
 
@@ -144,7 +143,7 @@ def _scaled(entry: dict, scale: float) -> tuple[float, float | None, float | Non
 def _run_style(runs: list[RunSummary]) -> dict[str, dict]:
     """One colour and one marker per run (oracle rows hollow), the same in every plot."""
     colours = _colours(len(runs))
-    return {run.label: {"color": colours[i], "marker": _marker(i), "oracle": is_oracle(run.model)}
+    return {run.label: {"color": colours[i], "marker": _marker(i), "oracle": run.oracle}
             for i, run in enumerate(runs)}
 
 

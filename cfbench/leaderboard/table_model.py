@@ -8,8 +8,9 @@ the InstructX2X layout, CLIP-I (mean cosine) x 100 in the ProgEmu layout; KL is 
 Rows have a kind:
 
 - ``measured``: a run folder evaluated by cfbench;
-- ``oracle``: a measured oracle row (models ``ground-truth`` / ``true-counterfactual``, the papers'
-  "Real Images (GT)"): shown, never bolded, as the papers bold only generated methods;
+- ``oracle``: a measured row of a model that declares ``Capabilities(oracle=True)`` (``ground-truth``, the
+  papers' "Real Images (GT)", ``true-counterfactual``, the validity suite's degradations): shown, never
+  bolded, as the papers bold only generated methods;
 - ``reported``: a value printed in a paper (:mod:`cfbench.leaderboard.reported`), never measured here.
 
 Bolding, per column and direction-aware (higher is better, lower for KL and FID), on the values as
@@ -33,7 +34,6 @@ from cfbench.evaluation.results import read_metrics
 from cfbench.leaderboard.reported import ReportedTable, tables_for_layout
 from cfbench.runs.manifest import RunManifest
 
-ORACLE_MODELS: tuple[str, ...] = ("ground-truth", "true-counterfactual")
 MEASURED, REFERENCE, REPORTED = "measured", "oracle", "reported"  # REFERENCE: the measured oracle rows
 BREAKDOWN_METRICS: tuple[str, ...] = ("pathology_mean_auroc", "cmig", "kl_divergence")  # rescored per operation kind
 
@@ -188,12 +188,17 @@ class Leaderboard:
 
 @dataclass
 class RunSummary:
-    """One evaluated run folder: its identity and metrics.json."""
+    """One evaluated run folder: its identity, display name and metrics.json.
+
+    model: the row's display name (the run's ``--label``, else the registry name and the options that differ
+    from the model's defaults; made unique with `` [folder]``). oracle: the model declares
+    ``Capabilities(oracle=True)``."""
 
     run_dir: Path
     run_id: str
     model: str
     metrics: dict
+    oracle: bool = False
 
     @property
     def label(self) -> str:
@@ -210,12 +215,63 @@ def run_id(run_dir: Path, manifest: RunManifest) -> str:
     return f"{run_dir.name}@{digest}"
 
 
-def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
-    """Read each run folder's manifest and metrics.json; labels made unique (model, then model [folder])."""
+def _model_class(model: str):
+    """The registered (or importable) class of a run's model, or None when this installation lacks it."""
+    from cfbench.api.registry import PluginError, UnknownModelError, get_model_class
+
+    try:
+        return get_model_class(model)
+    except (UnknownModelError, PluginError):
+        return None
+
+
+def default_label(model: str, options: dict[str, str] | None) -> str:
+    """A run's default row name: the model's registry name, then the ``--option``s that differ from the
+    model's declared defaults (``CounterfactualModel.options_class``; without one, every option given)."""
+    import dataclasses
+
+    model_class = _model_class(model)
+    name = model_class.name if model_class is not None else model
+    options_class = getattr(model_class, "options_class", None)
+    defaults = {f.name: f.default for f in dataclasses.fields(options_class)} if options_class else {}
+    shown = []
+    for key, text in sorted((options or {}).items()):
+        if key in defaults:
+            try:
+                if getattr(options_class.from_options({key: text}), key) == defaults[key]:
+                    continue
+            except ValueError:
+                pass
+        shown.append(f"{key}={text}")
+    return f"{name} ({', '.join(shown)})" if shown else name
+
+
+def _label_for(folder: Path, labels: dict[str, str]) -> str | None:
+    """The ``--label RUN=NAME`` given for a run folder (RUN: the path as given, or the folder's name)."""
+    for key in (str(folder), folder.as_posix(), folder.name, str(folder.resolve())):
+        if key in labels:
+            return labels[key]
+    return None
+
+
+def load_runs(run_dirs: list[str | Path], labels: dict[str, str] | None = None) -> list[RunSummary]:
+    """Read each run folder's manifest and metrics.json; labels made unique (name, then name [folder]).
+
+    A row's name is ``labels[RUN]`` (RUN: the folder as given or its name), else the run's stored label,
+    else :func:`default_label`."""
+    labels = dict(labels or {})
+    unknown = [key for key in labels if not any(_label_for(Path(folder), {key: ""}) is not None
+                                                for folder in run_dirs)]
+    if unknown:
+        raise LeaderboardError(f"--label names runs that are not among the run folders given: {unknown}")
     runs = []
     for folder in map(Path, run_dirs):
         manifest = RunManifest.read(folder)
-        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder)))
+        label = (_label_for(folder, labels) or manifest.label
+                 or default_label(manifest.config.model, manifest.config.options))
+        model_class = _model_class(manifest.config.model)
+        oracle = bool(model_class is not None and getattr(model_class.capabilities, "oracle", False))
+        runs.append(RunSummary(folder, run_id(folder, manifest), label, read_metrics(folder), oracle))
     models = [run.model for run in runs]
     for run in runs:
         if models.count(run.model) > 1:
@@ -245,10 +301,6 @@ def _measured_cell(metrics: dict, column: Column) -> Cell:
     return Cell(value, format_value(value, column.decimals), scaled(entry.get("ci_low")), scaled(entry.get("ci_high")))
 
 
-def is_oracle(model: str) -> bool:
-    return model.split(" [")[0] in ORACLE_MODELS
-
-
 def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2x",
                       reported: list[ReportedTable] | None = None, bold_reported: bool = False) -> Leaderboard:
     """Measured rows (run order) then reported rows (table order); bold marks set per column.
@@ -259,7 +311,7 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
     rows = []
     for run in runs:
         cells = {column.key: _measured_cell(run.metrics, column) for column in layout.columns}
-        oracle = is_oracle(run.model)
+        oracle = run.oracle
         rows.append(Row(run.label, REFERENCE if oracle else MEASURED, run.run_id, cells,
                         n=run.metrics.get("n_samples"), run_dir=str(run.run_dir), is_reference=oracle))
     for table in reported:

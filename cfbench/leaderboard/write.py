@@ -86,15 +86,17 @@ def _by_operation_csv(breakdowns: dict[str, dict], runs: list[RunSummary]) -> st
 def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool = True,
                       bold_reported: bool = False, plots: bool = True, gallery: bool = True,
                       gallery_samples: int = 8, thumbnail: int = 192, title: str | None = None,
-                      breakdown_resamples: int = BREAKDOWN_RESAMPLES) -> dict[str, list]:
+                      breakdown_resamples: int = BREAKDOWN_RESAMPLES,
+                      labels: dict[str, str] | None = None) -> dict[str, list]:
     """Tables, plots and gallery of evaluated runs into out/; returns {"written": paths, "skipped": reasons}.
 
     breakdown_resamples: bootstrap resamples of the per-operation intervals (fewer than the headline
-    metrics': each kind rescores every metric per resample; the count is written in by_operation.csv)."""
+    metrics': each kind rescores every metric per resample; the count is written in by_operation.csv).
+    labels: row names by run folder (as given, or its name), over the runs' stored labels."""
     out = Path(out)
     if not run_dirs:
         return {"written": write_reported_tables(out), "skipped": []}
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, labels)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by an earlier write killed mid-way
     title = title or f"cfbench leaderboard {out.name}"

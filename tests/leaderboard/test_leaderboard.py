@@ -53,7 +53,7 @@ def summary(label: str, values: dict[str, float], template: dict) -> RunSummary:
 def test_measured_cells_are_metrics_json_on_the_papers_scale(evaluated_runs):
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "instructx2x", reported=[])
-    row = next(r for r in board.rows if r.label == "tests.helpers.fake_models:NoisyEditModel")
+    row = next(r for r in board.rows if r.label == "noisy-edit")
     noisy = evaluated_runs["tests.helpers.fake_models:NoisyEditModel"]
     patho = metric(noisy, "pathology_mean_auroc")
     assert row.cells["patho"].value == pytest.approx(100 * patho["value"])
@@ -75,7 +75,7 @@ def test_bold_marks_the_best_measured_value_per_column_direction_aware(evaluated
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "instructx2x", reported=[])
     candidates = [r for r in board.rows if r.kind == "measured"]
-    assert [r.label for r in candidates] == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
+    assert [r.label for r in candidates] == ["identity", "noisy-edit"]
     for column in LAYOUTS["instructx2x"].columns:
         shown = {r.label: float(r.cells[column.key].text) for r in candidates if r.cells[column.key].value is not None}
         best = (max if column.higher_is_better else min)(shown.values())
@@ -137,7 +137,7 @@ def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
     out = tmp_path / "board"
     assert out / "README.md" in result["written"] and result["skipped"] == []
     table = pd.read_csv(out / "instructx2x.csv", dtype={"source": str})
-    noisy = table[table["model"] == "tests.helpers.fake_models:NoisyEditModel"].iloc[0]
+    noisy = table[table["model"] == "noisy-edit"].iloc[0]
     cmig = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "cmig")
     assert noisy["cmig"] == pytest.approx(cmig["value"], rel=1e-12)
     assert noisy["cmig_ci_low"] == pytest.approx(cmig["ci_low"]) and noisy["kind"] == "measured"
@@ -163,7 +163,10 @@ def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
     assert latex == to_latex(board, "tab:instructx2x")
     for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){3-6}", r"\multicolumn{4}{c}{CMIG}"):
         assert command in latex
-    assert r"fake\_models:NoisyEditModel" in latex and "fake_models" not in latex.replace(r"fake\_models", "")
+    assert "noisy-edit" in latex  # the default row name: the registry name of the module:Class given
+    labelled = build_leaderboard(load_runs(list(evaluated_runs.values()),
+                                           {evaluated_runs["identity"].name: "no_edit 100%"}), "instructx2x")
+    assert r"no\_edit 100\%" in to_latex(labelled, "tab:x")
     assert latex.count("{") == latex.count("}") - latex.count(r"\}") + latex.count(r"\{")
     assert r"\textit{InstructX2X (wo RSE)}$^\dagger$" in latex
     n_bold = sum(cell.bold for row in board.rows for cell in row.cells.values())
@@ -227,7 +230,7 @@ def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
     assert main(["leaderboard", *runs, "--out", str(tmp_path / "lb"), "--no-plots", "--no-gallery",
                  "--no-reported"]) == 0
     table = pd.read_csv(tmp_path / "lb" / "instructx2x.csv")
-    assert list(table["model"]) == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
+    assert list(table["model"]) == ["identity", "noisy-edit"]
     assert "wrote" in capsys.readouterr().out
     not_a_run = tmp_path / "empty"
     not_a_run.mkdir()
@@ -238,7 +241,7 @@ def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
 def test_locality_table_ranks_only_directional_columns_and_is_skipped_without_values(evaluated_runs, tmp_path):
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "locality", reported=[])
-    noisy = next(r for r in board.rows if r.label == "tests.helpers.fake_models:NoisyEditModel")
+    noisy = next(r for r in board.rows if r.label == "noisy-edit")
     outside = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "change_outside_lesion")
     assert noisy.cells["outside"].value == pytest.approx(outside["value"])
     identity = next(r for r in board.rows if r.label == "identity")
