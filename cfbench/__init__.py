@@ -11,6 +11,7 @@ One subpackage per stage, in the order data flows (a stage imports only the stag
 - :mod:`cfbench.runs`: generation into a run folder;
 - :mod:`cfbench.evaluation`: evaluators and metrics (math in :mod:`cfbench.metrics`) -> metrics.json;
 - :mod:`cfbench.leaderboard`: tables, plots, gallery;
+- :mod:`cfbench.suites`: end-to-end jobs above the leaderboard (the metric-validity suite);
 - :mod:`cfbench.training`: training generators;
 - :mod:`cfbench.cli`: the ``cfbench`` command, one module per verb group.
 

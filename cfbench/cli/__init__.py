@@ -12,6 +12,7 @@
     cfbench data build mimic|nih|icg ...          build an edit dataset from a public or PhysioNet release
     cfbench masks build [--ms-cxr CSV ...]        pseudo masks for edit locality and RSE
     cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots and an HTML gallery
+    cfbench validate --out DIR                    the metric-validity suite on phantoms
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import argparse
 import sys
 
 from cfbench.api.registry import PluginError, UnknownModelError
-from cfbench.cli import data, leaderboard, phantom, run, settings, train
+from cfbench.cli import data, leaderboard, phantom, run, settings, train, validate
 from cfbench.cli.common import CliError, use_help_formatter
 from cfbench.core import config
 from cfbench.core.errors import WeightsNotFoundError
@@ -30,7 +31,7 @@ from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
 from cfbench.runs.store import RunConfigMismatch
 
-VERB_GROUPS = (leaderboard, run, settings, phantom, data, train)  # the order of `cfbench --help`
+VERB_GROUPS = (leaderboard, validate, run, settings, phantom, data, train)  # the order of `cfbench --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

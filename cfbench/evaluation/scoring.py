@@ -294,8 +294,11 @@ def _cmig_terms(protocol: Protocol, available: set[str]) -> tuple[tuple[str, ...
     return accuracy, retention, missing
 
 
-def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool = True, fid: bool = True) -> dict:
-    """Every metric with its interval, the CMIG/KL/pathology components, and per-operation breakdowns."""
+def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool = True, fid: bool = True,
+          replicates: dict[str, np.ndarray] | None = None) -> dict:
+    """Every metric with its interval, the CMIG/KL/pathology components, and per-operation breakdowns.
+    ``replicates``: a dict that receives every bootstrapped metric's replicate values (FID's excepted; see
+    :func:`cfbench.metrics.bootstrap.bootstrap_many`)."""
     if len(table) == 0:
         raise ValueError("no samples to score")
     statistics, skipped, excluded = _statistics(table, protocol)
@@ -319,7 +322,8 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
         skipped["cfbench_score"] = why
     batched = _batched_statistics(table, protocol, statistics)
     intervals = bootstrap_many(statistics, len(table), protocol.bootstrap_resamples, protocol.confidence_level,
-                               protocol.bootstrap_seed, derived=derived, batched=batched)
+                               protocol.bootstrap_seed, derived=derived, batched=batched,
+                               keep_replicates=replicates)
     if fid and "features" in table.generated and "features" in table.real and len(table) >= 2:
         try:
             intervals["fid"] = _fid_interval(table, protocol)
@@ -434,8 +438,10 @@ def _by_operation(table: SampleTable, protocol: Protocol) -> dict:
     return breakdown
 
 
-def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol()) -> dict:
-    """Paired differences a - b with intervals, on the samples both tables share (same bootstrap indices)."""
+def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol(),
+                   metrics: "set[str] | None" = None) -> dict:
+    """Paired differences a - b with intervals, on the samples both tables share (same bootstrap indices);
+    ``metrics``: only these (default: every metric both tables have)."""
     shared = sorted(set(a.sample_ids) & set(b.sample_ids), key=a.sample_ids.index)
     if len(shared) < 2:
         raise ValueError(f"the runs share {len(shared)} samples; a paired comparison needs at least 2")
@@ -444,7 +450,7 @@ def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol
     sub_a, sub_b = a.subset(rows_a), b.subset(rows_b)
     stats_a, stats_b = _with_cmig(sub_a, protocol), _with_cmig(sub_b, protocol)
     differences = {}
-    for name in sorted(set(stats_a) & set(stats_b)):
+    for name in sorted(set(stats_a) & set(stats_b) & (set(stats_a) if metrics is None else set(metrics))):
         resamples = protocol.fid_bootstrap_resamples if name == "fid" else protocol.bootstrap_resamples
         if resamples <= 0:
             continue
