@@ -12,7 +12,20 @@ import csv
 import io
 import re
 
-from cfbench.leaderboard.table_model import MEASURED, REFERENCE, REPORTED, Cell, Column, Leaderboard, Row, format_value
+from cfbench.leaderboard.table_model import (
+    BLIND_SPOTS,
+    MEASURED,
+    NO_EDIT_CHANGE,
+    REFERENCE,
+    REPORTED,
+    Cell,
+    Column,
+    Leaderboard,
+    Row,
+    format_value,
+)
+
+DEGENERATE_MARK = "°"
 
 KIND_TITLES = {MEASURED: "measured", REFERENCE: "oracle", REPORTED: "reported"}  # the CSV's kind column too
 
@@ -32,8 +45,8 @@ def bold_rule(board: Leaderboard) -> str:
         among = "measured rows; reported rows are never bolded against measured ones"
     return (f"Bold: best value per column (↑ higher is better, ↓ lower is better; columns without an arrow are "
             f"descriptive and not ranked) among {among}; oracle rows "
-            "(ground truth, true counterfactual, the papers' real images) are not bolded, and a column is bolded "
-            "only when at least two candidate rows have a value.")
+            "(ground truth, true counterfactual, the papers' real images) are not bolded, nor are cells marked "
+            "degenerate, and a column is bolded only when at least two candidate rows have a value.")
 
 
 def _level_text(board: Leaderboard) -> str:
@@ -51,6 +64,7 @@ def notes(board: Leaderboard) -> list[str]:
         lines.append("Oracle: measured rows of the reference models (ground-truth = the real target image, "
                      "true-counterfactual = the exact answer on phantoms); they bound the scale and are never bolded.")
     lines += list(board.layout.notes)
+    lines += degenerate_and_blind_spot_notes(board)
     lines += list(board.protocol_notes)
     if board.small_n_rows:
         from cfbench.evaluation.protocol import SMALL_N
@@ -64,25 +78,46 @@ def notes(board: Leaderboard) -> list[str]:
     return lines
 
 
+def degenerate_and_blind_spot_notes(board: Leaderboard) -> list[str]:
+    """The degenerate-cell footnote (when a cell is marked) and, on a paper's table, each column's blind spots
+    as the validity suite found them."""
+    lines = []
+    if any(cell.degenerate for row in board.rows for cell in row.cells.values()):
+        lines.append(f"{DEGENERATE_MARK} degenerate for this column: the run makes no edit (mean change inside the "
+                     f"edit region < {NO_EDIT_CHANGE}), so its preservation, minimality or realism is trivially good; "
+                     "shown, never bolded.")
+    if board.layout.papers_protocol:
+        spots = [f"{board.title(c)}: {BLIND_SPOTS[c.metric]}" for c in board.layout.columns if c.metric in BLIND_SPOTS]
+        if spots:
+            lines.append("The papers' protocol, measured exactly; blind spots found by `cfbench validate` on phantoms "
+                         "(validity.md): " + "; ".join(spots) + ". The cfbench summary table ranks by cfbench_score.")
+    return lines
+
+
 # ---------------------------------------------------------------- Markdown
 
 def _md_cell(cell: Cell, column: Column) -> str:
     text = f"**{cell.text}**" if cell.bold else cell.text
+    if cell.degenerate:
+        text += DEGENERATE_MARK
     interval = _interval(cell, column)
     return f"{text} {interval}" if interval else text
 
 
 def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
     columns = board.layout.columns
-    header = ["Model", "Kind", "Source", "n"] + [f"{board.title(c)} {c.arrow}".strip() for c in columns]
+    ranked = board.layout.ranked_by is not None
+    header = (["Rank"] if ranked else []) + ["Model", "Kind", "Source", "n"] + [
+        f"{board.title(c)} {c.arrow}".strip() for c in columns]
     lines = [f"{'#' * heading_level} {board.layout.title}", "",
              "| " + " | ".join(header) + " |",
-             "|---|---|---|---:|" + "---:|" * len(columns)]
+             ("|---:" if ranked else "") + "|---|---|---|---:|" + "---:|" * len(columns)]
     for row in board.rows:
         label = f"*{row.label}*" if row.kind == REPORTED else row.label
         source = f"`{row.source}`" if row.kind != REPORTED else row.source
         cells = [_md_cell(row.cells[c.key], c) for c in columns]
-        lines.append("| " + " | ".join([label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
+        rank = ["" if row.rank is None else str(row.rank)] if ranked else []
+        lines.append("| " + " | ".join(rank + [label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
                                        + cells) + " |")
     lines.append("")
     lines += [f"- {note}" for note in notes(board)]
@@ -96,10 +131,11 @@ def to_csv(board: Leaderboard) -> str:
 
     Measured values at full precision, reported values as printed; ``best`` lists the bolded keys."""
     columns = board.layout.columns
-    fields = ["model", "kind", "source", "n"]
+    ranked = board.layout.ranked_by is not None
+    fields = (["rank"] if ranked else []) + ["model", "kind", "source", "n"]
     for column in columns:
         fields += [column.key, f"{column.key}_ci_low", f"{column.key}_ci_high"]
-    fields += ["best", "run_dir", "citation"]
+    fields += ["best", "degenerate", "run_dir", "citation"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -116,6 +152,9 @@ def to_csv(board: Leaderboard) -> str:
             record[f"{column.key}_ci_low"] = "" if cell.ci_low is None else repr(cell.ci_low)
             record[f"{column.key}_ci_high"] = "" if cell.ci_high is None else repr(cell.ci_high)
         record["best"] = ";".join(c.key for c in columns if row.cells[c.key].bold)
+        record["degenerate"] = ";".join(c.key for c in columns if row.cells[c.key].degenerate)
+        if ranked:
+            record["rank"] = "" if row.rank is None else row.rank
         writer.writerow(record)
     return buffer.getvalue()
 
@@ -124,7 +163,7 @@ def to_csv(board: Leaderboard) -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+                  "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "°": r"$^\circ$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
 
 
 def latex_escape(text: str) -> str:
@@ -140,6 +179,8 @@ def _latex_cell(cell: Cell, column: Column) -> str:
     text = latex_escape(cell.text)
     if cell.bold:
         text = rf"\textbf{{{text}}}"
+    if cell.degenerate:
+        text += r"$^\circ$"
     interval = _interval(cell, column)
     return rf"{text}\,{{\scriptsize {interval}}}" if interval else text
 

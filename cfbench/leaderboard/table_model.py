@@ -73,12 +73,39 @@ class Layout:
     columns: tuple[Column, ...]
     notes: tuple[str, ...] = ()
     optional: bool = False  # written only when some run has a value in it
+    ranked_by: str | None = None  # measured rows sorted by this metric (best first), with a rank column
+    papers_protocol: bool = False  # a paper's table: each column's footnote names the blind spots found
 
 
 LAYOUTS: dict[str, Layout] = {
+    "summary": Layout(
+        name="summary",
+        title="cfbench summary, ranked by cfbench_score (effectiveness, preservation, minimality, realism)",
+        columns=(
+            Column("score", "cfbench_score", 1.0, 1),
+            Column("effect", "effect_error", 1.0, 3, group="Effectiveness"),
+            Column("age_change", "age_change", 1.0, 2, group="Preservation"),
+            Column("race_change", "race_change", 1.0, 3, group="Preservation"),
+            Column("sex_change", "sex_change", 1.0, 3, group="Preservation"),
+            Column("rel_outside", "relative_change_outside_pseudo_mask", 1.0, 3, group="Minimality"),
+            Column("w1_outside", "w1_outside_pseudo_mask", 1.0, 4, group="Minimality"),
+            Column("features", "feature_distance", 1.0, 3, group="Realism"),
+            Column("mae_cf", "mae_to_true_counterfactual", 1.0, 4, group="Ground truth"),
+        ),
+        notes=("cfbench_score = 100 x geometric mean of four terms t = 1 / (1 + loss / reference): effectiveness "
+               "(effect error, ref. 0.1), preservation (age change 5 years, race/group change 0.1, sex change 0.1), "
+               "minimality (relative change outside the pseudo mask 0.05, W1 outside it 0.01) and realism (feature "
+               "distance to the real target 0.1); computed only from the input, instruction, real target and "
+               "pseudo masks, never from exact counterfactuals (cfbench.metrics.score). `cfbench validate` shows it "
+               "ranks the exact answer first against every degradation family on phantoms "
+               "(leaderboards/phantom-demo/validity.md). MAE to the true counterfactual (phantoms only) is the "
+               "ground truth it is judged by, not part of it. Rank: by cfbench_score among measured and oracle rows.",),
+        optional=True,
+        ranked_by="cfbench_score",
+    ),
     "instructx2x": Layout(
         name="instructx2x",
-        title="InstructX2X protocol: pathology accuracy, attribute retention, CMIG, KL, FID",
+        title="The papers' protocol (InstructX2X): pathology accuracy, attribute retention, CMIG, KL, FID",
         columns=(
             Column("patho", "pathology_mean_auroc", 100.0, group="CMIG"),
             Column("race", "race_auroc", 100.0, group="CMIG"),
@@ -91,10 +118,11 @@ LAYOUTS: dict[str, Layout] = {
                "Age = Pearson r x 100; CMIG on 0-100.",
                "Measured KL is in nats (unscaled; its reading of Eq. 4 is in the Protocol line); the papers' KL "
                "scaling is not published, so reported KL values are not comparable with measured ones."),
+        papers_protocol=True,
     ),
     "progemu": Layout(
         name="progemu",
-        title="ProgEmu protocol: image quality, alignment, pathology, interpretation text",
+        title="The papers' protocol (ProgEmu): image quality, alignment, pathology, interpretation text",
         columns=(
             Column("fid", "fid", 1.0, group="Counterfactual image"),
             Column("clip_i", "clip_i", 100.0, group="Counterfactual image"),
@@ -108,6 +136,7 @@ LAYOUTS: dict[str, Layout] = {
                "img-txt: generated image vs the text of its progression prompt (the pair the paper compares is not "
                "published; the variant is in the header and the Protocol line); AUROC / F1 vs the follow-up "
                "study's labels.",),
+        papers_protocol=True,
     ),
     "locality": Layout(
         name="locality",
@@ -139,6 +168,7 @@ class Cell:
     ci_low: float | None = None
     ci_high: float | None = None
     bold: bool = False
+    degenerate: bool = False  # the row made no edit: its value in this column is trivially good (never bolded)
 
 
 @dataclass
@@ -151,6 +181,7 @@ class Row:
     run_dir: str | None = None
     citation: str | None = None
     is_reference: bool = False  # real images / oracle answers: never bolded
+    rank: int | None = None  # position by the layout's ranked_by metric (1 = best), ranked layouts only
 
 
 @dataclass
@@ -322,6 +353,9 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
                 cells[column.key] = Cell(value, reported_row.values.get(column.key) or "–")
             rows.append(Row(reported_row.model, REPORTED, table.short, cells, citation=table.citation,
                             is_reference=reported_row.is_reference))
+    if layout.ranked_by:
+        rank_rows(rows, runs, layout)
+    mark_degenerate(rows, runs, layout)
     levels = {run.metrics.get("protocol", {}).get("confidence_level") for run in runs} - {None}
     board = Leaderboard(layout, rows, levels.pop() if len(levels) == 1 else None, bold_reported, list(reported),
                         protocol_notes=_protocol_notes(runs, layout), small_n_rows=_small_n_rows(runs, layout))
@@ -355,6 +389,73 @@ def _small_n_rows(runs: list[RunSummary], layout: Layout) -> list[tuple[str, int
     return found
 
 
+BLIND_SPOTS: dict[str, str] = {
+    "pathology_mean_auroc": "rank-based: prefers a contrast drift (rho -1), does not separate a leak outside the "
+                            "lesion or a brightness drift, ranks a 1.25x over-edit and a slight blur at or above the "
+                            "exact answer",
+    "race_auroc": "saturates: flat for under-edits, drifts, wrong-side edits, leaks and misregistration; 25 of 32 "
+                  "suite runs (the identity too) rank at or above the exact answer",
+    "sex_auroc": "saturates: flat for most families; 22 of 32 suite runs rank at or above the exact answer",
+    "age_pearson": "invariant to affine changes of the predicted age: prefers under-edits (paired), flat for "
+                   "contrast drift and leaks; the identity ranks at or above the exact answer",
+    "cmig": "inherits Patho's and Age's blind spots: prefers a contrast drift (rho -0.8), does not separate a leak, "
+            "ranks a 1.25x over-edit at or above the exact answer; a negative age r clips it to 0",
+    "kl_divergence": "compares mean probabilities only: does not separate a leak, prefers misregistration (rho -0.4)",
+    "fid": "does not separate a leak outside the lesion; weak for another patient's anatomy (rho 0.4)",
+    "f1_macro": "thresholded: prefers a contrast drift (paired), does not separate a leak",
+    "clip_i": "not judged by the validity suite (no BiomedCLIP on phantoms)",
+}
+"""What `cfbench validate` found each papers' metric blind to (leaderboards/phantom-demo/validity.md)."""
+
+NO_EDIT_CHANGE = 0.002
+"""Mean |generated - input| inside the edit region below which a run counts as making no edit (1/500 of the
+intensity range)."""
+
+TRIVIAL_FOR_NO_EDIT: frozenset[str] = frozenset({
+    "race_auroc", "sex_auroc", "age_pearson", "fid", "clip_i", "change_outside_lesion", "change_outside_pseudo_mask",
+    "relative_change_outside_lesion", "relative_change_outside_pseudo_mask", "w1_outside_lesion",
+    "w1_outside_pseudo_mask", "age_change", "race_change", "sex_change",
+})
+"""Columns a run that makes no edit wins trivially (preservation, minimality, realism against the input)."""
+
+
+def makes_no_edit(run: RunSummary) -> bool:
+    """The run changed the input by less than :data:`NO_EDIT_CHANGE` inside the edit region (the true lesion on
+    phantoms, else the pseudo mask): the identity and any model that returns its input."""
+    metrics = run.metrics.get("metrics", {})
+    for name in ("change_inside_lesion", "change_inside_pseudo_mask"):
+        value = (metrics.get(name) or {}).get("value")
+        if value is not None:
+            return value < NO_EDIT_CHANGE
+    return False
+
+
+def mark_degenerate(rows: list[Row], runs: list[RunSummary], layout: Layout) -> None:
+    """Mark the cells the suite would call degenerate: a run that makes no edit (:func:`makes_no_edit`), in the
+    columns such a run wins trivially (:data:`TRIVIAL_FOR_NO_EDIT`). Marked cells are shown, never bolded."""
+    by_label = {run.label: run for run in runs}
+    for row in rows:
+        run = by_label.get(row.label)
+        if row.kind == REPORTED or run is None or not makes_no_edit(run):
+            continue
+        for column in layout.columns:
+            cell = row.cells[column.key]
+            if column.metric in TRIVIAL_FOR_NO_EDIT and cell.value is not None:
+                cell.degenerate = True
+
+
+def rank_rows(rows: list[Row], runs: list[RunSummary], layout: Layout) -> None:
+    """Sort the measured and oracle rows by the layout's ``ranked_by`` metric, best first (rows without a value
+    last), and number them; reported rows keep their place after them."""
+    column = next(c for c in layout.columns if c.metric == layout.ranked_by)
+    measured = [row for row in rows if row.kind != REPORTED]
+    sign = -1.0 if column.higher_is_better else 1.0
+    measured.sort(key=lambda row: (row.cells[column.key].value is None, sign * (row.cells[column.key].value or 0.0)))
+    for position, row in enumerate(measured, start=1):
+        row.rank = position if row.cells[column.key].value is not None else None
+    rows[:] = measured + [row for row in rows if row.kind == REPORTED]
+
+
 def _candidates(board: Leaderboard) -> list[Row]:
     measured = [row for row in board.rows if row.kind == MEASURED]
     if not board.bold_reported:
@@ -363,7 +464,8 @@ def _candidates(board: Leaderboard) -> list[Row]:
 
 
 def mark_best(board: Leaderboard) -> None:
-    """Bold the best displayed value of each column among the candidates (needs at least two values)."""
+    """Bold the best displayed value of each column among the candidates (needs at least two values); a cell
+    marked degenerate (:func:`mark_degenerate`) counts towards the two but is never bolded."""
     candidates = _candidates(board)
     for column in board.layout.columns:
         if column.higher_is_better is None:
@@ -371,6 +473,9 @@ def mark_best(board: Leaderboard) -> None:
         shown = [(row, float(row.cells[column.key].text)) for row in candidates
                  if row.cells[column.key].value is not None]
         if len(shown) < 2:
+            continue
+        shown = [(row, value) for row, value in shown if not row.cells[column.key].degenerate]
+        if not shown:
             continue
         best = max(v for _, v in shown) if column.higher_is_better else min(v for _, v in shown)
         for row, value in shown:

@@ -77,12 +77,16 @@ def test_bold_marks_the_best_measured_value_per_column_direction_aware(evaluated
     candidates = [r for r in board.rows if r.kind == "measured"]
     assert [r.label for r in candidates] == ["identity", "noisy-edit"]
     for column in LAYOUTS["instructx2x"].columns:
-        shown = {r.label: float(r.cells[column.key].text) for r in candidates if r.cells[column.key].value is not None}
+        shown = {r.label: float(r.cells[column.key].text) for r in candidates
+                 if r.cells[column.key].value is not None and not r.cells[column.key].degenerate}
         best = (max if column.higher_is_better else min)(shown.values())
         assert {r.label for r in candidates if r.cells[column.key].bold} == {k for k, v in shown.items() if v == best}
+    identity = next(r for r in candidates if r.label == "identity")  # makes no edit: trivially best at retention
+    assert {k for k, cell in identity.cells.items() if cell.degenerate} == {"race", "age", "fid"}
+    assert not any(cell.bold for cell in identity.cells.values() if cell.degenerate)
     assert not any(cell.bold for cell in next(r for r in board.rows if r.label == "ground-truth").cells.values())
 
-    template = runs[0].metrics
+    template = next(r for r in runs if r.label == "noisy-edit").metrics  # an edit: nothing degenerate
     a = summary("a", {"pathology_mean_auroc": 0.80, "kl_divergence": 0.10, "fid": 5.0, "cmig": 70.004}, template)
     b = summary("b", {"pathology_mean_auroc": 0.90, "kl_divergence": 0.20, "fid": 3.0, "cmig": 69.998}, template)
     bolded = build_leaderboard([a, b], "instructx2x", reported=[])
@@ -245,7 +249,9 @@ def test_locality_table_ranks_only_directional_columns_and_is_skipped_without_va
     outside = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "change_outside_lesion")
     assert noisy.cells["outside"].value == pytest.approx(outside["value"])
     identity = next(r for r in board.rows if r.label == "identity")
-    assert identity.cells["outside"].bold and not noisy.cells["outside"].bold  # identity changes nothing: 0
+    # identity changes nothing: 0, degenerate (never bolded), and the noisy edit is the best real edit
+    assert identity.cells["outside"].degenerate and not identity.cells["outside"].bold and noisy.cells["outside"].bold
+    assert "outside" in to_csv(board).splitlines()[2 if board.rows[1] is identity else 1].split(",")[-3]
     assert not any(row.cells["inside"].bold or row.cells["mae_target"].bold for row in board.rows)
     assert "| Change inside lesion |" in to_markdown(board)
 
