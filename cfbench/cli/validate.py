@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cfbench.cli.common import positive_int, progress
+from cfbench.cli.common import CliError, positive_int, progress
 from cfbench.core import config
 
 
@@ -21,8 +21,20 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_reverse(args) -> int:
+    from cfbench.suites.reversibility import reverse_split
+
+    try:
+        out = reverse_split(args.run, args.out, args.data)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"wrote the reversed split to {out}; run the same model on it (--data {out} --split SPLIT) and read "
+          "its mae_to_target: the reversibility distance")
+    return 0
+
+
 def add_verbs(verbs) -> None:
-    """The ``validate`` verb."""
+    """The ``validate`` and ``reverse`` verbs."""
     validate = verbs.add_parser(
         "validate", help="the metric-validity suite: degradations of the exact answer on phantoms -> which metric "
                          "sees which family (Markdown, CSV, heatmap)",
@@ -37,3 +49,14 @@ def add_verbs(verbs) -> None:
     validate.add_argument("--n", type=positive_int, default=200, metavar="N",
                           help="phantom pairs in the suite's split (default 200)")
     validate.set_defaults(handler=cmd_validate)
+
+    reverse = verbs.add_parser(
+        "reverse", help="reversibility (opt-in): a derived split of a run's outputs with the inverse instructions",
+        description="Writes a split whose priors are the run's outputs, whose instructions are the inverse edits "
+                    "(add <-> remove, levels swapped) and whose targets are the original inputs. Run the same "
+                    "model on it like any run (resumable, --shard); its mae_to_target is the reversibility distance "
+                    "mean |edit(edit(x, i), inverse(i)) - x| (on phantoms also mae_to_true_counterfactual).")
+    reverse.add_argument("--run", required=True, metavar="DIR", help="a generated run folder")
+    reverse.add_argument("--out", required=True, metavar="DIR", help="folder for the derived split")
+    reverse.add_argument("--data", metavar="DIR", help="the run's dataset folder, if it moved since generation")
+    reverse.set_defaults(handler=cmd_reverse)
