@@ -32,6 +32,7 @@ ABLATION_MODELS: tuple[str, ...] = ("instructx2x-relevance-only", "instructx2x-m
 # five times faster on a CPU, and the demo compares the same steps with and without RSE.
 GENERATOR_OPTIONS: dict[str, str] = {"steps": "20"}
 SUMMARY_COLUMNS: tuple[str, ...] = (
+    "cfbench_score",
     "pathology_mean_auroc",
     "race_auroc",
     "age_pearson",

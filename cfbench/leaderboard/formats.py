@@ -14,6 +14,7 @@ import re
 
 from cfbench.leaderboard.table_model import (
     BLIND_SPOTS,
+    CLIPPED_MARK,
     MEASURED,
     NO_EDIT_CHANGE,
     REFERENCE,
@@ -86,6 +87,9 @@ def degenerate_and_blind_spot_notes(board: Leaderboard) -> list[str]:
         lines.append(f"{DEGENERATE_MARK} degenerate for this column: the run makes no edit (mean change inside the "
                      f"edit region < {NO_EDIT_CHANGE}), so its preservation, minimality or realism is trivially good; "
                      "shown, never bolded.")
+    if any(cell.text.endswith(CLIPPED_MARK) for row in board.rows for cell in row.cells.values()):
+        lines.append("CMIG (clipped): 0 only because a negative term (e.g. age r < 0) was clipped to 0; the terms' "
+                     "values before clipping are in metrics.json (components.cmig.clipped).")
     if board.layout.papers_protocol:
         spots = [f"{board.title(c)}: {BLIND_SPOTS[c.metric]}" for c in board.layout.columns if c.metric in BLIND_SPOTS]
         if spots:

@@ -329,7 +329,20 @@ def _measured_cell(metrics: dict, column: Column) -> Cell:
         return None if x is None else x * column.scale
 
     value = scaled(entry["value"])
-    return Cell(value, format_value(value, column.decimals), scaled(entry.get("ci_low")), scaled(entry.get("ci_high")))
+    text = format_value(value, column.decimals)
+    if column.metric == "cmig" and cmig_clipped_to_zero(metrics):
+        text += CLIPPED_MARK
+    return Cell(value, text, scaled(entry.get("ci_low")), scaled(entry.get("ci_high")))
+
+
+CLIPPED_MARK = " (clipped)"
+
+
+def cmig_clipped_to_zero(metrics: dict) -> bool:
+    """CMIG is 0 only because a negative term (e.g. age r < 0) was clipped to 0 (metrics.json keeps the terms'
+    values before clipping in components.cmig.clipped)."""
+    component = metrics.get("components", {}).get("cmig") or {}
+    return bool(component.get("clipped")) and component.get("value") == 0.0
 
 
 def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2x",
@@ -470,7 +483,7 @@ def mark_best(board: Leaderboard) -> None:
     for column in board.layout.columns:
         if column.higher_is_better is None:
             continue
-        shown = [(row, float(row.cells[column.key].text)) for row in candidates
+        shown = [(row, float(row.cells[column.key].text.removesuffix(CLIPPED_MARK))) for row in candidates
                  if row.cells[column.key].value is not None]
         if len(shown) < 2:
             continue

@@ -77,7 +77,7 @@ def test_bold_marks_the_best_measured_value_per_column_direction_aware(evaluated
     candidates = [r for r in board.rows if r.kind == "measured"]
     assert [r.label for r in candidates] == ["identity", "noisy-edit"]
     for column in LAYOUTS["instructx2x"].columns:
-        shown = {r.label: float(r.cells[column.key].text) for r in candidates
+        shown = {r.label: float(r.cells[column.key].text.removesuffix(" (clipped)")) for r in candidates
                  if r.cells[column.key].value is not None and not r.cells[column.key].degenerate}
         best = (max if column.higher_is_better else min)(shown.values())
         assert {r.label for r in candidates if r.cells[column.key].bold} == {k for k, v in shown.items() if v == best}
@@ -293,3 +293,23 @@ def test_gallery_title_is_not_doubled(evaluated_runs, tmp_path):
     write_leaderboard(list(evaluated_runs.values()), tmp_path / "lb", plots=False, gallery_samples=2)
     page = (tmp_path / "lb" / "gallery" / "index.html").read_text()
     assert "<h1>Gallery · cfbench leaderboard lb</h1>" in page and "lb: gallery" not in page
+
+
+def test_summary_is_ranked_by_the_score_and_a_clipped_cmig_is_flagged(evaluated_runs):
+    runs = load_runs(list(evaluated_runs.values()))
+    template = next(r for r in runs if r.label == "noisy-edit").metrics
+    low = summary("low", {"cfbench_score": 40.0, "cmig": 0.0}, template)
+    low.metrics["components"]["cmig"] = {**low.metrics["components"]["cmig"], "value": 0.0,
+                                         "clipped": {"age_pearson": -0.2}}
+    high = summary("high", {"cfbench_score": 70.0, "cmig": 50.0}, template)
+    board = build_leaderboard([low, high], "summary", reported=[])
+    assert [(row.rank, row.label) for row in board.rows] == [(1, "high"), (2, "low")]
+    table = pd.read_csv(io.StringIO(to_csv(board)))
+    assert list(table["rank"]) == [1, 2] and list(table["model"]) == ["high", "low"]
+    papers = build_leaderboard([low, high], "instructx2x", reported=[])
+    cell = next(r for r in papers.rows if r.label == "low").cells["cmig"]
+    assert cell.text == "0.00 (clipped)" and not cell.bold
+    markdown = to_markdown(papers)
+    assert "CMIG (clipped): 0 only because a negative term" in markdown
+    assert "blind spots found by `cfbench validate`" in markdown and "Race: saturates" in markdown
+    assert "The papers' protocol (InstructX2X)" in markdown
