@@ -257,9 +257,9 @@ def tradeoff_figure(runs: list[RunSummary], levels: tuple[float, ...] = (50, 60,
         # see-through faces, so coinciding points show as nested outlines
         yerr = None if low is None else np.array([[max(y - low, 0.0)], [max(high - y, 0.0)]])
         score = (_entry(run, "cfbench_score") or {}).get("value")
-        label = run.label if score is None else f"{run.label} · cfbench score {score:.1f}"
+        label = _wrap(run.label, 28) + ("" if score is None else f"\ncfbench score {score:.1f}")
         _point(axes, [x], [y], styles[run.label], yerr=yerr, size=max(5.0, 12.0 - 2.2 * index),
-               label=_wrap(label, 28), zorder=3 + index, see_through=True)
+               label=label, zorder=3 + index, see_through=True)
     axes.set_xlim(x_low, x_high)
     axes.set_ylim(y_low, y_high)
     retention = sorted({p[5] for p in points})
