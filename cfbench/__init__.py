@@ -11,6 +11,7 @@ One subpackage per stage, in the order data flows (a stage imports only the stag
 - :mod:`cfbench.runs`: generation into a run folder;
 - :mod:`cfbench.evaluation`: evaluators and metrics (math in :mod:`cfbench.metrics`) -> metrics.json;
 - :mod:`cfbench.leaderboard`: tables, plots, gallery;
+- :mod:`cfbench.suites`: end-to-end jobs above the leaderboard (the metric-validity suite);
 - :mod:`cfbench.training`: training generators;
 - :mod:`cfbench.cli`: the ``cfbench`` command, one module per verb group.
 
@@ -27,6 +28,7 @@ from cfbench.api.model import (
     ResultValidationError,
     validate_result,
 )
+from cfbench.api.answers import AnswerKey, Attributes
 from cfbench.api.options import ModelOptions
 from cfbench.api.registry import register
 from cfbench.core.errors import MissingWeights, WeightsNotFoundError
@@ -34,6 +36,8 @@ from cfbench.core.errors import MissingWeights, WeightsNotFoundError
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerKey",
+    "Attributes",
     "Capabilities",
     "CounterfactualModel",
     "EditRequest",

@@ -29,6 +29,11 @@ _EXPORTS: dict[str, str] = {
     "FrechetDistance": "fid", "frechet_distance": "fid", "frechet_distance_from_factors": "fid",
     "frechet_distance_from_features": "fid",
     "PearsonCorrelation": "regression", "pearson_r": "regression",
+    "Minimality": "minimality", "relative_change_outside": "minimality", "w1_outside": "minimality",
+    "EffectSize": "effect_size", "effect_errors": "effect_size",
+    "AttributeChange": "identity", "attribute_changes": "identity",
+    "FeatureDistance": "realism", "relative_feature_distance": "realism",
+    "cfbench_score": "score", "ScoreResult": "score",
 }
 
 __all__ = sorted([*_EXPORTS, "CMIGResult", "cmig", "cmig_from_metrics"])

@@ -56,3 +56,44 @@ class PerSampleStore:
             self._predictions = [np.concatenate(self._predictions)]
             self._truths = [np.concatenate(self._truths)]
         return self._predictions[0], self._truths[0]
+
+
+class PerSampleMeans:
+    """Storage shared by the metrics that are means over samples of per-sample values (minimality, effect
+    size, attribute change): named (B,) columns appended per batch; ``compute()`` gives each column's mean
+    over its finite values (NaN marks a sample the measure does not apply to), ``compute_on(indices)`` the
+    same on a bootstrap resample, ``per_sample()`` the columns themselves."""
+
+    names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[np.ndarray]] = {name: [] for name in self.names}
+
+    def _append(self, values: dict[str, np.ndarray]) -> None:
+        for name in self.names:
+            self._columns[name].append(np.asarray(values[name], np.float64).reshape(-1))
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(part) for part in self._columns[self.names[0]])
+
+    def per_sample(self) -> dict[str, np.ndarray]:
+        if not self.num_samples:
+            raise empty_error(type(self).__name__)
+        for name, parts in self._columns.items():
+            if len(parts) > 1:
+                self._columns[name] = [np.concatenate(parts)]
+        return {name: parts[0] for name, parts in self._columns.items()}
+
+    def compute_on(self, indices) -> dict[str, float]:
+        columns = self.per_sample()
+        indices = check_indices(indices, self.num_samples, type(self).__name__)
+        return {name: _finite_mean(values[indices]) for name, values in columns.items()}
+
+    def compute(self) -> dict[str, float]:
+        return self.compute_on(np.arange(self.num_samples))
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")

@@ -114,8 +114,13 @@ def bootstrap_many(
     seed: int = DEFAULT_SEED,
     derived: Mapping[str, Callable[[Mapping[str, float]], float]] | None = None,
     batched: Sequence[BatchedStatistic] = (),
+    keep_replicates: dict[str, np.ndarray] | None = None,
 ) -> dict[str, ConfidenceInterval]:
     """Intervals of several statistics from the SAME replicates (paired).
+
+    ``keep_replicates``: a dict that receives each statistic's (n_resamples,) replicate values. Two runs over
+    the same n samples in the same order, bootstrapped with the same seed, draw the same index sets, so the
+    differences of their kept replicates are the paired bootstrap of their difference.
 
     ``derived`` statistics are functions of the others' values in a replicate, e.g.
     ``{"cmig": lambda v: cmig_from_metrics(v).value}``: they see exactly the component values of that
@@ -157,6 +162,8 @@ def bootstrap_many(
         for values in evaluate(block):
             for name, value in values.items():
                 replicates[name].append(value)
+    if keep_replicates is not None:
+        keep_replicates.update({name: np.asarray(values, np.float64) for name, values in replicates.items()})
     return {name: _interval(point[name], replicates[name], level, n_resamples, n) for name in point}
 
 

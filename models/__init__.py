@@ -1,6 +1,7 @@
 """Built-in model adapters (importable as ``cfbench.models``). Importing this package registers them."""
 
 from cfbench.models import reference  # noqa: F401  (registers identity, ground-truth, true-counterfactual)
+from cfbench.models import degradations  # noqa: F401  (registers degrade-<family>, the validity suite's references)
 from cfbench.models import instructx2x  # noqa: F401  (registers instructx2x, its ablations, instructpix2pix)
 from cfbench.models import roentgen  # noqa: F401  (registers roentgen, a text-to-image baseline)
 from cfbench.models import pie  # noqa: F401  (registers pie, iterated image-to-image editing)

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+from cfbench.api.answers import AnswerKey
 from cfbench.api.model import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
 from cfbench.api.registry import register
-from cfbench.datasets.edit_dataset import EditDataset
 
 
 @register
@@ -33,18 +33,17 @@ class IdentityModel(CounterfactualModel):
 
 
 class _DatasetLookupModel(CounterfactualModel):
-    """Base of reference models that answer from the dataset rather than from the request."""
+    """Base of reference models that answer from the split's answer key rather than from the request."""
 
-    capabilities = Capabilities(edits_image=False)
+    capabilities = Capabilities(edits_image=False, oracle=True)
+    needs_counterfactuals = False
 
-    def __init__(self, dataset: EditDataset):
-        self.dataset = dataset
+    def __init__(self, key: AnswerKey):
+        self.key = key
 
     @classmethod
     def load(cls, context: LoadContext) -> "_DatasetLookupModel":
-        if context.dataset is None:
-            raise ValueError(f"model {cls.name!r} reads its answers from the dataset; run it on a split")
-        return cls(context.dataset)
+        return cls(AnswerKey.from_context(context, cls.name, cls.needs_counterfactuals))
 
     @abc.abstractmethod
     def answer(self, request: EditRequest) -> np.ndarray:
@@ -60,23 +59,14 @@ class GroundTruthModel(_DatasetLookupModel):
     description = "returns the real target image (the papers' 'Real Images (GT)' row)"
 
     def answer(self, request: EditRequest) -> np.ndarray:
-        return self.dataset.current_image(self.dataset[request.sample_id])
+        return self.key.target_image(request.sample_id)
 
 
 @register
 class TrueCounterfactualModel(_DatasetLookupModel):
     name = "true-counterfactual"
     description = "returns the exact counterfactual (phantom datasets only)"
-
-    @classmethod
-    def load(cls, context: LoadContext) -> "TrueCounterfactualModel":
-        model = super().load(context)
-        if not context.dataset.has_folder("counterfactual"):
-            raise ValueError(
-                f"model 'true-counterfactual' needs exact counterfactuals, which only phantom datasets have; "
-                f"{context.dataset.root} has no counterfactual/ folder"
-            )
-        return model
+    needs_counterfactuals = True
 
     def answer(self, request: EditRequest) -> np.ndarray:
-        return self.dataset.counterfactual_image(self.dataset[request.sample_id])
+        return self.key.true_counterfactual(request.sample_id)

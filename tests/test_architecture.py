@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # metrics/ (cfbench.metrics) is pure math on arrays, just above the shared helpers.
 STAGE_RANK = {
     "core": 0, "metrics": 0.5, "datasets": 1, "api": 2, "phantom": 3, "diffusion": 4, "autoregressive": 4,
-    "models": 4.5, "runs": 5, "evaluation": 6, "leaderboard": 7, "training": 8, "cli": 9,
+    "models": 4.5, "runs": 5, "evaluation": 6, "leaderboard": 7, "suites": 7.5, "training": 8, "cli": 9,
 }
 PACKAGE_FOLDERS = {"cfbench": "cfbench", "models": "cfbench.models", "metrics": "cfbench.metrics"}
 MAX_LINES = 700

@@ -72,11 +72,16 @@ class Capabilities:
         generators that only read the instruction or target report.
     guidance_map: the model returns a guidance map with each result.
     explanation: the model returns an explanation text with each result.
+    oracle: the model answers from the split's answer key (the real target, the exact counterfactual, the
+        lesion masks: :class:`cfbench.api.answers.AnswerKey`) rather than from the request alone. Leaderboards
+        show such rows as references and never bold them (the papers' "Real Images (GT)" row, the exact
+        answer, the degradations of the validity suite).
     """
 
     edits_image: bool = True
     guidance_map: bool = False
     explanation: bool = False
+    oracle: bool = False
 
 
 @dataclass
@@ -113,6 +118,8 @@ class CounterfactualModel(abc.ABC):
     weights_help: how to obtain the weights (shown when they are missing).
     hub_repos: the Hugging Face repositories ``cfbench weights fetch NAME`` downloads into the local
         Hugging Face cache (empty: none public); a run reads them with ``--model-path hf:ORG/NAME``.
+    options_class: the :class:`~cfbench.api.options.ModelOptions` dataclass of the model's ``--option``s, or
+        None; leaderboards name a run by the registry name and the options that differ from its defaults.
     """
 
     name: ClassVar[str] = ""
@@ -123,6 +130,7 @@ class CounterfactualModel(abc.ABC):
     phantom_weights: ClassVar[str | None] = None
     hub_repos: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    options_class: ClassVar[type | None] = None
 
     @classmethod
     @abc.abstractmethod

@@ -15,6 +15,7 @@
     cfbench masks import-instructx2x DIR --out F  the InstructX2X release's masks and matching, from a clone
     cfbench leaderboard RUN_DIR... --out DIR      tables (md/csv/tex), plots, index.html and an HTML gallery
     cfbench export RUN_DIR                        a shareable results bundle (no images, no patient data)
+    cfbench validate --out DIR                    the metric-validity suite on phantoms
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import warnings
 
 from cfbench.api.registry import PluginError, PluginWarning, UnknownModelError
-from cfbench.cli import check, data, leaderboard, phantom, run, settings, train
+from cfbench.cli import check, data, leaderboard, phantom, run, settings, train, validate
 from cfbench.cli.common import CliError, quiet_libraries, use_help_formatter
 from cfbench.core import config
 from cfbench.core.errors import WeightsNotFoundError
@@ -35,7 +36,7 @@ from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
 from cfbench.runs.store import RunConfigMismatch
 
-VERB_GROUPS = (leaderboard, run, check, settings, phantom, data, train)  # the order of `cfbench --help`
+VERB_GROUPS = (leaderboard, validate, run, check, settings, phantom, data, train)  # the order of `cfbench --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,11 +81,17 @@ def cmd_leaderboard(args) -> int:
 
     if args.gallery_samples < 1 or args.thumbnail < 16:
         raise CliError("--gallery-samples must be >= 1 and --thumbnail >= 16")
+    labels = {}
+    for text in args.label or []:
+        run, sep, name = text.partition("=")
+        if not sep or not run or not name.strip():
+            raise CliError(f"--label {text!r}: expected RUN=NAME (RUN: a run folder given, or its name)")
+        labels[run] = name.strip()
     try:
         result = write_leaderboard(args.runs, args.out, include_reported=False if args.no_reported else True if args.all_reported else "auto",
                                    bold_reported=args.bold_reported, plots=not args.no_plots,
                                    gallery=not args.no_gallery, gallery_samples=args.gallery_samples,
-                                   thumbnail=args.thumbnail, title=args.title)
+                                   thumbnail=args.thumbnail, title=args.title, labels=labels)
     except LeaderboardError as error:
         raise CliError(str(error)) from error
     what = f"{len(args.runs)} runs" if args.runs else "the papers' reported tables only (no run folders given)"
@@ -151,6 +157,9 @@ def add_verbs(verbs) -> None:
     board.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery")
     board.add_argument("--gallery-samples", type=positive_int, default=8, metavar="N", help="samples in the gallery (default 8)")
     board.add_argument("--thumbnail", type=int, default=192, metavar="PX", help="gallery thumbnail side (default 192)")
+    board.add_argument("--label", action="append", metavar="RUN=NAME",
+                       help="name a run's row (RUN: the run folder as given, or its name), repeatable; default: "
+                            "the run's --label, else the model's registry name and its non-default options")
     board.add_argument("--title", help="title of the leaderboard (default: from the output folder name)")
     board.set_defaults(handler=cmd_leaderboard)
 

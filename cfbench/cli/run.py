@@ -57,6 +57,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "ChestX-ray14 boxes; recorded in the manifest); none: region_mask is None")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a dataset with bad rows (default: leave them out, each named with its reason)")
+    parser.add_argument("--label", metavar="NAME",
+                        help="the run's name in leaderboards, stored in the manifest (default: the model's registry "
+                             "name and the options that differ from its defaults)")
 
 
 def apply_benchmark_settings(args) -> list[str]:
@@ -155,6 +158,13 @@ def _generate(args) -> tuple[object, int]:
 
     settings = _settings_from_args(args)
     report = generate(settings, progress=progress(args))
+    if args.label is not None:
+        from cfbench.runs.manifest import set_run_label
+
+        try:
+            set_run_label(report.run_folder, args.label)
+        except ValueError as error:
+            raise CliError(f"--label: {error}") from error
     print(f"run folder: {report.run_folder}")
     print(f"samples: {report.total} in scope, {report.already_done} already done, "
           f"{report.generated} generated now, {len(report.failed)} failed ({report.seconds:.1f} s)")

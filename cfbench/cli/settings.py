@@ -23,6 +23,7 @@ def cmd_models(args) -> int:
             "input": "edits the input image" if caps.edits_image else "does not edit the input",
             "guidance_map": caps.guidance_map,
             "explanation": caps.explanation,
+            "oracle": getattr(caps, "oracle", False),
             "native_resolution": cls.native_resolution,
             "weights": str(weights) if weights else None,
             "weights_present": None if weights is None else weights.exists(),
@@ -37,7 +38,7 @@ def cmd_models(args) -> int:
         return 0
     width = max((len(row["name"]) for row in rows + broken), default=0) + 2
     for row in rows:
-        flags = [row["input"]] + [flag for flag in ("guidance_map", "explanation") if row[flag]]
+        flags = [row["input"]] + [flag for flag in ("guidance_map", "explanation", "oracle") if row[flag]]
         if row["weights"] is None:
             weights = "no weights needed"
         else:

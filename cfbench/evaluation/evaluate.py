@@ -46,7 +46,7 @@ from cfbench.core.images import ImageReadError, load_image
 from cfbench.core.prefetch import default_loader_threads, prefetched_each
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
-from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
+from cfbench.datasets.pseudo_masks import DATASET_MASKS, PseudoMasks, default_pseudo_masks
 from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
 from cfbench.evaluation.metric_names import descriptions
 from cfbench.evaluation.output_cache import EvaluatorOutputCache
@@ -54,6 +54,7 @@ from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol, s
 from cfbench.evaluation.results import open_run_dataset, save_table, write_metrics
 from cfbench.evaluation.scoring import SampleTable, score
 from cfbench.metrics.classification import binary_auroc
+from cfbench.metrics.minimality import relative_change_outside, w1_outside
 from cfbench.runs.manifest import RunFiles
 from cfbench.runs.store import load_generated, read_failures, read_results
 from cfbench.core.storage import remove_stale_temporaries
@@ -68,6 +69,15 @@ def is_phantom(dataset: EditDataset) -> bool:
 def has_true_lesions(dataset: EditDataset) -> bool:
     """Phantom datasets carry the exact counterfactual and the true lesion-change mask of every sample."""
     return dataset.has_folder("counterfactual") and dataset.has_folder("lesion_mask")
+
+
+def locality_masks(dataset: EditDataset) -> PseudoMasks | None:
+    """The pseudo masks locality and ``cfbench_score`` are measured around: the dataset's own (MS-CXR boxes,
+    the phantoms' shipped masks), else the NIH box unions; None on a phantom dataset without its own (old
+    builds), whose locality is then measured around the true lesions only."""
+    if has_true_lesions(dataset) and not (Path(dataset.root) / DATASET_MASKS).is_file():
+        return None
+    return default_pseudo_masks(dataset.root, dataset.resolution)
 
 
 def make_evaluator(name: str, dataset: EditDataset, device: str = "cpu") -> Evaluator | None:
@@ -105,25 +115,42 @@ def _pixel_measures(generated: np.ndarray, target: np.ndarray, prior: np.ndarray
                     dataset: EditDataset, counterfactual: np.ndarray | None, masks: PseudoMasks | None,
                     guidance: np.ndarray | None = None) -> dict[str, float]:
     """Pixel measures of one sample; ``counterfactual`` is the exact one on phantom data (then locality is
-    measured around the true lesion), None elsewhere (around the pseudo mask of ``masks``)."""
+    measured around the true lesion), None elsewhere. Around the pseudo mask of ``masks`` whenever given (on
+    phantoms too: what ``cfbench_score`` reads, the same on every dataset)."""
     values = {"mae_to_target": float(np.abs(generated - target).mean())}
-    phantom = counterfactual is not None
-    if phantom:
+    regions = []
+    if counterfactual is not None:
         region = dataset.lesion_mask(sample)
         values["mae_to_true_counterfactual"] = float(np.abs(generated - counterfactual).mean())
-        names = ("change_inside_lesion", "change_outside_lesion")
+        regions.append(("lesion", region))
         if guidance is not None:  # the guidance map as a pixel-wise detector of the true change (NaN: one class)
             values["guidance_auroc"] = binary_auroc(region.ravel().astype(np.int8), guidance.ravel())
-    else:
-        region = masks.mask_for(sample.operations, dataset.resolution, instruction=sample.instruction)
-        names = ("change_inside_pseudo_mask", "change_outside_pseudo_mask")
+    if masks is not None:
+        regions.append(("pseudo_mask", masks.mask_for(sample.operations, dataset.resolution,
+                                                      instruction=sample.instruction)))
     change = np.abs(generated - prior)
-    total, inside = float(change.sum(dtype=np.float64)), float(change.sum(where=region, dtype=np.float64))
-    n_inside = int(np.count_nonzero(region))
-    n_outside = region.size - n_inside
-    values[names[0]] = inside / n_inside if n_inside else math.nan
-    values[names[1]] = (total - inside) / n_outside if n_outside else math.nan
+    total = float(change.sum(dtype=np.float64))
+    for suffix, region in regions:
+        inside = float(change.sum(where=region, dtype=np.float64))
+        n_inside = int(np.count_nonzero(region))
+        n_outside = region.size - n_inside
+        values[f"change_inside_{suffix}"] = inside / n_inside if n_inside else math.nan
+        values[f"change_outside_{suffix}"] = (total - inside) / n_outside if n_outside else math.nan
+        values[f"relative_change_outside_{suffix}"] = relative_change_outside(generated, prior, region)
+        values[f"w1_outside_{suffix}"] = w1_outside(generated, prior, region)
     return values
+
+
+def edit_directions(samples: list[Sample]) -> np.ndarray:
+    """(N, 5) per sample and evaluated finding: +1 added, -1 removed, 0 level changed, NaN not edited."""
+    index = {finding: k for k, finding in enumerate(EVALUATED_FINDINGS)}
+    edits = np.full((len(samples), len(EVALUATED_FINDINGS)), np.nan)
+    for row, sample in enumerate(samples):
+        for operation in sample.operations:
+            k = index.get(operation.chexpert_column)
+            if k is not None:
+                edits[row, k] = {"add": 1.0, "remove": -1.0}.get(operation.op, 0.0)
+    return edits
 
 
 @dataclass(frozen=True)
@@ -162,13 +189,17 @@ def collect(
     decoded = DecodedImageCache(cache_dir, resolution, image_cache_bytes())
     excluded: list[ExcludedSample] = []
     digests: dict[str, str] = {}
+    prior_digests: dict[str, str] = {}
     for sample in samples:
         try:
             digests[sample.sample_id] = file_sha256(dataset.current_path(sample))
+            prior_digests[sample.sample_id] = file_sha256(dataset.image_path("past", sample.past_dicom_id, sample))
         except (ImageReadError, OSError) as error:
+            digests.pop(sample.sample_id, None)
             excluded.append(ExcludedSample(sample.sample_id, str(error)))
     usable = [sample for sample in samples if sample.sample_id in digests]
     real_rows = [cache.lookup([digests[s.sample_id] for s in usable]) for cache in caches]  # position -> outputs
+    input_rows = [cache.lookup([prior_digests[s.sample_id] for s in usable]) for cache in caches]
     kept: list[int] = []  # positions in `usable` that made it through
     generated: dict[str, list[np.ndarray]] = {}
     pixel: dict[str, list[float]] = {}
@@ -186,12 +217,13 @@ def collect(
     def load_one(sample: Sample):
         image = load_generated(run_folder, sample.sample_id, resolution)
         target = decoded.load(digests[sample.sample_id], lambda: dataset.current_image(sample))
-        prior = cached("past", sample.past_dicom_id, sample, lambda: dataset.past_image(sample))
+        prior = decoded.load(prior_digests[sample.sample_id], lambda: dataset.past_image(sample))
         counterfactual = (cached("counterfactual", sample.sample_id, sample,
                                  lambda: dataset.counterfactual_image(sample)) if phantom else None)
         guidance = (load_image(RunFiles(run_folder).guidance_map(sample.sample_id), resolution)
                     if phantom and sample.sample_id in with_guidance else None)
-        return image, target, _pixel_measures(image, target, prior, sample, dataset, counterfactual, masks, guidance)
+        return image, target, prior, _pixel_measures(image, target, prior, sample, dataset, counterfactual, masks,
+                                                     guidance)
 
     def load(position: int):
         try:
@@ -203,7 +235,7 @@ def collect(
     threads = loader_threads or default_loader_threads()
     for batch in tqdm(prefetched_each(batches, load, threads), total=len(batches), desc="evaluating",
                       unit="batch", disable=not progress):
-        good = [item for item in batch if len(item) == 4]
+        good = [item for item in batch if len(item) == 5]
         for position, error in (item for item in batch if len(item) == 2):
             excluded.append(ExcludedSample(usable[position].sample_id, str(error)))
         if not good:
@@ -211,10 +243,16 @@ def collect(
         positions = [item[0] for item in good]
         images = np.stack([item[1] for item in good])
         targets = np.stack([item[2] for item in good])
+        priors = np.stack([item[3] for item in good])
         kept += positions
-        for _, _, _, values in good:
+        for _, _, _, _, values in good:
             for name, value in values.items():
                 pixel.setdefault(name, []).append(value)
+        for cache, rows in zip(caches, input_rows):  # the evaluators on the inputs: effect size, identity change
+            missing = [offset for offset, p in enumerate(positions) if p not in rows]
+            if missing:
+                filled = cache.fill([prior_digests[usable[positions[o]].sample_id] for o in missing], priors[missing])
+                rows.update({positions[o]: row for o, row in zip(missing, filled)})
         for evaluator, cache, rows in zip(evaluators, caches, real_rows):
             outputs = check_outputs(evaluator.predict(images), evaluator, len(positions))
             for key, value in outputs.items():
@@ -235,6 +273,11 @@ def collect(
     for rows in real_rows:
         for key in (rows[kept[0]].keys() if kept else ()):
             real[key] = np.stack([rows[p][key] for p in kept])
+    inputs: dict[str, np.ndarray] = {}
+    for rows in input_rows:
+        for key in rows[kept[0]].keys():
+            if key != "features":  # only the probabilities and the age are compared with the input's
+                inputs[key] = np.stack([rows[p][key] for p in kept])
     table = SampleTable(
         sample_ids=[s.sample_id for s in table_samples],
         operations=[tuple(sorted({op.op for op in s.operations})) for s in table_samples],
@@ -246,6 +289,8 @@ def collect(
         explanations=[records[s.sample_id].get("explanation") for s in table_samples],
         reference_explanations=[s.reference_explanation for s in table_samples],
         anchor_age=truth["anchor_age"],
+        inputs=inputs,
+        edits=edit_directions(table_samples),
     )
     return table, excluded
 
@@ -294,8 +339,7 @@ def evaluate_run(
     if overlap:
         raise EvaluationError(f"several evaluators give the same outputs {overlap}; use one per output")
     cache_dir = Path(cache_dir) if cache_dir else config.resolve_path("cache_dir")
-    masks = None if has_true_lesions(dataset) else (pseudo_masks or default_pseudo_masks(dataset.root,
-                                                                                          dataset.resolution))
+    masks = pseudo_masks or locality_masks(dataset)
     table, excluded = collect(run_folder, dataset, samples, finished, evaluators, cache_dir, masks, batch_size,
                               progress, loader_threads)
     if protocol.clip_i_variant == "image-text" and "embedding" in table.generated:
@@ -321,7 +365,9 @@ def evaluate_run(
         "protocol_choices": protocol.choices_text(scores["metrics"]),
         "warnings": small_n_warnings(scores["metrics"]),
         "undefined": undefined_reasons(table, scores["metrics"], protocol),
-        "locality_region": "true lesion-change masks" if masks is None else f"pseudo masks: {masks.source}",
+        "locality_region": ("true lesion-change masks" if has_true_lesions(dataset) else "")
+                           + (f"{'; ' if has_true_lesions(dataset) else ''}pseudo masks: {masks.source}"
+                              if masks is not None else ""),
         "versions": package_versions(),
         "descriptions": descriptions(scores["metrics"]),
         **scores,

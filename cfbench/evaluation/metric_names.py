@@ -70,6 +70,31 @@ _METRICS = (
     MetricName("change_outside_pseudo_mask", "Change outside pseudo mask", False, "pixel intensity in [0, 1]",
                "mean |generated - input| outside the pseudo mask of the instruction's findings "
                "(samples whose findings have no mask are skipped)"),
+    MetricName("cfbench_score", "cfbench score", True, "0-100",
+               "100 x geometric mean of effectiveness, preservation, minimality and realism terms, from the input, "
+               "instruction, real target and pseudo masks only (cfbench.metrics.score)"),
+    MetricName("effect_error", "Effect error", False, "probability in [0, 1]",
+               "mean |change of the evaluator's probability of each edited finding, input -> generated, minus the "
+               "same change input -> real target|"),
+    MetricName("effect_bias", "Effect bias", None, "probability in [-1, 1]",
+               "mean signed effect error in the edit's direction: > 0 over-edits, < 0 under-edits"),
+    MetricName("age_change", "Age change", False, "years",
+               "mean |predicted age on generated - predicted age on input|"),
+    MetricName("race_change", "Race change", False, "total variation in [0, 1]",
+               "mean total-variation distance of the race (phantoms: group) probabilities, generated vs input"),
+    MetricName("sex_change", "Sex change", False, "probability in [0, 1]",
+               "mean |P(male) on generated - P(male) on input|"),
+    MetricName("feature_distance", "Feature distance", False, "relative distance, >= 0",
+               "mean ||features(generated) - features(real target)|| / ||features(real target)|| (evaluator features)"),
+    MetricName("relative_change_outside_lesion", "Rel. change outside lesion", False, "fraction, >= 0",
+               "sum |generated - input| outside the true lesion-change mask / sum of the input there (phantoms only)"),
+    MetricName("w1_outside_lesion", "W1 outside lesion", False, "pixel intensity in [0, 1]",
+               "Wasserstein-1 distance of the intensity distributions of generated and input outside the true "
+               "lesion-change mask (phantoms only)"),
+    MetricName("relative_change_outside_pseudo_mask", "Rel. change outside pseudo mask", False, "fraction, >= 0",
+               "sum |generated - input| outside the pseudo mask / sum of the input there"),
+    MetricName("w1_outside_pseudo_mask", "W1 outside pseudo mask", False, "pixel intensity in [0, 1]",
+               "Wasserstein-1 distance of the intensity distributions of generated and input outside the pseudo mask"),
 )
 
 METRICS: dict[str, MetricName] = {metric.name: metric for metric in _METRICS}

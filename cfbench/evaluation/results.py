@@ -49,7 +49,7 @@ def save_table(run_folder: Path, table: SampleTable) -> None:
                     "sex_male_true": table.sex_male, "age_true": table.age})
     if table.anchor_age is not None:
         columns["anchor_age_true"] = table.anchor_age
-    for side, outputs in (("generated", table.generated), ("real", table.real)):
+    for side, outputs in (("generated", table.generated), ("real", table.real), ("input", table.inputs)):
         if "pathology" in outputs:
             for f, finding in enumerate(EVALUATED_FINDINGS):
                 columns[f"{side}/p({finding})"] = outputs["pathology"][:, f]
@@ -76,6 +76,9 @@ def save_table(run_folder: Path, table: SampleTable) -> None:
     arrays.update({f"generated/{k}": v for k, v in table.generated.items()})
     arrays.update({f"real/{k}": v for k, v in table.real.items()})
     arrays.update({f"pixel/{k}": v for k, v in table.pixel.items()})
+    arrays.update({f"input/{k}": v for k, v in table.inputs.items()})
+    if table.edits is not None:
+        arrays["edits"] = table.edits
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(RunFiles(run_folder).evaluation_arrays, buffer.getvalue())
@@ -100,6 +103,7 @@ def load_table(run_folder: str | Path) -> SampleTable:
         explanations=[t or None for t in data["explanations"].tolist()],
         reference_explanations=[t or None for t in data["reference_explanations"].tolist()],
         anchor_age=data.get("anchor_age"),
+        inputs=group("input/"), edits=data.get("edits"),
     )
 
 

@@ -42,7 +42,11 @@ from cfbench.metrics.classification import PathologyAUROC, PathologyF1, RankedAU
 from cfbench.metrics.cmig import DEFAULT_RETENTION_TERMS, cmig_from_metrics
 from cfbench.metrics.divergence import KL_FORMULAS, pathology_kl
 from cfbench.metrics.fid import FrechetDistance
+from cfbench.metrics.effect_size import effect_errors
+from cfbench.metrics.identity import attribute_changes
+from cfbench.metrics.realism import relative_feature_distance
 from cfbench.metrics.regression import pearson_r
+from cfbench.metrics.score import SCORE_METRICS, cfbench_score
 
 OPERATION_KINDS = ("add", "remove", "change")
 logger = logging.getLogger(__name__)
@@ -59,6 +63,8 @@ class SampleTable:
     pixel: per-sample pixel measures, NaN where undefined for that sample.
     explanations / reference_explanations: the model's explanation and the dataset's reference text
     (None where absent), for the ProgEmu text metrics.
+    inputs: evaluator outputs on the input (prior) images (no features), for effect size and identity change.
+    edits: (N, 5) per evaluated finding +1 added, -1 removed, 0 level changed, NaN not edited (None: unknown).
     """
 
     sample_ids: list[str]
@@ -74,6 +80,8 @@ class SampleTable:
     explanations: list[str | None] = field(default_factory=list)
     reference_explanations: list[str | None] = field(default_factory=list)
     anchor_age: np.ndarray | None = None  # (N,) MIMIC-IV anchor_age, NaN unknown; None: the dataset has none
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    edits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -90,6 +98,8 @@ class SampleTable:
             explanations=[self.explanations[i] for i in rows] if self.explanations else [],
             reference_explanations=[self.reference_explanations[i] for i in rows] if self.reference_explanations else [],
             anchor_age=None if self.anchor_age is None else self.anchor_age[rows],
+            inputs={k: v[rows] for k, v in self.inputs.items()},
+            edits=None if self.edits is None else self.edits[rows],
         )
 
 
@@ -149,11 +159,36 @@ def _statistics(table: SampleTable, protocol: Protocol) -> tuple[dict[str, Stati
     if "embedding" in generated and clip_reference in table.real:
         cosines = _cosine(generated["embedding"], table.real[clip_reference])
         statistics["clip_i"] = lambda i: float(cosines[i].mean())
-    for name, values in table.pixel.items():
+    for name, values in per_sample_measures(table).items():
         if np.isfinite(values).any():
             statistics[name] = lambda i, v=values: _nanmean(v[i])
     statistics.update(_text_statistics(table, skipped))
     return statistics, skipped, excluded
+
+
+def per_sample_measures(table: SampleTable) -> dict[str, np.ndarray]:
+    """Every metric that is a mean over samples, as its per-sample column: the pixel measures, and from the
+    evaluator outputs the effect size (:mod:`cfbench.metrics.effect_size`; needs the outputs on the inputs and
+    the edits), the attribute changes (:mod:`cfbench.metrics.identity`) and the feature distance to the real
+    target (:mod:`cfbench.metrics.realism`)."""
+    columns = dict(table.pixel)
+    generated, inputs, real = table.generated, table.inputs, table.real
+    if table.edits is not None and all("pathology" in outputs for outputs in (generated, inputs, real)):
+        error, bias = effect_errors(np.asarray(generated["pathology"], np.float64), inputs["pathology"],
+                                    real["pathology"], table.edits)
+        columns.update(effect_error=error, effect_bias=bias)
+    columns.update(attribute_changes(generated, inputs))
+    if "features" in generated and "features" in real:
+        columns["feature_distance"] = relative_feature_distance(generated["features"], real["features"])
+    return columns
+
+
+def _score_statistic(available: set[str]) -> tuple[Callable[[dict], float] | None, str | None]:
+    """cfbench_score as a function of the metric values of one replicate, or (None, why it is unavailable)."""
+    result = cfbench_score({name: 0.0 for name in SCORE_METRICS if name in available})
+    if result.missing:
+        return None, f"no metric feeds the score term(s) {result.missing} (needs {list(SCORE_METRICS)})"
+    return (lambda values: cfbench_score(values).value), None
 
 
 def _batched_statistics(table: SampleTable, protocol: Protocol, statistics: dict[str, Statistic]) -> list:
@@ -201,9 +236,10 @@ def _batched_statistics(table: SampleTable, protocol: Protocol, statistics: dict
         batched.append(retained)
         for name, _, _ in retention:
             del statistics[name]
-    pixel_names = [name for name in table.pixel if name in statistics]
+    measures = per_sample_measures(table)
+    pixel_names = [name for name in measures if name in statistics]
     if pixel_names:  # means over the finite values: two products of the counts with the columns
-        columns = np.stack([np.asarray(table.pixel[name], np.float64) for name in pixel_names], axis=1)
+        columns = np.stack([np.asarray(measures[name], np.float64) for name in pixel_names], axis=1)
         finite = np.isfinite(columns)
         finite_values = np.where(finite, columns, 0.0)
 
@@ -258,8 +294,11 @@ def _cmig_terms(protocol: Protocol, available: set[str]) -> tuple[tuple[str, ...
     return accuracy, retention, missing
 
 
-def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool = True, fid: bool = True) -> dict:
-    """Every metric with its interval, the CMIG/KL/pathology components, and per-operation breakdowns."""
+def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool = True, fid: bool = True,
+          replicates: dict[str, np.ndarray] | None = None) -> dict:
+    """Every metric with its interval, the CMIG/KL/pathology components, and per-operation breakdowns.
+    ``replicates``: a dict that receives every bootstrapped metric's replicate values (FID's excepted; see
+    :func:`cfbench.metrics.bootstrap.bootstrap_many`)."""
     if len(table) == 0:
         raise ValueError("no samples to score")
     statistics, skipped, excluded = _statistics(table, protocol)
@@ -276,9 +315,15 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
         derived["cmig"] = lambda values: cmig_from_metrics(values, accuracy, retention).value
     else:
         skipped["cmig"] = f"CMIG terms unavailable: {missing_terms}"
+    score_of, why = _score_statistic(set(statistics))
+    if score_of is not None:
+        derived["cfbench_score"] = score_of
+    else:
+        skipped["cfbench_score"] = why
     batched = _batched_statistics(table, protocol, statistics)
     intervals = bootstrap_many(statistics, len(table), protocol.bootstrap_resamples, protocol.confidence_level,
-                               protocol.bootstrap_seed, derived=derived, batched=batched)
+                               protocol.bootstrap_seed, derived=derived, batched=batched,
+                               keep_replicates=replicates)
     if fid and "features" in table.generated and "features" in table.real and len(table) >= 2:
         try:
             intervals["fid"] = _fid_interval(table, protocol)
@@ -354,7 +399,11 @@ def _components(table: SampleTable, protocol: Protocol, intervals: dict, accurac
         values = {name: ci.value for name, ci in intervals.items()}
         result = cmig_from_metrics(values, accuracy, retention).as_dict()
         result["terms_missing"] = missing
+        result["clipped_to_zero"] = bool(result["clipped"]) and result["value"] == 0.0
         components["cmig"] = result
+    if "cfbench_score" in intervals:
+        values = {name: ci.value for name, ci in intervals.items()}
+        components["cfbench_score"] = cfbench_score(values).as_dict()
     if "kl_divergence" in intervals:
         p = table.real["pathology"].mean(axis=0)
         q = generated["pathology"].mean(axis=0)
@@ -390,9 +439,9 @@ def _by_operation(table: SampleTable, protocol: Protocol) -> dict:
 
 
 def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol(),
-                   names: Iterable[str] | None = None) -> dict:
+                   metrics: "set[str] | None" = None) -> dict:
     """Paired differences a - b with intervals, on the samples both tables share (same bootstrap indices);
-    ``names``: only these metrics (default every metric both tables have)."""
+    ``metrics``: only these (default: every metric both tables have)."""
     shared = sorted(set(a.sample_ids) & set(b.sample_ids), key=a.sample_ids.index)
     if len(shared) < 2:
         raise ValueError(f"the runs share {len(shared)} samples; a paired comparison needs at least 2")
@@ -401,7 +450,7 @@ def compare_tables(a: SampleTable, b: SampleTable, protocol: Protocol = Protocol
     sub_a, sub_b = a.subset(rows_a), b.subset(rows_b)
     stats_a, stats_b = _with_cmig(sub_a, protocol), _with_cmig(sub_b, protocol)
     differences = {}
-    for name in sorted(set(stats_a) & set(stats_b) & (set(names) if names is not None else set(stats_a))):
+    for name in sorted(set(stats_a) & set(stats_b) & (set(stats_a) if metrics is None else set(metrics))):
         resamples = protocol.fid_bootstrap_resamples if name == "fid" else protocol.bootstrap_resamples
         if resamples <= 0:
             continue
@@ -419,6 +468,10 @@ def _with_cmig(table: SampleTable, protocol: Protocol) -> dict[str, Statistic]:
         components = {name: statistics[name] for name in (*accuracy, *retention)}
         statistics["cmig"] = lambda i: cmig_from_metrics({n: f(i) for n, f in components.items()},
                                                          accuracy, retention).value
+    score_of, _ = _score_statistic(set(statistics))
+    if score_of is not None:
+        parts = {name: statistics[name] for name in SCORE_METRICS if name in statistics}
+        statistics["cfbench_score"] = lambda i: score_of({n: f(i) for n, f in parts.items()})
     if "features" in table.generated and "features" in table.real:
         statistics["fid"] = _nan_on_error(_fid_metric(table).compute_on)
     return statistics

@@ -20,7 +20,7 @@ def display_scale(metric: str) -> tuple[float, int, str]:
         return 1.0, 4, "[0, 1]"
     if metric == "sex_auroc":
         return 100.0, 2, "AUROC x 100"
-    for layout in ("instructx2x", "progemu", "locality"):
+    for layout in ("summary", "instructx2x", "progemu", "locality"):
         for column in LAYOUTS[layout].columns:
             if column.metric == metric:
                 unit = metric_name(metric).unit

@@ -35,6 +35,7 @@ ABLATION_MODELS: tuple[str, ...] = ("instructx2x-relevance-only", "instructx2x-m
 # five times faster on a CPU, and the demo compares the same steps with and without RSE.
 GENERATOR_OPTIONS: dict[str, str] = {"steps": str(DEMO_STEPS)}
 SUMMARY_COLUMNS: tuple[str, ...] = (
+    "cfbench_score",
     "pathology_mean_auroc",
     "race_auroc",
     "age_pearson",

@@ -13,7 +13,10 @@ import io
 import re
 
 from cfbench.leaderboard.table_model import (
+    BLIND_SPOTS,
+    CLIPPED_MARK,
     MEASURED,
+    NO_EDIT_CHANGE,
     REFERENCE,
     REPORTED,
     SETTING_NAMES,
@@ -23,6 +26,8 @@ from cfbench.leaderboard.table_model import (
     Row,
     format_value,
 )
+
+DEGENERATE_MARK = "°"
 
 KIND_TITLES = {MEASURED: "measured", REFERENCE: "oracle", REPORTED: "reported"}  # the CSV's kind column too
 
@@ -44,8 +49,8 @@ def bold_rule(board: Leaderboard) -> str:
             "are descriptive and not ranked), only where it is significantly better than the runner-up (paired "
             "bootstrap over the samples both runs share, as `cfbench compare`); "
             f"{TIE_MARK} marks a best and runner-up that are not (or are equal as shown). Candidates: {among}. Oracle rows "
-            "(ground truth, true counterfactual, the papers' real images) are not bolded, and a column is bolded "
-            "only when at least two candidate rows have a value.")
+            "(ground truth, true counterfactual, the papers' real images) are not bolded, nor are cells marked "
+            f"degenerate ({DEGENERATE_MARK}), and a column is bolded only when at least two candidate rows have a value.")
 
 
 TIE_MARK = "≈"
@@ -89,6 +94,7 @@ def notes(board: Leaderboard) -> list[str]:
         lines.append("Oracle: measured rows of the reference models (ground-truth = the real target image, "
                      "true-counterfactual = the exact answer on phantoms); they bound the scale and are never bolded.")
     lines += list(board.layout.notes)
+    lines += degenerate_and_blind_spot_notes(board)
     lines += list(board.protocol_notes)
     if board.small_n_rows:
         from cfbench.evaluation.protocol import SMALL_N
@@ -102,27 +108,50 @@ def notes(board: Leaderboard) -> list[str]:
     return lines
 
 
+def degenerate_and_blind_spot_notes(board: Leaderboard) -> list[str]:
+    """The degenerate-cell footnote (when a cell is marked) and, on a paper's table, each column's blind spots
+    as the validity suite found them."""
+    lines = []
+    if any(cell.degenerate for row in board.rows for cell in row.cells.values()):
+        lines.append(f"{DEGENERATE_MARK} degenerate for this column: the run makes no edit (mean change inside the "
+                     f"edit region < {NO_EDIT_CHANGE}), so its preservation, minimality or realism is trivially good; "
+                     "shown, never bolded.")
+    if any(cell.text.endswith(CLIPPED_MARK) for row in board.rows for cell in row.cells.values()):
+        lines.append("CMIG (clipped): 0 only because a negative term (e.g. age r < 0) was clipped to 0; the terms' "
+                     "values before clipping are in metrics.json (components.cmig.clipped).")
+    if board.layout.papers_protocol:
+        spots = [f"{board.title(c)}: {BLIND_SPOTS[c.metric]}" for c in board.layout.columns if c.metric in BLIND_SPOTS]
+        if spots:
+            lines.append("The papers' protocol, measured exactly; blind spots found by `cfbench validate` on phantoms "
+                         "(validity.md): " + "; ".join(spots) + ". The cfbench summary table ranks by cfbench_score.")
+    return lines
+
+
 # ---------------------------------------------------------------- Markdown
 
 def _md_cell(cell: Cell, column: Column) -> str:
     text = f"**{cell.text}**" if cell.bold else f"{cell.text} {TIE_MARK}" if cell.tie else cell.text
+    if cell.degenerate:
+        text += DEGENERATE_MARK
     interval = _interval(cell, column)
     return f"{text} {interval}" if interval else text
 
 
 def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
     columns = board.layout.columns
+    ranked = board.layout.ranked_by is not None
     settings = board.varying_settings  # shown only where the runs differ in them
-    header = (["Model", "Kind", "Source", "n"] + settings
+    header = ((["Rank"] if ranked else []) + ["Model", "Kind", "Source", "n"] + settings
               + [f"{board.title(c)} {c.arrow}".strip() for c in columns])
     lines = [f"{'#' * heading_level} {board.layout.title}", "",
              "| " + " | ".join(header) + " |",
-             "|---|---|---|---:|" + "---|" * len(settings) + "---:|" * len(columns)]
+             ("|---:" if ranked else "") + "|---|---|---|---:|" + "---|" * len(settings) + "---:|" * len(columns)]
     for row in board.rows:
         label = f"*{row.label}*" if row.kind == REPORTED else row.label
         source = f"`{row.source}`" if row.kind != REPORTED else row.source
         cells = [_md_cell(row.cells[c.key], c) for c in columns]
-        lines.append("| " + " | ".join([label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
+        rank = ["" if row.rank is None else str(row.rank)] if ranked else []
+        lines.append("| " + " | ".join(rank + [label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
                                        + [row.settings.get(name, "") for name in settings] + cells) + " |")
     lines.append("")
     lines += [f"- {note}" for note in notes(board)]
@@ -136,10 +165,11 @@ def to_csv(board: Leaderboard) -> str:
 
     Measured values at full precision, reported values as printed; ``best`` lists the bolded keys."""
     columns = board.layout.columns
-    fields = ["model", "kind", "source", "n", *SETTING_NAMES]
+    ranked = board.layout.ranked_by is not None
+    fields = (["rank"] if ranked else []) + ["model", "kind", "source", "n", *SETTING_NAMES]
     for column in columns:
         fields += [column.key, f"{column.key}_ci_low", f"{column.key}_ci_high"]
-    fields += ["best", "tie", "run_dir", "citation"]
+    fields += ["best", "tie", "degenerate", "run_dir", "citation"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -157,6 +187,9 @@ def to_csv(board: Leaderboard) -> str:
             record[f"{column.key}_ci_high"] = "" if cell.ci_high is None else repr(cell.ci_high)
         record["best"] = ";".join(c.key for c in columns if row.cells[c.key].bold)
         record["tie"] = ";".join(c.key for c in columns if row.cells[c.key].tie)
+        record["degenerate"] = ";".join(c.key for c in columns if row.cells[c.key].degenerate)
+        if ranked:
+            record["rank"] = "" if row.rank is None else row.rank
         writer.writerow(record)
     return buffer.getvalue()
 
@@ -166,7 +199,7 @@ def to_csv(board: Leaderboard) -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-                  "≈": r"$\approx$", "−": "-"}
+                  "≈": r"$\approx$", "−": "-", "°": r"$^\circ$"}
 
 
 def latex_escape(text: str) -> str:
@@ -181,8 +214,10 @@ def latex_escape(text: str) -> str:
 def _latex_value(cell: Cell) -> str:
     text = latex_escape(cell.text)
     if cell.bold:
-        return rf"\textbf{{{text}}}"
-    return text + r"$^{\approx}$" if cell.tie else text
+        text = rf"\textbf{{{text}}}"
+    elif cell.tie:
+        text += r"$^{\approx}$"
+    return text + r"$^\circ$" if cell.degenerate else text
 
 
 def _latex_label(row: Row, narrow: bool = False) -> str:

@@ -37,7 +37,6 @@ from cfbench.leaderboard.table_model import (
     LAYOUTS,
     RunSummary,
     format_value,
-    is_oracle,
     per_finding_auroc,
 )
 
@@ -135,7 +134,7 @@ def _run_style(runs: list[RunSummary]) -> dict[str, dict]:
     """One colour and one marker per run (oracle rows hollow), the same in every plot and leaderboard
     (:mod:`cfbench.leaderboard.styles`: a function of the registry name)."""
     styles = model_styles([run.label for run in runs])
-    return {run.label: {"color": styles[run.label][0], "marker": styles[run.label][1], "oracle": is_oracle(run.model)}
+    return {run.label: {"color": styles[run.label][0], "marker": styles[run.label][1], "oracle": run.oracle}
             for i, run in enumerate(runs)}
 
 
@@ -248,8 +247,10 @@ def tradeoff_figure(runs: list[RunSummary], levels: tuple[float, ...] = (50, 60,
         # never moved: each run has its own shape and size (the first largest, drawn first), hollow or
         # see-through faces, so coinciding points show as nested outlines
         yerr = None if low is None else np.array([[max(y - low, 0.0)], [max(high - y, 0.0)]])
+        score = (_entry(run, "cfbench_score") or {}).get("value")
+        label = _wrap(run.label, 28) + ("" if score is None else f"\ncfbench score {score:.1f}")
         _point(axes, [x], [y], styles[run.label], yerr=yerr, size=max(5.0, 12.0 - 2.2 * index),
-               label=_wrap(run.label, 28), zorder=3 + index, see_through=True)
+               label=label, zorder=3 + index, see_through=True)
     axes.set_xlim(x_low, x_high)
     axes.set_ylim(y_low, y_high)
     retention = sorted({p[5] for p in points})

@@ -25,7 +25,7 @@ from cfbench.core.storage import atomic_write_text
 from cfbench.evaluation.metric_names import METRICS
 from cfbench.leaderboard.console import display_scale, display_title
 from cfbench.leaderboard.styles import MARKER_SYMBOLS, model_styles
-from cfbench.leaderboard.table_model import SETTING_NAMES, RunSummary, format_value, is_oracle, varying_settings
+from cfbench.leaderboard.table_model import SETTING_NAMES, RunSummary, format_value, varying_settings
 
 SCORE_METRIC = "cfbench_score"  # the default score (metrics.json {"value", "ci_low", "ci_high", "terms"})
 
@@ -80,7 +80,7 @@ def site_data(runs: list[RunSummary], out: Path, plot_files: list[Path], gallery
         dataset = run.metrics.get("dataset", {})
         colour, marker = styles[run.label]
         rows.append({
-            "model": run.label, "run_id": run.run_id, "kind": "oracle" if is_oracle(run.model) else "measured",
+            "model": run.label, "run_id": run.run_id, "kind": "oracle" if run.oracle else "measured",
             "dataset": f"{dataset.get('kind') or 'unknown'} / {dataset.get('split') or '?'}",
             "n": run.metrics.get("n_samples"), "settings": {name: run.settings.get(name, "?") for name in SETTING_NAMES},
             "colour": colour, "marker": MARKER_SYMBOLS.get(marker, marker),

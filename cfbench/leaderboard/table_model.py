@@ -8,8 +8,9 @@ the InstructX2X layout, CLIP-I (mean cosine) x 100 in the ProgEmu layout; KL is 
 Rows have a kind:
 
 - ``measured``: a run folder evaluated by cfbench;
-- ``oracle``: a measured oracle row (models ``ground-truth`` / ``true-counterfactual``, the papers'
-  "Real Images (GT)"): shown, never bolded, as the papers bold only generated methods;
+- ``oracle``: a measured row of a model that declares ``Capabilities(oracle=True)`` (``ground-truth``, the
+  papers' "Real Images (GT)", ``true-counterfactual``, the validity suite's degradations): shown, never
+  bolded, as the papers bold only generated methods;
 - ``reported``: a value printed in a paper (:mod:`cfbench.leaderboard.reported`), never measured here.
 
 Bolding, per column and direction-aware (higher is better, lower for KL and FID): the best ``measured``
@@ -35,7 +36,6 @@ from cfbench.evaluation.results import read_metrics
 from cfbench.leaderboard.reported import ReportedTable, tables_for_layout
 from cfbench.runs.manifest import RunManifest
 
-ORACLE_MODELS: tuple[str, ...] = ("ground-truth", "true-counterfactual")
 MEASURED, REFERENCE, REPORTED = "measured", "oracle", "reported"  # REFERENCE: the measured oracle rows
 BREAKDOWN_METRICS: tuple[str, ...] = ("pathology_mean_auroc", "cmig", "kl_divergence")  # rescored per operation kind
 
@@ -75,12 +75,39 @@ class Layout:
     columns: tuple[Column, ...]
     notes: tuple[str, ...] = ()
     optional: bool = False  # written only when some run has a value in it
+    ranked_by: str | None = None  # measured rows sorted by this metric (best first), with a rank column
+    papers_protocol: bool = False  # a paper's table: each column's footnote names the blind spots found
 
 
 LAYOUTS: dict[str, Layout] = {
+    "summary": Layout(
+        name="summary",
+        title="cfbench summary, ranked by cfbench_score (effectiveness, preservation, minimality, realism)",
+        columns=(
+            Column("score", "cfbench_score", 1.0, 1),
+            Column("effect", "effect_error", 1.0, 3, group="Effectiveness"),
+            Column("age_change", "age_change", 1.0, 2, group="Preservation"),
+            Column("race_change", "race_change", 1.0, 3, group="Preservation"),
+            Column("sex_change", "sex_change", 1.0, 3, group="Preservation"),
+            Column("rel_outside", "relative_change_outside_pseudo_mask", 1.0, 3, group="Minimality"),
+            Column("w1_outside", "w1_outside_pseudo_mask", 1.0, 4, group="Minimality"),
+            Column("features", "feature_distance", 1.0, 3, group="Realism"),
+            Column("mae_cf", "mae_to_true_counterfactual", 1.0, 4, group="Ground truth"),
+        ),
+        notes=("cfbench_score = 100 x geometric mean of four terms t = 1 / (1 + loss / reference): effectiveness "
+               "(effect error, ref. 0.1), preservation (age change 5 years, race/group change 0.1, sex change 0.1), "
+               "minimality (relative change outside the pseudo mask 0.05, W1 outside it 0.01) and realism (feature "
+               "distance to the real target 0.1); computed only from the input, instruction, real target and "
+               "pseudo masks, never from exact counterfactuals (cfbench.metrics.score). `cfbench validate` shows it "
+               "ranks the exact answer first against every degradation family on phantoms "
+               "(leaderboards/phantom-demo/validity.md). MAE to the true counterfactual (phantoms only) is the "
+               "ground truth it is judged by, not part of it. Rank: by cfbench_score among measured and oracle rows.",),
+        optional=True,
+        ranked_by="cfbench_score",
+    ),
     "instructx2x": Layout(
         name="instructx2x",
-        title="InstructX2X protocol: pathology accuracy, attribute retention, CMIG, KL, FID",
+        title="The papers' protocol (InstructX2X): pathology accuracy, attribute retention, CMIG, KL, FID",
         columns=(
             Column("patho", "pathology_mean_auroc", 100.0, group="CMIG terms"),
             Column("race", "race_auroc", 100.0, group="CMIG terms"),
@@ -93,10 +120,11 @@ LAYOUTS: dict[str, Layout] = {
                "Age = Pearson r x 100; CMIG on 0-100.",
                "Measured KL is in nats (unscaled; its reading of Eq. 4 is in the Protocol line); the papers' KL "
                "scaling is not published, so reported KL values are not comparable with measured ones."),
+        papers_protocol=True,
     ),
     "progemu": Layout(
         name="progemu",
-        title="ProgEmu protocol: image quality, alignment, pathology, interpretation text",
+        title="The papers' protocol (ProgEmu): image quality, alignment, pathology, interpretation text",
         columns=(
             Column("fid", "fid", 1.0, group="Counterfactual image"),
             Column("clip_i", "clip_i", 100.0, group="Counterfactual image"),
@@ -110,6 +138,7 @@ LAYOUTS: dict[str, Layout] = {
                "img-txt: generated image vs the text of its progression prompt (the pair the paper compares is not "
                "published; the variant is in the header and the Protocol line); AUROC / F1 vs the follow-up "
                "study's labels.",),
+        papers_protocol=True,
     ),
     "locality": Layout(
         name="locality",
@@ -142,6 +171,7 @@ class Cell:
     ci_high: float | None = None
     bold: bool = False
     tie: bool = False  # the best of its column but not significantly better than the runner-up (or equal)
+    degenerate: bool = False  # the row made no edit: its value in this column is trivially good (never bolded)
 
 
 @dataclass
@@ -155,6 +185,7 @@ class Row:
     citation: str | None = None
     is_reference: bool = False  # real images / oracle answers: never bolded
     settings: dict = field(default_factory=dict)  # measured rows: run_settings of the run's manifest
+    rank: int | None = None  # position by the layout's ranked_by metric (1 = best), ranked layouts only
 
 
 @dataclass
@@ -194,12 +225,17 @@ class Leaderboard:
 
 @dataclass
 class RunSummary:
-    """One evaluated run folder: its identity and metrics.json."""
+    """One evaluated run folder: its identity, display name and metrics.json.
+
+    model: the row's display name (the run's ``--label``, else the registry name and the options that differ
+    from the model's defaults; made unique with `` [folder]``). oracle: the model declares
+    ``Capabilities(oracle=True)``."""
 
     run_dir: Path
     run_id: str
     model: str
     metrics: dict
+    oracle: bool = False
     settings: dict = field(default_factory=dict)  # :func:`run_settings` of its manifest
 
     @property
@@ -234,12 +270,63 @@ def run_id(run_dir: Path, manifest: RunManifest) -> str:
     return f"{run_dir.name}@{digest}"
 
 
-def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
-    """Read each run folder's manifest and metrics.json; labels made unique (model, then model [folder])."""
+def _model_class(model: str):
+    """The registered (or importable) class of a run's model, or None when this installation lacks it."""
+    from cfbench.api.registry import PluginError, UnknownModelError, get_model_class
+
+    try:
+        return get_model_class(model)
+    except (UnknownModelError, PluginError):
+        return None
+
+
+def default_label(model: str, options: dict[str, str] | None) -> str:
+    """A run's default row name: the model's registry name, then the ``--option``s that differ from the
+    model's declared defaults (``CounterfactualModel.options_class``; without one, every option given)."""
+    import dataclasses
+
+    model_class = _model_class(model)
+    name = model_class.name if model_class is not None else model
+    options_class = getattr(model_class, "options_class", None)
+    defaults = {f.name: f.default for f in dataclasses.fields(options_class)} if options_class else {}
+    shown = []
+    for key, text in sorted((options or {}).items()):
+        if key in defaults:
+            try:
+                if getattr(options_class.from_options({key: text}), key) == defaults[key]:
+                    continue
+            except ValueError:
+                pass
+        shown.append(f"{key}={text}")
+    return f"{name} ({', '.join(shown)})" if shown else name
+
+
+def _label_for(folder: Path, labels: dict[str, str]) -> str | None:
+    """The ``--label RUN=NAME`` given for a run folder (RUN: the path as given, or the folder's name)."""
+    for key in (str(folder), folder.as_posix(), folder.name, str(folder.resolve())):
+        if key in labels:
+            return labels[key]
+    return None
+
+
+def load_runs(run_dirs: list[str | Path], labels: dict[str, str] | None = None) -> list[RunSummary]:
+    """Read each run folder's manifest and metrics.json; labels made unique (name, then name [folder]).
+
+    A row's name is ``labels[RUN]`` (RUN: the folder as given or its name), else the run's stored label,
+    else :func:`default_label`."""
+    labels = dict(labels or {})
+    unknown = [key for key in labels if not any(_label_for(Path(folder), {key: ""}) is not None
+                                                for folder in run_dirs)]
+    if unknown:
+        raise LeaderboardError(f"--label names runs that are not among the run folders given: {unknown}")
     runs = []
     for folder in map(Path, run_dirs):
         manifest = RunManifest.read(folder)
-        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder),
+        label = (_label_for(folder, labels) or manifest.label
+                 or default_label(manifest.config.model, manifest.config.options))
+        model_class = _model_class(manifest.config.model)
+        oracle = bool(model_class is not None and getattr(model_class.capabilities, "oracle", False))
+        runs.append(RunSummary(folder, run_id(folder, manifest), label, read_metrics(folder), oracle,
                                run_settings(manifest)))
     models = [run.model for run in runs]
     for run in runs:
@@ -267,11 +354,20 @@ def _measured_cell(metrics: dict, column: Column) -> Cell:
         return None if x is None else x * column.scale
 
     value = scaled(entry["value"])
-    return Cell(value, format_value(value, column.decimals), scaled(entry.get("ci_low")), scaled(entry.get("ci_high")))
+    text = format_value(value, column.decimals)
+    if column.metric == "cmig" and cmig_clipped_to_zero(metrics):
+        text += CLIPPED_MARK
+    return Cell(value, text, scaled(entry.get("ci_low")), scaled(entry.get("ci_high")))
 
 
-def is_oracle(model: str) -> bool:
-    return model.split(" [")[0] in ORACLE_MODELS
+CLIPPED_MARK = " (clipped)"
+
+
+def cmig_clipped_to_zero(metrics: dict) -> bool:
+    """CMIG is 0 only because a negative term (e.g. age r < 0) was clipped to 0 (metrics.json keeps the terms'
+    values before clipping in components.cmig.clipped)."""
+    component = metrics.get("components", {}).get("cmig") or {}
+    return bool(component.get("clipped")) and component.get("value") == 0.0
 
 
 def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2x",
@@ -284,7 +380,7 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
     rows = []
     for run in runs:
         cells = {column.key: _measured_cell(run.metrics, column) for column in layout.columns}
-        oracle = is_oracle(run.model)
+        oracle = run.oracle
         rows.append(Row(run.label, REFERENCE if oracle else MEASURED, run.run_id, cells,
                         n=run.metrics.get("n_samples"), run_dir=str(run.run_dir), is_reference=oracle,
                         settings=dict(run.settings)))
@@ -296,6 +392,9 @@ def build_leaderboard(runs: list[RunSummary], layout: str | Layout = "instructx2
                 cells[column.key] = Cell(value, reported_row.values.get(column.key) or "–")
             rows.append(Row(reported_row.model, REPORTED, table.short, cells, citation=table.citation,
                             is_reference=reported_row.is_reference))
+    if layout.ranked_by:
+        rank_rows(rows, runs, layout)
+    mark_degenerate(rows, runs, layout)
     levels = {run.metrics.get("protocol", {}).get("confidence_level") for run in runs} - {None}
     board = Leaderboard(layout, rows, levels.pop() if len(levels) == 1 else None, bold_reported, list(reported),
                         protocol_notes=_protocol_notes(runs, layout), small_n_rows=_small_n_rows(runs, layout),
@@ -328,6 +427,73 @@ def _small_n_rows(runs: list[RunSummary], layout: Layout) -> list[tuple[str, int
         if ns and min(ns) < SMALL_N:
             found.append((run.label, min(ns)))
     return found
+
+
+BLIND_SPOTS: dict[str, str] = {
+    "pathology_mean_auroc": "rank-based: prefers a contrast drift (rho -1), does not separate a leak outside the "
+                            "lesion or a brightness drift, ranks a 1.25x over-edit and a slight blur at or above the "
+                            "exact answer",
+    "race_auroc": "saturates: flat for under-edits, drifts, wrong-side edits, leaks and misregistration; 25 of 32 "
+                  "suite runs (the identity too) rank at or above the exact answer",
+    "sex_auroc": "saturates: flat for most families; 22 of 32 suite runs rank at or above the exact answer",
+    "age_pearson": "invariant to affine changes of the predicted age: prefers under-edits (paired), flat for "
+                   "contrast drift and leaks; the identity ranks at or above the exact answer",
+    "cmig": "inherits Patho's and Age's blind spots: prefers a contrast drift (rho -0.8), does not separate a leak, "
+            "ranks a 1.25x over-edit at or above the exact answer; a negative age r clips it to 0",
+    "kl_divergence": "compares mean probabilities only: does not separate a leak, prefers misregistration (rho -0.4)",
+    "fid": "does not separate a leak outside the lesion; weak for another patient's anatomy (rho 0.4)",
+    "f1_macro": "thresholded: prefers a contrast drift (paired), does not separate a leak",
+    "clip_i": "not judged by the validity suite (no BiomedCLIP on phantoms)",
+}
+"""What `cfbench validate` found each papers' metric blind to (leaderboards/phantom-demo/validity.md)."""
+
+NO_EDIT_CHANGE = 0.002
+"""Mean |generated - input| inside the edit region below which a run counts as making no edit (1/500 of the
+intensity range)."""
+
+TRIVIAL_FOR_NO_EDIT: frozenset[str] = frozenset({
+    "race_auroc", "sex_auroc", "age_pearson", "fid", "clip_i", "change_outside_lesion", "change_outside_pseudo_mask",
+    "relative_change_outside_lesion", "relative_change_outside_pseudo_mask", "w1_outside_lesion",
+    "w1_outside_pseudo_mask", "age_change", "race_change", "sex_change",
+})
+"""Columns a run that makes no edit wins trivially (preservation, minimality, realism against the input)."""
+
+
+def makes_no_edit(run: RunSummary) -> bool:
+    """The run changed the input by less than :data:`NO_EDIT_CHANGE` inside the edit region (the true lesion on
+    phantoms, else the pseudo mask): the identity and any model that returns its input."""
+    metrics = run.metrics.get("metrics", {})
+    for name in ("change_inside_lesion", "change_inside_pseudo_mask"):
+        value = (metrics.get(name) or {}).get("value")
+        if value is not None:
+            return value < NO_EDIT_CHANGE
+    return False
+
+
+def mark_degenerate(rows: list[Row], runs: list[RunSummary], layout: Layout) -> None:
+    """Mark the cells the suite would call degenerate: a run that makes no edit (:func:`makes_no_edit`), in the
+    columns such a run wins trivially (:data:`TRIVIAL_FOR_NO_EDIT`). Marked cells are shown, never bolded."""
+    by_label = {run.label: run for run in runs}
+    for row in rows:
+        run = by_label.get(row.label)
+        if row.kind == REPORTED or run is None or not makes_no_edit(run):
+            continue
+        for column in layout.columns:
+            cell = row.cells[column.key]
+            if column.metric in TRIVIAL_FOR_NO_EDIT and cell.value is not None:
+                cell.degenerate = True
+
+
+def rank_rows(rows: list[Row], runs: list[RunSummary], layout: Layout) -> None:
+    """Sort the measured and oracle rows by the layout's ``ranked_by`` metric, best first (rows without a value
+    last), and number them; reported rows keep their place after them."""
+    column = next(c for c in layout.columns if c.metric == layout.ranked_by)
+    measured = [row for row in rows if row.kind != REPORTED]
+    sign = -1.0 if column.higher_is_better else 1.0
+    measured.sort(key=lambda row: (row.cells[column.key].value is None, sign * (row.cells[column.key].value or 0.0)))
+    for position, row in enumerate(measured, start=1):
+        row.rank = position if row.cells[column.key].value is not None else None
+    rows[:] = measured + [row for row in rows if row.kind == REPORTED]
 
 
 def _candidates(board: Leaderboard) -> list[Row]:
@@ -372,7 +538,7 @@ def paired_difference(best: RunSummary, runner_up: RunSummary, metric: str) -> t
     if key not in _PAIRED:
         try:
             _PAIRED[key] = compare_tables(load_table(best.run_dir), load_table(runner_up.run_dir), protocol,
-                                          names=[metric])
+                                          metrics={metric})
         except (ValueError, RuntimeError, OSError) as error:  # no evaluation.npz (a bundle), too few shared samples
             _PAIRED[key] = str(error).splitlines()[0]
     result = _PAIRED[key]
@@ -393,7 +559,7 @@ def significant_best(board: Leaderboard, runs: list[RunSummary]) -> dict[str, Be
     for column in board.layout.columns:
         if column.higher_is_better is None:
             continue
-        shown = [(row, float(row.cells[column.key].text)) for row in _candidates(board)
+        shown = [(row, float(row.cells[column.key].text.removesuffix(CLIPPED_MARK))) for row in _candidates(board)
                  if row.cells[column.key].value is not None]
         if len(shown) < 2:
             verdicts[column.key] = BestVerdict(column.key, reason="fewer than two candidate rows have a value")

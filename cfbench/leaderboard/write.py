@@ -110,20 +110,22 @@ def reported_tables_for(runs: list[RunSummary], include_reported: bool | str = "
 def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_reported: bool | str = "auto",
                       bold_reported: bool = False, plots: bool = True, gallery: bool = True,
                       gallery_samples: int = 8, thumbnail: int = 192, title: str | None = None,
-                      breakdown_resamples: int = BREAKDOWN_RESAMPLES) -> dict[str, list]:
+                      breakdown_resamples: int = BREAKDOWN_RESAMPLES,
+                      labels: dict[str, str] | None = None) -> dict[str, list]:
     """Tables, plots and gallery of evaluated runs into out/; returns {"written": paths, "skipped": reasons}.
 
     include_reported: the papers' rows, see :func:`reported_tables_for` ("auto": only beside runs on the
     dataset kind they were measured on).
 
     breakdown_resamples: bootstrap resamples of the per-operation intervals (fewer than the headline
-    metrics': each kind rescores every metric per resample; the count is written in by_operation.csv)."""
+    metrics': each kind rescores every metric per resample; the count is written in by_operation.csv).
+    labels: row names by run folder (as given, or its name), over the runs' stored labels."""
     out = Path(out)
     if not run_dirs:
         return {"written": write_reported_tables(out), "skipped": []}
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by an earlier write killed mid-way
-    runs = load_runs(unpack_bundles(run_dirs, out))
+    runs = load_runs(unpack_bundles(run_dirs, out), labels)
     title = title or f"cfbench leaderboard {out.name}"
     written, skipped = [], []
     boards = {}

@@ -135,20 +135,27 @@ def _remove_dead_builds(cache_dir: Path) -> None:
 
 
 def demo_dataset(cache_dir: str | Path, resolution: int = 512, progress: bool = True) -> Path:
-    """The cached demo dataset (split ``demo``), built on first use.
+    """The cached demo dataset (split ``demo``), built on first use (see :func:`cached_phantom_dataset`)."""
+    return cached_phantom_dataset(cache_dir, "demo", DEMO_SIZE, 20261123, resolution, progress)
 
-    Built in a temporary folder and renamed into place, so concurrent first uses are safe.
-    """
+
+def cached_phantom_dataset(cache_dir: str | Path, split: str, n: int, seed: int, resolution: int,
+                           progress: bool = True) -> Path:
+    """A cached phantom dataset of n pairs, all in ``split``, keyed on the phantom version, split, count, seed
+    and resolution; built on first use in a temporary folder and renamed into place, so concurrent first uses
+    are safe."""
     cache_dir = Path(cache_dir)
-    folder = cache_dir / f"demo-phantom-v{PHANTOM_VERSION}.{DATASET_FORMAT}-n{DEMO_SIZE}-r{resolution}"
+    name = f"{split}-phantom-v{PHANTOM_VERSION}.{DATASET_FORMAT}-n{n}-r{resolution}"
+    folder = cache_dir / (name if (split, seed) == ("demo", 20261123) else f"{name}-seed{seed}")
     if (folder / CSV_NAME).is_file():
         return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(cache_dir)
     building = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".building-demo-{os.getpid()}-"))
     try:
-        build_phantom_dataset(building, DEMO_SIZE, seed=20261123, resolution=resolution, fractions={"demo": 1.0},
-                              progress=progress, benchmark_settings=DEMO_BENCHMARK_SETTINGS)
+        settings = {**DEMO_BENCHMARK_SETTINGS, "resolution": resolution} if split == "demo" else None
+        build_phantom_dataset(building, n, seed=seed, resolution=resolution, fractions={split: 1.0},
+                              progress=progress, benchmark_settings=settings)
         try:
             os.rename(building, folder)
         except OSError:

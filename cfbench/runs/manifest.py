@@ -152,11 +152,14 @@ class RunSession:
 
 @dataclass
 class RunManifest:
-    """``manifest.json``: the run's config, the latest session (``runtime``) and all unsharded sessions."""
+    """``manifest.json``: the run's config, the latest session (``runtime``), all unsharded sessions, and
+    the run's display ``label`` (``--label``; None: leaderboards name the run by its model and options). The
+    label is not part of the config: renaming a run changes neither its identity nor whether it resumes."""
 
     config: RunConfig
     runtime: RunSession | None = None
     sessions: list[RunSession] = field(default_factory=list)
+    label: str | None = None
 
     @property
     def data_dir(self) -> Path | None:
@@ -168,13 +171,16 @@ class RunManifest:
                                 "runtime": self.runtime.to_dict() if self.runtime else {}}
         if self.sessions:
             data["sessions"] = [session.to_dict() for session in self.sessions]
+        if self.label:
+            data["label"] = self.label
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunManifest":
         return cls(config=RunConfig.from_dict(data.get("config", {})),
                    runtime=RunSession.from_dict(data["runtime"]) if data.get("runtime") else None,
-                   sessions=[RunSession.from_dict(session) for session in data.get("sessions", [])])
+                   sessions=[RunSession.from_dict(session) for session in data.get("sessions", [])],
+                   label=data.get("label") or None)
 
     @classmethod
     def read(cls, folder: str | Path) -> "RunManifest":
@@ -186,3 +192,12 @@ class RunManifest:
 
     def write(self, folder: str | Path) -> None:
         atomic_write_json(RunFiles(Path(folder)).manifest, self.to_dict())
+
+
+def set_run_label(folder: str | Path, label: str | None) -> None:
+    """Store (or, with None, remove) the display label of a run folder in its manifest."""
+    if label is not None and not label.strip():
+        raise ValueError("a run label must not be empty")
+    manifest = RunManifest.read(folder)
+    manifest.label = label.strip() if label else None
+    manifest.write(folder)

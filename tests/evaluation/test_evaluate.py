@@ -88,13 +88,13 @@ def test_real_outputs_are_cached_across_runs_and_keyed_on_content(phantom_runs, 
     data, runs = phantom_runs
     first = RegionStatisticsEvaluator()
     evaluate(runs["identity"], tmp_path, first)
-    assert first.calls == 80  # 40 generated + 40 real target images
+    assert first.calls == 120  # 40 generated + 40 real target images + 40 inputs (effect size, identity change)
     second = RegionStatisticsEvaluator()
     report = evaluate(runs["tests.helpers.fake_models:NoisyEditModel"], tmp_path, second)
-    assert second.calls == 40  # real target outputs came from the cache
+    assert second.calls == 40  # real target and input outputs came from the cache
     assert report["evaluator"] == {"evaluator": "region-statistics", "version": 1}
     entries = list((tmp_path / "cache" / "evaluator-outputs").rglob("*.npz"))
-    assert len(entries) == 40
+    assert len(entries) == 80
     with np.load(entries[0], allow_pickle=False) as archive:
         assert set(archive.files) == {"pathology", "features", "race", "sex", "age"}
 
@@ -113,7 +113,7 @@ def test_concurrent_evaluations_compute_each_real_image_once(phantom_runs, tmp_p
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(e.calls for e in evaluators) == 40 + 40 + 40  # the real images once, not twice
+    assert sum(e.calls for e in evaluators) == 40 + 40 + 40 + 40  # the targets and inputs once, not twice
     assert all(report is not None for report in reports)
 
 

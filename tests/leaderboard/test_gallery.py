@@ -67,7 +67,7 @@ def test_difference_maps_title_ids_and_target_label(gallery):
     assert page.count("|output &minus; input|</th>") == 3
     black = np.round(np.array(colormaps["magma"](0.0)[:3]) * 255)
     identity = [s for s in sources if s.endswith("_identity_difference.png")]
-    noisy = [s for s in sources if "NoisyEditModel_difference" in s]
+    noisy = [s for s in sources if "noisy-edit_difference" in s]
     assert len(identity) == len(noisy) == 5
     for source in identity:
         with Image.open(gallery.parent / source) as image:
@@ -103,7 +103,7 @@ def test_gallery_renders_in_headless_chromium(gallery, tmp_path):
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.05  # thumbnails and text drawn, not a blank page
     # the difference column as the reader sees it: on screen, beside its output, coloured where the model edited
     sources = image_sources(gallery.read_text())
-    noisy = next(s for s in sources if "NoisyEditModel_difference" in s)
+    noisy = next(s for s in sources if "noisy-edit_difference" in s)
     output = noisy.replace("_difference", "")
     x, y, width, height = (round(v) for v in render.rects[noisy])
     assert width == height == 96 and 0 <= x and x + width <= 1400 and y + height <= 900

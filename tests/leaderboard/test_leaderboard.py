@@ -54,7 +54,7 @@ def summary(label: str, values: dict[str, float], template: dict) -> RunSummary:
 def test_measured_cells_are_metrics_json_on_the_papers_scale(evaluated_runs):
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "instructx2x", reported=[])
-    row = next(r for r in board.rows if r.label == "tests.helpers.fake_models:NoisyEditModel")
+    row = next(r for r in board.rows if r.label == "noisy-edit")
     noisy = evaluated_runs["tests.helpers.fake_models:NoisyEditModel"]
     patho = metric(noisy, "pathology_mean_auroc")
     assert row.cells["patho"].value == pytest.approx(100 * patho["value"])
@@ -85,15 +85,18 @@ def test_bold_only_where_the_best_is_significantly_better_than_the_runner_up(eva
     for layout in ("instructx2x", "locality"):
         board = build_leaderboard(runs, layout, reported=[])
         candidates = [r for r in board.rows if r.kind == "measured"]
-        assert [r.label for r in candidates] == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
+        assert [r.label for r in candidates] == ["identity", "noisy-edit"]
         for column in LAYOUTS[layout].columns:
             if column.higher_is_better is None:
                 assert column.key not in board.verdicts
                 continue
             verdict = board.verdicts[column.key]
-            shown = {r.label: float(r.cells[column.key].text) for r in candidates if r.cells[column.key].value is not None}
-            if len(shown) < 2:
-                assert verdict.best is None
+            shown = {r.label: float(r.cells[column.key].text.removesuffix(" (clipped)")) for r in candidates
+                     if r.cells[column.key].value is not None and not r.cells[column.key].degenerate}
+            if len(shown) < 2:  # a degenerate cell (identity makes no edit) is never the best: the other one is
+                assert verdict.best == (next(iter(shown)) if shown else None)
+                if shown:
+                    assert next(r for r in candidates if r.label == verdict.best).cells[column.key].bold
                 continue
             best = (max if column.higher_is_better else min)(shown, key=shown.get)
             if len(set(shown.values())) == 1:
@@ -111,9 +114,13 @@ def test_bold_only_where_the_best_is_significantly_better_than_the_runner_up(eva
             checked[significant] += 1
     assert checked[True] >= 1 and checked[False] >= 1  # both outcomes occur on these runs
     assert not any(cell.bold for cell in next(r for r in board.rows if r.label == "ground-truth").cells.values())
+    board = build_leaderboard(runs, "instructx2x", reported=[])
+    identity = next(r for r in board.rows if r.label == "identity")  # makes no edit: trivially best at retention
+    assert {k for k, cell in identity.cells.items() if cell.degenerate} == {"race", "age", "fid"}
+    assert not any(cell.bold for cell in identity.cells.values() if cell.degenerate)
 
     # rows without per-sample tables (and equal rows) are never bolded; the note says why
-    template = runs[0].metrics
+    template = next(r for r in runs if r.label == "noisy-edit").metrics  # an edit: nothing degenerate
     a = summary("a", {"pathology_mean_auroc": 0.80, "kl_divergence": 0.10, "fid": 5.0, "cmig": 70.004}, template)
     b = summary("b", {"pathology_mean_auroc": 0.90, "kl_divergence": 0.20, "fid": 3.0, "cmig": 69.998}, template)
     untested = build_leaderboard([a, b], "instructx2x", reported=[])
@@ -169,7 +176,7 @@ def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
     out = tmp_path / "board"
     assert out / "README.md" in result["written"] and result["skipped"] == []
     table = pd.read_csv(out / "instructx2x.csv", dtype={"source": str})
-    noisy = table[table["model"] == "tests.helpers.fake_models:NoisyEditModel"].iloc[0]
+    noisy = table[table["model"] == "noisy-edit"].iloc[0]
     cmig = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "cmig")
     assert noisy["cmig"] == pytest.approx(cmig["value"], rel=1e-12)
     assert noisy["cmig_ci_low"] == pytest.approx(cmig["ci_low"]) and noisy["kind"] == "measured"
@@ -195,7 +202,10 @@ def test_markdown_csv_and_latex_files(evaluated_runs, tmp_path):
     assert latex == to_latex(board, "tab:instructx2x")
     for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){2-4}", r"\multicolumn{3}{c}{CMIG terms}"):
         assert command in latex  # the spanning header covers CMIG's terms, not CMIG itself
-    assert r"fake\_models:NoisyEditModel" in latex and "fake_models" not in latex.replace(r"fake\_models", "")
+    assert "noisy-edit" in latex  # the default row name: the registry name of the module:Class given
+    labelled = build_leaderboard(load_runs(list(evaluated_runs.values()),
+                                           {evaluated_runs["identity"].name: "no_edit 100%"}), "instructx2x")
+    assert r"no\_edit 100\%" in to_latex(labelled, "tab:x")
     assert latex.count("{") == latex.count("}") - latex.count(r"\}") + latex.count(r"\{")
     assert r"\textit{InstructX2X (wo RSE)}$^\dagger$" in latex
     n_bold = sum(cell.bold for row in board.rows for cell in row.cells.values())
@@ -261,7 +271,7 @@ def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
     assert main(["leaderboard", *runs, "--out", str(tmp_path / "lb"), "--no-plots", "--no-gallery",
                  "--no-reported"]) == 0
     table = pd.read_csv(tmp_path / "lb" / "instructx2x.csv")
-    assert list(table["model"]) == ["identity", "tests.helpers.fake_models:NoisyEditModel"]
+    assert list(table["model"]) == ["identity", "noisy-edit"]
     assert "wrote" in capsys.readouterr().out
     not_a_run = tmp_path / "empty"
     not_a_run.mkdir()
@@ -272,11 +282,13 @@ def test_cli_leaderboard_and_its_errors(evaluated_runs, tmp_path, capsys):
 def test_locality_table_ranks_only_directional_columns_and_is_skipped_without_values(evaluated_runs, tmp_path):
     runs = load_runs(list(evaluated_runs.values()))
     board = build_leaderboard(runs, "locality", reported=[])
-    noisy = next(r for r in board.rows if r.label == "tests.helpers.fake_models:NoisyEditModel")
+    noisy = next(r for r in board.rows if r.label == "noisy-edit")
     outside = metric(evaluated_runs["tests.helpers.fake_models:NoisyEditModel"], "change_outside_lesion")
     assert noisy.cells["outside"].value == pytest.approx(outside["value"])
     identity = next(r for r in board.rows if r.label == "identity")
-    assert identity.cells["outside"].bold and not noisy.cells["outside"].bold  # identity changes nothing: 0
+    # identity changes nothing: 0, degenerate (never bolded), and the noisy edit is the best real edit
+    assert identity.cells["outside"].degenerate and not identity.cells["outside"].bold and noisy.cells["outside"].bold
+    assert "outside" in to_csv(board).splitlines()[2 if board.rows[1] is identity else 1].split(",")[-3]
     assert not any(row.cells["inside"].bold or row.cells["mae_target"].bold for row in board.rows)
     assert "| Change inside lesion |" in to_markdown(board)
 
@@ -362,3 +374,23 @@ def test_latex_tables_compile_and_fit_a_two_column_paper(evaluated_runs, tmp_pat
         assert "Overfull \\hbox" not in log, f"{table.name} is wider than its space"
         environment = "table" if table.stem.endswith("-narrow") else "table*"
         assert f"\\begin{{{environment}}}" in table.read_text()
+
+
+def test_summary_is_ranked_by_the_score_and_a_clipped_cmig_is_flagged(evaluated_runs):
+    runs = load_runs(list(evaluated_runs.values()))
+    template = next(r for r in runs if r.label == "noisy-edit").metrics
+    low = summary("low", {"cfbench_score": 40.0, "cmig": 0.0}, template)
+    low.metrics["components"]["cmig"] = {**low.metrics["components"]["cmig"], "value": 0.0,
+                                         "clipped": {"age_pearson": -0.2}}
+    high = summary("high", {"cfbench_score": 70.0, "cmig": 50.0}, template)
+    board = build_leaderboard([low, high], "summary", reported=[])
+    assert [(row.rank, row.label) for row in board.rows] == [(1, "high"), (2, "low")]
+    table = pd.read_csv(io.StringIO(to_csv(board)))
+    assert list(table["rank"]) == [1, 2] and list(table["model"]) == ["high", "low"]
+    papers = build_leaderboard([low, high], "instructx2x", reported=[])
+    cell = next(r for r in papers.rows if r.label == "low").cells["cmig"]
+    assert cell.text == "0.00 (clipped)" and not cell.bold
+    markdown = to_markdown(papers)
+    assert "CMIG (clipped): 0 only because a negative term" in markdown
+    assert "blind spots found by `cfbench validate`" in markdown and "Race: saturates" in markdown
+    assert "The papers' protocol (InstructX2X)" in markdown
