@@ -564,6 +564,14 @@ def significant_best(board: Leaderboard, runs: list[RunSummary]) -> dict[str, Be
         if len(shown) < 2:
             verdicts[column.key] = BestVerdict(column.key, reason="fewer than two candidate rows have a value")
             continue
+        shown = [(row, value) for row, value in shown if not row.cells[column.key].degenerate]  # never bolded
+        if not shown:
+            verdicts[column.key] = BestVerdict(column.key, reason="only degenerate cells have a value")
+            continue
+        if len(shown) == 1:
+            verdicts[column.key] = BestVerdict(column.key, shown[0][0].label, significant=True,
+                                               reason="the only candidate that is not degenerate")
+            continue
         shown.sort(key=lambda item: item[1], reverse=column.higher_is_better)
         (best, best_value), (runner_up, runner_value) = shown[0], shown[1]
         if best_value == runner_value:

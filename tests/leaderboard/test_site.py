@@ -40,7 +40,7 @@ def test_site_is_self_contained_and_links_every_run(board):
     page = (board / "index.html").read_text()
     assert not re.search(r"<script src|https?://|<link rel=\"stylesheet\"", page)
     data = _page_data(page)
-    assert [row["model"] for row in data["rows"]] == ["identity", "tests.helpers.fake_models:NoisyEditModel",
+    assert [row["model"] for row in data["rows"]] == ["identity", "noisy-edit",
                                                       "ground-truth"]
     assert [row["kind"] for row in data["rows"]] == ["measured", "measured", "oracle"]
     for row in data["rows"]:
@@ -50,7 +50,7 @@ def test_site_is_self_contained_and_links_every_run(board):
     assert (board / data["gallery"]).is_file() and all((board / src).is_file() for src in data["plots"])
     assert len(data["plots"]) >= 3
     metrics = [m["key"] for m in data["metrics"]]
-    assert metrics[:2] == ["pathology_mean_auroc", "race_auroc"] and "/" not in "".join(metrics)
+    assert metrics[:3] == ["cfbench_score", "pathology_mean_auroc", "race_auroc"] and "/" not in "".join(metrics)
     patho = data["rows"][0]["values"]["pathology_mean_auroc"]
     measured = json.loads((board.parent / "runs" / "identity" / "metrics.json").read_text())
     assert patho["value"] == pytest.approx(100 * measured["metrics"]["pathology_mean_auroc"]["value"])  # x 100
@@ -61,6 +61,7 @@ def test_the_default_score_comes_first_and_differing_settings_become_columns(boa
     runs = load_runs([board.parent / "runs" / name for name in ("identity", "NoisyEditModel")])
     runs[1].settings["steps"] = "100"
     runs[1].metrics["metrics"]["cfbench_score"] = {"value": 61.5, "ci_low": 58.0, "ci_high": 64.9, "terms": {}}
+    del runs[0].metrics["metrics"]["cfbench_score"]  # a run evaluated before the score existed
     data = site_data(runs, tmp_path, [], None, "t")
     assert data["metrics"][0]["key"] == "cfbench_score" and data["varying_settings"] == ["steps"]
     assert data["rows"][1]["values"]["cfbench_score"]["text"].startswith("61.5")
@@ -87,7 +88,7 @@ ROW_MODELS = "JSON.stringify(Array.from(document.querySelectorAll('#board tbody 
 @needs_chromium
 def test_site_sorts_filters_and_renders_in_headless_chromium(board, tmp_path):
     click = ("document.querySelector('#board th[data-key=\"{key}\"]').click(), " + ROW_MODELS)
-    actions = [ROW_MODELS,  # the first metric (Patho, higher is better), best first
+    actions = [ROW_MODELS,  # the first metric (cfbench_score, higher is better), best first
                click.format(key="mae_to_true_counterfactual"),  # lower is better: best first
                click.format(key="mae_to_true_counterfactual"),  # again: the other way
                "(() => { const s = document.querySelector('select[data-filter=\"kind\"]'); s.value = 'oracle';"
@@ -107,7 +108,7 @@ def test_site_sorts_filters_and_renders_in_headless_chromium(board, tmp_path):
 
     first, mae_best, mae_worst, oracle_only, headers = (json.loads(v) if isinstance(v, str) else v
                                                         for v in render.values)
-    assert first == order("pathology_mean_auroc", True)
+    assert first == order("cfbench_score", True)
     assert mae_best == order("mae_to_true_counterfactual", False) and mae_worst == mae_best[::-1]
     assert oracle_only == ["ground-truth"]
     assert "fid" not in headers and "pathology_mean_auroc" in headers and "links" in headers
