@@ -119,7 +119,7 @@ class PIEModel(TextPromptedModel):
             current = diffusion.decode_latents(components, latents)
         images = current.cpu()
         return [EditResult(image=diffusion.resize_images(image[None], request.image.shape)[0].numpy().astype(np.float32),
-                           info={"prompt": prompt, "iterations": settings.iterations})
+                           info={"prompt": prompt, "iterations": settings.iterations}, sample_id=request.sample_id)
                 for request, image, prompt in zip(requests, images, prompts)]
 
     def latent_region(self, requests: Sequence[EditRequest], latent_size: tuple[int, int]) -> torch.Tensor | None:

@@ -210,7 +210,7 @@ class ProgEmu(CounterfactualModel):
         results = []
         for request, image, (_, text), tokens in zip(requests, images, split, outputs):
             out = resize_batch(image[None], request.image.shape)[0].numpy().astype(np.float32)
-            results.append(EditResult(image=out, explanation=text, info={
+            results.append(EditResult(image=out, explanation=text, sample_id=request.sample_id, info={
                 "generated_tokens": len(tokens), "prompt": self.progression_text(request)}))
         return results
 

@@ -71,21 +71,77 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) 
     return removed
 
 
+JSON_MAX_DEPTH = 32          # nesting levels of one stored value
+JSON_MAX_ITEMS = 100_000     # numbers, strings and containers in one stored value
+JSON_MAX_TEXT = 4_000_000    # characters of all strings (keys included) in one stored value
+JSON_MAX_INT_BITS = 63       # integers beyond +-2**63 are refused (JSON readers lose them; Python refuses to print huge ones)
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates (not encodable as UTF-8) replaced by U+FFFD; valid pairs are joined."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def json_safe(value: Any, path: str = "") -> Any:
-    """``value`` as plain JSON data: NumPy scalars and arrays become numbers and lists, NaN and infinities
-    become None (an undefined score), recursively; anything else JSON cannot hold raises TypeError naming
-    where it sits (``path`` prefixes the location, e.g. ``info``)."""
+    """``value`` as plain, storable JSON data: NumPy scalars and arrays become numbers and lists, NaN and
+    infinities become None (an undefined score), lone surrogates in text become U+FFFD, recursively.
+    Anything JSON cannot hold, or cannot hold safely (a cycle, more than ``JSON_MAX_DEPTH`` levels, more than
+    ``JSON_MAX_ITEMS`` items or ``JSON_MAX_TEXT`` characters, an integer beyond 63 bits), raises TypeError
+    naming where it sits (``path`` prefixes the location, e.g. ``info``)."""
+    budget = {"items": JSON_MAX_ITEMS, "text": JSON_MAX_TEXT}
+    return _json_safe(value, path, 0, set(), budget)
+
+
+def _json_safe(value: Any, path: str, depth: int, open_containers: set[int], budget: dict[str, int]) -> Any:
+    where = path or "value"
+    budget["items"] -= 1
+    if budget["items"] < 0:
+        raise TypeError(f"{where}: more than {JSON_MAX_ITEMS} items in one value")
     if type(value).__module__ == "numpy":
+        if getattr(value, "size", 1) > JSON_MAX_ITEMS:
+            raise TypeError(f"{where}: an array of {value.size} numbers, over {JSON_MAX_ITEMS} items")
         value = value.tolist() if hasattr(value, "tolist") else value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, dict):
-        return {str(key): json_safe(item, f"{path}.{key}") for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    raise TypeError(f"{path or 'value'} is a {type(value).__name__}, which JSON cannot hold")
+    if isinstance(value, int):
+        if abs(value).bit_length() > JSON_MAX_INT_BITS:
+            raise TypeError(f"{where} is an integer of {abs(value).bit_length()} bits, over {JSON_MAX_INT_BITS}")
+        return int(value)
+    if isinstance(value, str):
+        budget["text"] -= len(value)
+        if budget["text"] < 0:
+            raise TypeError(f"{where}: more than {JSON_MAX_TEXT} characters of text in one value")
+        return valid_text(str(value))
+    if not isinstance(value, (dict, list, tuple)):
+        raise TypeError(f"{where} is a {type(value).__name__}, which JSON cannot hold")
+    if depth >= JSON_MAX_DEPTH:
+        raise TypeError(f"{where}: nested more than {JSON_MAX_DEPTH} levels deep")
+    if id(value) in open_containers:
+        raise TypeError(f"{where} contains itself (a cycle)")
+    open_containers.add(id(value))
+    try:
+        if isinstance(value, dict):
+            safe = {}
+            for key, item in value.items():
+                name = _json_safe(key if isinstance(key, str) else str(key), f"{path}.<key>", depth + 1,
+                                  open_containers, budget)
+                safe[name] = _json_safe(item, f"{path}.{name}", depth + 1, open_containers, budget)
+            return safe
+        return [_json_safe(item, f"{path}[{index}]", depth + 1, open_containers, budget)
+                for index, item in enumerate(value)]
+    finally:
+        open_containers.discard(id(value))
+
+
+def json_line(record: dict) -> bytes:
+    """One JSON-lines record as bytes (sorted keys, no NaN); ValueError/TypeError when it cannot be stored."""
+    return (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -138,8 +194,11 @@ class JsonlLedger:
         return read_jsonl(self.path)
 
     def append(self, record: dict) -> None:
-        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-        self._stream.write(line.encode("utf-8"))
+        self.append_line(json_line(record))
+
+    def append_line(self, line: bytes) -> None:
+        """Append one already encoded record (:func:`json_line`)."""
+        self._stream.write(line)
         self._stream.flush()
         os.fsync(self._stream.fileno())
 

@@ -44,6 +44,7 @@ from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.core.hashing import file_sha256
 from cfbench.core.images import ImageReadError, load_image
 from cfbench.core.prefetch import default_loader_threads, prefetched_each
+from cfbench.core.process_state import evaluation_torch_defaults
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
@@ -265,6 +266,7 @@ def _text_embeddings(evaluators: list[Evaluator], samples: list[Sample]) -> np.n
     return embedder.embed_texts([clip_prompt(sample) for sample in samples])
 
 
+@evaluation_torch_defaults()  # float32 and no grad, whatever a model run in this process left set
 def evaluate_run(
     run_folder: str | Path,
     data_dir: str | Path | None = None,

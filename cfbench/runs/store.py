@@ -33,7 +33,8 @@ import numpy as np
 
 from cfbench.api.model import EditResult
 from cfbench.core.images import PNG_COMPRESSION, check_png_compression, load_image, png_intact, save_png16
-from cfbench.core.storage import FolderLock, JsonlLedger, atomic_write_json, read_jsonl, remove_stale_temporaries
+from cfbench.core.storage import (FolderLock, JsonlLedger, atomic_write_json, json_line, read_jsonl,
+                                  remove_stale_temporaries)
 from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ def read_results(folder: str | Path) -> list[dict]:
 def read_failures(folder: str | Path) -> list[dict]:
     """Every failed attempt, from the unsharded and all shard ledgers."""
     return [record for path in RunFiles(Path(folder)).all_ledgers(FAILURES_STEM) for record in read_jsonl(path)]
+
+
+class UnstorableRecord(ValueError):
+    """A sample's record cannot be written as one JSON line; only that sample fails."""
 
 
 class RunConfigMismatch(RuntimeError):
@@ -160,7 +165,7 @@ class RunStore:
 
     def __init__(self, folder: str | Path, config: RunConfig, runtime: RunSession | None = None,
                  shard: Shard | None = None, png_compression: int = PNG_COMPRESSION, write_queue: int = 8):
-        self.files = RunFiles(Path(folder))
+        self.files = RunFiles(Path(folder).absolute())  # a model's os.chdir cannot move the writes
         self.folder = self.files.folder
         self.config = config
         self.shard = shard
@@ -236,6 +241,10 @@ class RunStore:
             "has_guidance": guidance is not None,
             "seconds": round(seconds, 6),
         }
+        try:  # encoded here, so a record that cannot be stored fails its sample, never the writer thread
+            line = json_line(record)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise UnstorableRecord(f"sample {sample_id!r}: its record cannot be stored ({error})") from None
 
         def write_images() -> None:
             save_png16(self.files.image(sample_id), image, self.png_compression)
@@ -243,7 +252,7 @@ class RunStore:
                 save_png16(self.files.guidance_map(sample_id), guidance, self.png_compression)
 
         def append() -> None:
-            self._results.append(record)  # only after the images are on disk
+            self._results.append_line(line)  # only after the images are on disk
 
         if self._writer is None:
             write_images()
