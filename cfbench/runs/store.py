@@ -34,7 +34,7 @@ import numpy as np
 from cfbench.api.model import EditResult
 from cfbench.core.images import PNG_COMPRESSION, check_png_compression, load_image, png_intact, save_png16
 from cfbench.core.storage import (FolderLock, JsonlLedger, atomic_write_json, json_line, read_jsonl,
-                                  remove_stale_temporaries)
+                                  remove_stale_temporaries, valid_text)
 from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
 
 logger = logging.getLogger(__name__)
@@ -261,8 +261,8 @@ class RunStore:
             self._writer.submit_sample(write_images, append)
 
     def fail(self, sample_id: str, error: str) -> None:
-        record = {"sample_id": sample_id, "error": error}
-        self._run(lambda: self._failures.append(record))
+        line = json_line({"sample_id": sample_id, "error": valid_text(error)})  # a model's message may hold anything
+        self._run(lambda: self._failures.append_line(line))
 
     def flush(self) -> None:
         """Wait until every queued sample is written (raises a write error of the writer thread)."""

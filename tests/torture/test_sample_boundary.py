@@ -47,7 +47,7 @@ HOSTILE_INFO = {  # sample id -> what its info holds
 
 class HostileInfoModel(CounterfactualModel):
     """s000-s003: info that cannot be stored (see HOSTILE_INFO); s004: a lone surrogate in the explanation and
-    the info; the rest: the input."""
+    the info; s005: raises with a lone surrogate in the message; the rest: the input."""
 
     name = "hostile-info"
 
@@ -58,6 +58,8 @@ class HostileInfoModel(CounterfactualModel):
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         results = []
         for request in requests:
+            if request.sample_id == "s005":
+                raise RuntimeError("a message with a lone \udc80 surrogate")
             info = HOSTILE_INFO.get(request.sample_id, {"ok": 1})
             explanation = "bad \udc80 text" if request.sample_id == "s004" else None
             if request.sample_id == "s004":
@@ -72,19 +74,21 @@ def test_unstorable_info_fails_only_its_sample_and_every_rerun_finishes(tmp_path
     for attempt in range(2):
         report = generate(settings(data, run, "tests.torture.test_sample_boundary:HostileInfoModel", batch_size=3),
                           progress=False)
-        assert len(report.failed) == 4
+        assert len(report.failed) == 5
     results = {record["sample_id"]: record for record in read_results(run)}
-    assert set(results) == {"s004", "s005", "s006"}  # the writer thread lived on after every bad record
+    assert set(results) == {"s004", "s006"}  # the writer thread lived on after every bad record
     errors = {failure["sample_id"]: failure["error"] for failure in read_failures(run)}
     assert "nested more than 32 levels deep" in errors["s000"]
     assert "info.self contains itself (a cycle)" in errors["s001"]
     assert "info.huge is an integer of 16610 bits" in errors["s002"]
     assert "more than 100000 items" in errors["s003"]
+    assert "a message with a lone \ufffd surrogate" in errors["s005"]
     assert all("model 'tests.torture.test_sample_boundary:HostileInfoModel'" in error for error in errors.values())
     stored = results["s004"]
     assert stored["explanation"] == "bad \ufffd text"
     assert stored["info"] == {"note\ufffd": "x\ufffd", "inf": None, "big": 2 ** 62}
     (run / "results.jsonl").read_bytes().decode("utf-8")  # valid UTF-8 throughout
+    (run / "failures.jsonl").read_bytes().decode("utf-8")
 
 
 def test_a_lone_surrogate_explanation_does_not_stop_eval(tmp_path):
