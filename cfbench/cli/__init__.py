@@ -28,6 +28,7 @@ from cfbench.core.storage import LockedError
 from cfbench.datasets.layout import DatasetError
 from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
+from cfbench.runs.manifest import ManifestError
 from cfbench.runs.store import RunConfigMismatch
 
 VERB_GROUPS = (leaderboard, run, settings, phantom, data, train)  # the order of `cfbench --help`
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
-               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError)
+               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError, ManifestError)
 
 
 def _apply_allocator_setting() -> None:

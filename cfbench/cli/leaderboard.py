@@ -49,7 +49,7 @@ def cmd_leaderboard(args) -> int:
         result = write_leaderboard(args.runs, args.out, include_reported=not args.no_reported,
                                    bold_reported=args.bold_reported, plots=not args.no_plots,
                                    gallery=not args.no_gallery, gallery_samples=args.gallery_samples,
-                                   thumbnail=args.thumbnail, title=args.title)
+                                   thumbnail=args.thumbnail, title=args.title, allow_mixed=args.allow_mixed)
     except LeaderboardError as error:
         raise CliError(str(error)) from error
     what = f"{len(args.runs)} runs" if args.runs else "the papers' reported tables only (no run folders given)"
@@ -97,6 +97,9 @@ def add_verbs(verbs) -> None:
     board.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery")
     board.add_argument("--gallery-samples", type=positive_int, default=8, metavar="N", help="samples in the gallery (default 8)")
     board.add_argument("--thumbnail", type=int, default=192, metavar="PX", help="gallery thumbnail side (default 192)")
+    board.add_argument("--allow-mixed", action="store_true",
+                       help="runs of different datasets, splits, resolutions, evaluators or protocols: one table set "
+                            "per setting (in set-K/ folders, never bolded across) instead of refusing them")
     board.add_argument("--title", help="title of the leaderboard (default: from the output folder name)")
     board.set_defaults(handler=cmd_leaderboard)
 

@@ -241,12 +241,19 @@ def cmd_eval(args) -> int:
 
 def cmd_compare(args) -> int:
     from cfbench.core.storage import atomic_write_json
+    from cfbench.evaluation.comparability import comparability_key, describe_value, key_differences
     from cfbench.evaluation.results import load_table, read_metrics
     from cfbench.evaluation.scoring import compare_tables
 
-    identities = [read_metrics(run).get("evaluator") for run in (args.run_a, args.run_b)]
-    if identities[0] != identities[1]:
-        raise CliError("the two runs were evaluated with different evaluators; re-evaluate them with the same one")
+    keys = [comparability_key(read_metrics(run)) for run in (args.run_a, args.run_b)]
+    differences = key_differences(*keys, ignore=("protocol",))  # compare rescores both with one protocol
+    if differences:
+        detail = "; ".join(f"{field}: {describe_value(keys[0][field])} vs {describe_value(keys[1][field])}"
+                           for field in differences)
+        if not args.allow_mixed:
+            raise CliError(f"the two runs cannot be compared: they differ in {detail}. Re-evaluate them in one "
+                           "setting, or pass --allow-mixed to compare the shared samples anyway")
+        print(f"warning: the runs differ in {detail} (--allow-mixed)", file=sys.stderr)
     result = compare_tables(load_table(args.run_a), load_table(args.run_b), _protocol(args))
     level = int(round(100 * args.confidence))
     print(f"paired differences A - B on {result['n_shared']} shared samples (A = {args.run_a}, B = {args.run_b})")
@@ -296,6 +303,8 @@ def add_verbs(verbs) -> None:
     compare.add_argument("run_a", metavar="RUN_A", help="evaluated run folder A (metrics.json, evaluation.npz)")
     compare.add_argument("run_b", metavar="RUN_B", help="evaluated run folder B")
     compare.add_argument("--out", metavar="FILE", help="also write the differences as JSON")
+    compare.add_argument("--allow-mixed", action="store_true",
+                         help="compare runs of different datasets, splits, resolutions or evaluators (refused by default)")
     _add_eval_arguments(compare)
     compare.set_defaults(handler=cmd_compare)
 

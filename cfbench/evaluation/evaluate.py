@@ -48,6 +48,7 @@ from cfbench.core.process_state import evaluation_torch_defaults
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
+from cfbench.evaluation.comparability import METRIC_SCHEMA_VERSION, comparability_key
 from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
 from cfbench.evaluation.metric_names import descriptions
 from cfbench.evaluation.output_cache import EvaluatorOutputCache
@@ -327,7 +328,9 @@ def evaluate_run(
         "versions": package_versions(),
         "descriptions": descriptions(scores["metrics"]),
         **scores,
+        "metric_schema_version": METRIC_SCHEMA_VERSION,
     }
+    report["comparability"] = comparability_key(report)  # what a leaderboard may put in one table
     save_table(run_folder, table)
     write_metrics(run_folder, report)
     return report

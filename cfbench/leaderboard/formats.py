@@ -12,6 +12,7 @@ import csv
 import io
 import re
 
+from cfbench.core.safe_text import csv_text, markdown_text
 from cfbench.leaderboard.table_model import MEASURED, REFERENCE, REPORTED, Cell, Column, Leaderboard, Row, format_value
 
 KIND_TITLES = {MEASURED: "measured", REFERENCE: "oracle", REPORTED: "reported"}  # the CSV's kind column too
@@ -79,13 +80,13 @@ def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
              "| " + " | ".join(header) + " |",
              "|---|---|---|---:|" + "---:|" * len(columns)]
     for row in board.rows:
-        label = f"*{row.label}*" if row.kind == REPORTED else row.label
-        source = f"`{row.source}`" if row.kind != REPORTED else row.source
+        label = f"*{markdown_text(row.label)}*" if row.kind == REPORTED else markdown_text(row.label)
+        source = f"`{markdown_text(row.source)}`" if row.kind != REPORTED else markdown_text(row.source)
         cells = [_md_cell(row.cells[c.key], c) for c in columns]
         lines.append("| " + " | ".join([label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
                                        + cells) + " |")
     lines.append("")
-    lines += [f"- {note}" for note in notes(board)]
+    lines += [f"- {markdown_text(note)}" for note in notes(board)]
     return "\n".join(lines) + "\n"
 
 
@@ -104,9 +105,9 @@ def to_csv(board: Leaderboard) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in board.rows:
-        record: dict = {"model": row.label, "kind": row.kind, "source": row.source,
-                        "n": "" if row.n is None else row.n, "run_dir": row.run_dir or "",
-                        "citation": row.citation or ""}
+        record: dict = {"model": csv_text(row.label), "kind": row.kind, "source": csv_text(row.source),
+                        "n": "" if row.n is None else row.n, "run_dir": csv_text(row.run_dir),
+                        "citation": csv_text(row.citation)}
         for column in columns:
             cell = row.cells[column.key]
             if row.kind == REPORTED:

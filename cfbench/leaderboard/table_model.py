@@ -212,10 +212,7 @@ def run_id(run_dir: Path, manifest: RunManifest) -> str:
 
 def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
     """Read each run folder's manifest and metrics.json; labels made unique (model, then model [folder])."""
-    runs = []
-    for folder in map(Path, run_dirs):
-        manifest = RunManifest.read(folder)
-        runs.append(RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder)))
+    runs = [_load_run(folder) for folder in map(Path, run_dirs)]
     models = [run.model for run in runs]
     for run in runs:
         if models.count(run.model) > 1:
@@ -223,6 +220,18 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
     if len({run.model for run in runs}) != len(runs):
         raise LeaderboardError("two run folders have the same model and folder name; give them distinct names")
     return runs
+
+
+def _load_run(folder: Path) -> RunSummary:
+    """One run folder; LeaderboardError naming the file and the reason when its manifest or metrics.json is
+    missing, malformed or not cfbench's."""
+    from cfbench.evaluation.protocol import EvaluationError
+
+    try:
+        manifest = RunManifest.read(folder)
+        return RunSummary(folder, run_id(folder, manifest), manifest.config.model, read_metrics(folder))
+    except (EvaluationError, OSError, ValueError) as error:
+        raise LeaderboardError(f"run {folder} cannot be read: {error}") from None
 
 
 def format_value(value: float | None, decimals: int) -> str:
