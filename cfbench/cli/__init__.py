@@ -29,7 +29,7 @@ from cfbench.datasets.layout import DatasetError
 from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
 from cfbench.runs.manifest import ManifestError
-from cfbench.runs.store import RunConfigMismatch
+from cfbench.runs.store import RunConfigMismatch, RunFolderError, RunInProgress
 
 VERB_GROUPS = (leaderboard, run, settings, phantom, data, train)  # the order of `cfbench --help`
 
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
-               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError, ManifestError)
+               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError, ManifestError,
+               RunFolderError, RunInProgress)
 
 
 def _apply_allocator_setting() -> None:

@@ -219,7 +219,7 @@ def _evaluate(args, run_folder) -> dict:
     return evaluate_run(run_folder, data_dir=getattr(args, "eval_data", None), evaluator=args.evaluator,
                         protocol=_protocol(args), extra_evaluators=extra, pseudo_masks=masks,
                         batch_size=args.eval_batch_size, device=args.device, progress=progress(args),
-                        loader_threads=args.loader_threads)
+                        loader_threads=args.loader_threads, partial=getattr(args, "partial", False))
 
 
 def cmd_generate(args) -> int:
@@ -292,6 +292,9 @@ def add_verbs(verbs) -> None:
     evaluate.add_argument("--data", dest="eval_data", metavar="DIR",
                           help="dataset folder, if it moved since generation")
     evaluate.add_argument("--device", default="cpu", metavar="D", help="torch device for the evaluators")
+    evaluate.add_argument("--partial", action="store_true",
+                          help="evaluate the samples finished so far while `cfbench generate` still writes the run "
+                               "(refused without it)")
     _add_eval_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 

@@ -1,10 +1,12 @@
 """Atomic file writes and crash-tolerant JSON-lines ledgers.
 
 A file written here is either absent or complete: data goes to a temporary file in the same folder
-(``.{name}.{pid}.{random}.tmp``), is flushed to disk, and is renamed over the target (rename is atomic on
-POSIX and Windows). Files get the permissions of an ordinary ``open()`` under the process umask (0644
+(``.cfbench-{name}.{host}.{pid}.{random}.tmp``), is flushed to disk, and is renamed over the target (rename is
+atomic on POSIX and Windows). Files get the permissions of an ordinary ``open()`` under the process umask (0644
 under umask 022), not the private 0600 of a temporary file. Temporary files of processes that died
-(kill -9) are removed by :func:`remove_stale_temporaries`.
+(kill -9) are removed by :func:`remove_stale_temporaries`: only files with cfbench's prefix, written on this
+host, by a process that no longer runs (a user's own ``.x.123.tmp`` and another host's in-flight write on a
+shared file system are left alone).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,13 +29,23 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+_TEMPORARY = re.compile(r"^\.cfbench-(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def host_name() -> str:
+    """This machine's name as it appears in temporary file names (letters, digits and '-')."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname() or "localhost")[:64]
+
+
+def temporary_prefix(name: str, pid: int | None = None) -> str:
+    """The start of a temporary file's name for target ``name``: ``.cfbench-{name}.{host}.{pid}.``."""
+    return f".cfbench-{name}.{host_name()}.{os.getpid() if pid is None else pid}."
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
     try:
         os.fchmod(handle, _FILE_MODE)
         with os.fdopen(handle, "wb") as stream:
@@ -57,15 +70,17 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Delete the temporary files of atomic writes whose process no longer runs (left by kill -9), in
-    ``folder`` (and its sub-folders); the files of live processes are left alone. Returns what was removed."""
+    """Delete cfbench's temporary files (:func:`temporary_prefix`) written on this host by processes that no
+    longer run (left by kill -9), in ``folder`` (and its sub-folders); the files of live processes, of other
+    hosts and anything without cfbench's prefix are left alone. Returns what was removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
-    for path in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")):
+    host = host_name()
+    for path in (folder.rglob(".cfbench-*.tmp") if recursive else folder.glob(".cfbench-*.tmp")):
         match = _TEMPORARY.match(path.name)
-        if match and path.is_file() and not process_alive(int(match["pid"])):
+        if match and match["host"] == host and path.is_file() and not process_alive(int(match["pid"])):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -56,8 +56,8 @@ from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol, s
 from cfbench.evaluation.results import open_run_dataset, save_table, write_metrics
 from cfbench.evaluation.scoring import SampleTable, score
 from cfbench.metrics.classification import binary_auroc
-from cfbench.runs.manifest import RunFiles
-from cfbench.runs.store import load_generated, read_failures, read_results
+from cfbench.runs.manifest import RunFiles, RunManifest
+from cfbench.runs.store import evaluation_lock, load_generated, read_failures, read_results
 from cfbench.core.storage import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
@@ -280,10 +280,21 @@ def evaluate_run(
     device: str = "cpu",
     progress: bool = True,
     loader_threads: int | None = None,
+    partial: bool = False,
 ) -> dict:
     """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz.
-    ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8)."""
-    run_folder = Path(run_folder)
+    ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8).
+    The run folder is locked meanwhile (:func:`cfbench.runs.store.evaluation_lock`): a second evaluation, or one
+    while ``generate`` still writes the run, is refused unless ``partial``."""
+    run_folder = Path(run_folder).absolute()
+    RunManifest.read(run_folder)  # not a run folder, or a damaged manifest: a named error before any lock file
+    with evaluation_lock(run_folder, partial):
+        return _evaluate_locked(run_folder, data_dir, evaluator, protocol, extra_evaluators, pseudo_masks, cache_dir,
+                                batch_size, device, progress, loader_threads)
+
+
+def _evaluate_locked(run_folder: Path, data_dir, evaluator, protocol: Protocol, extra_evaluators, pseudo_masks,
+                     cache_dir, batch_size: int, device: str, progress: bool, loader_threads: int | None) -> dict:
     remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
     finished = {record["sample_id"]: record for record in read_results(run_folder)}

@@ -39,7 +39,7 @@ from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import json_safe
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.runs.manifest import RunConfig, RunSession
-from cfbench.runs.store import RunStore, Shard, UnstorableRecord
+from cfbench.runs.store import RunStore, Shard, UnstorableRecord, check_out_folder
 
 
 @dataclass
@@ -126,6 +126,7 @@ def generate(
     """Generate counterfactuals for a split into ``settings.out``, resuming where an earlier session stopped."""
     started = time.perf_counter()
     settings = absolute_paths(settings)
+    check_out_folder(settings.out, settings.data_dir)  # before the model loads: a bad --out costs nothing
     dataset = dataset or EditDataset(settings.data_dir, settings.split, settings.resolution, strict=settings.strict)
     model = model or build_model(settings, dataset)
     runtime = RunSession(

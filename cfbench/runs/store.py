@@ -19,6 +19,7 @@ network file systems too). Readers take the union of all ledgers (:func:`read_re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,12 +29,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from cfbench.api.model import EditResult
 from cfbench.core.images import PNG_COMPRESSION, check_png_compression, load_image, png_intact, save_png16
-from cfbench.core.storage import (FolderLock, JsonlLedger, atomic_write_json, json_line, read_jsonl,
+from cfbench.core.storage import (FolderLock, JsonlLedger, LockedError, atomic_write_json, json_line, read_jsonl,
                                   remove_stale_temporaries, valid_text)
 from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
 
@@ -85,6 +87,52 @@ def read_failures(folder: str | Path) -> list[dict]:
 
 class UnstorableRecord(ValueError):
     """A sample's record cannot be written as one JSON line; only that sample fails."""
+
+
+class RunFolderError(ValueError):
+    """``--out`` names something that must not become a run folder (a file, the dataset, a foreign folder)."""
+
+
+class RunInProgress(RuntimeError):
+    """An evaluation asked for a run that a live ``generate`` is still writing (without ``--partial``)."""
+
+
+OWN_LEFTOVERS = (".lock", ".cfbench-")  # names cfbench leaves in a run folder before its manifest exists
+
+
+def check_out_folder(out: Path, data_dir: Path) -> None:
+    """RunFolderError unless ``out`` may become (or already is) a run folder: a new or empty folder, or one
+    holding a manifest.json; never a file, the dataset folder or a folder that contains it, nor a folder of
+    other files (run files would be mixed into them). Both paths absolute."""
+    out, data_dir = Path(out).resolve(), Path(data_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file; give a new folder or an existing run folder")
+    if out == data_dir or data_dir.is_relative_to(out):
+        raise RunFolderError(f"--out {out} is the dataset folder or holds it ({data_dir}); run files would be mixed "
+                             "into the dataset: give a folder outside it")
+    if out.is_dir() and not RunFiles(out).manifest.is_file():
+        foreign = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith(OWN_LEFTOVERS))
+        if foreign:
+            raise RunFolderError(f"--out {out} is not a cfbench run folder (no manifest.json; it holds "
+                                 f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): give a new folder")
+
+
+@contextlib.contextmanager
+def evaluation_lock(folder: str | Path, partial: bool = False) -> Iterator[None]:
+    """Hold a run folder for one evaluation: a second evaluation of it is refused naming the first (LockedError),
+    and so is an evaluation while ``generate`` writes it (RunInProgress), unless ``partial`` (then the samples
+    finished so far are evaluated). The generation locks are held too, so no ``generate`` starts meanwhile."""
+    folder = Path(folder)
+    with contextlib.ExitStack() as held:
+        held.enter_context(FolderLock(folder / ".eval.lock", f"evaluation of run folder {folder}"))
+        for path in [folder / ".lock", *sorted(folder.glob(".lock.shard-*"))]:
+            try:
+                held.enter_context(FolderLock(path, f"run folder {folder}"))
+            except LockedError as error:
+                if not partial:
+                    raise RunInProgress(f"{error}. It is still being generated: wait for it to finish, or pass "
+                                        "--partial to evaluate the samples finished so far") from None
+        yield
 
 
 class RunConfigMismatch(RuntimeError):

@@ -16,6 +16,7 @@ from cfbench.core import config
 from cfbench.core.checked_entries import stored_payload
 from cfbench.core.hashing import file_sha256
 from cfbench.core.images import load_image
+from cfbench.core.storage import temporary_prefix
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
@@ -129,15 +130,15 @@ def test_temporaries_of_killed_processes_are_removed(tmp_path):
     dead.wait()  # a pid that no longer runs
     image_folder = tmp_path / "decoded-images" / "r64" / "ab"
     image_folder.mkdir(parents=True)
-    stale = image_folder / f".abc.npy.{dead.pid}.x1y2.tmp"
-    live = image_folder / f".abd.npy.{os.getpid()}.x1y2.tmp"
+    stale = image_folder / f"{temporary_prefix('abc.entry', dead.pid)}x1y2.tmp"
+    live = image_folder / f"{temporary_prefix('abd.entry')}x1y2.tmp"
     stale.write_bytes(b"half")
     live.write_bytes(b"being written")
     DecodedImageCache(tmp_path, 64, max_bytes=10**9)
     assert not stale.exists() and live.exists()
     evaluator = RegionStatisticsEvaluator()
     output_folder = EvaluatorOutputCache(tmp_path, evaluator, 64).folder
-    stale = output_folder / "ab" / f".abc.npz.{dead.pid}.x1y2.tmp"
+    stale = output_folder / "ab" / f"{temporary_prefix('abc.npz', dead.pid)}x1y2.tmp"
     stale.parent.mkdir()
     stale.write_bytes(b"half")
     EvaluatorOutputCache(tmp_path, evaluator, 64)
