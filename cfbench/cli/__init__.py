@@ -23,8 +23,9 @@ from cfbench.api.registry import PluginError, UnknownModelError
 from cfbench.cli import data, leaderboard, phantom, run, settings, train
 from cfbench.cli.common import CliError, use_help_formatter
 from cfbench.core import config
-from cfbench.core.errors import WeightsNotFoundError
-from cfbench.core.storage import LockedError
+from cfbench.core.errors import WeightsFolderError, WeightsNotFoundError
+from cfbench.core.hub import HubSpecError
+from cfbench.core.storage import DiskFullError, LockedError
 from cfbench.datasets.layout import DatasetError
 from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
                config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError, ManifestError,
-               RunFolderError, RunInProgress)
+               RunFolderError, RunInProgress, HubSpecError, DiskFullError,
+               WeightsFolderError)
 
 
 def _apply_allocator_setting() -> None:
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.verb != "config":  # `cfbench config` must run to repair a bad value
+            config.check_settings()
             _apply_allocator_setting()
         return args.handler(args)
     except USER_ERRORS as error:

@@ -11,7 +11,9 @@ shared file system are left alone).
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
 import os
 import re
@@ -28,6 +30,7 @@ def _umask() -> int:
     return mask
 
 
+logger = logging.getLogger(__name__)
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
 _TEMPORARY = re.compile(r"^\.cfbench-(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
@@ -42,10 +45,34 @@ def temporary_prefix(name: str, pid: int | None = None) -> str:
     return f".cfbench-{name}.{host_name()}.{os.getpid() if pid is None else pid}."
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left writing a file: one line naming the file and what to do."""
+
+    def __init__(self, path: str | os.PathLike, cause: OSError):
+        super().__init__(cause.errno, f"No space left on device writing {path}: free space and rerun; finished "
+                                      "samples are kept", str(path))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def named_disk_full(path: str | os.PathLike, error: BaseException) -> BaseException:
+    """``error`` as a :class:`DiskFullError` naming ``path`` when it is a full disk or quota, else itself."""
+    if isinstance(error, OSError) and not isinstance(error, DiskFullError) and error.errno in FULL_DISK:
+        return DiskFullError(path, error)
+    return error
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
+    except OSError as error:
+        raise named_disk_full(path, error) from error
     try:
         os.fchmod(handle, _FILE_MODE)
         with os.fdopen(handle, "wb") as stream:
@@ -53,9 +80,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        raise
+        named = named_disk_full(path, error)
+        if named is error:
+            raise
+        raise named from error
 
 
 def process_alive(pid: int) -> bool:
@@ -168,7 +198,8 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All complete records of a JSON-lines file; a torn last line (a crash mid-write) is ignored."""
+    """All complete records of a JSON-lines file; a torn last line (a crash mid-write) is ignored, and a line that
+    is not a JSON object (garbage written by something else) is skipped with a warning naming file and line."""
     return list(_iter_complete_records(Path(path)))
 
 
@@ -176,12 +207,21 @@ def _iter_complete_records(path: Path) -> Iterator[dict]:
     if not path.exists():
         return
     with path.open("rb") as stream:
-        for raw in stream:
+        for number, raw in enumerate(stream, start=1):
             if not raw.endswith(b"\n"):
                 return  # torn tail
             line = raw.strip()
-            if line:
-                yield json.loads(line)
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+                record = error
+            if isinstance(record, dict):
+                yield record
+            else:
+                logger.warning("%s line %d is not a JSON record (%s); skipped (a skipped result is generated again)",
+                               path, number, record if isinstance(record, Exception) else type(record).__name__)
 
 
 class JsonlLedger:
@@ -213,9 +253,15 @@ class JsonlLedger:
 
     def append_line(self, line: bytes) -> None:
         """Append one already encoded record (:func:`json_line`)."""
-        self._stream.write(line)
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        try:
+            self._stream.write(line)
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        except OSError as error:
+            named = named_disk_full(self.path, error)
+            if named is error:
+                raise
+            raise named from error
 
     def close(self) -> None:
         self._stream.close()

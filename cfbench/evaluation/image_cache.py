@@ -42,14 +42,7 @@ FOLDER_NAME = "decoded-images"
 
 def image_cache_bytes() -> int:
     """The ``image_cache_gb`` setting in bytes (0: no cache); ConfigError for a value that is not a number >= 0."""
-    setting = config.resolve("image_cache_gb")
-    try:
-        gigabytes = float(setting.value)
-    except (TypeError, ValueError):
-        gigabytes = -1.0
-    if not gigabytes >= 0.0:  # also refuses NaN
-        raise config.ConfigError(f"setting image_cache_gb ({setting.source}): expected a number of GB >= 0, "
-                                 f"got {setting.value!r}")
+    gigabytes = config.non_negative_number("image_cache_gb")
     return int(gigabytes * 1e9)
 
 

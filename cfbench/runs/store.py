@@ -35,7 +35,7 @@ import numpy as np
 
 from cfbench.api.model import EditResult
 from cfbench.core.images import PNG_COMPRESSION, check_png_compression, load_image, png_intact, save_png16
-from cfbench.core.storage import (FolderLock, JsonlLedger, LockedError, atomic_write_json, json_line, read_jsonl,
+from cfbench.core.storage import (DiskFullError, FolderLock, JsonlLedger, LockedError, atomic_write_json, json_line, read_jsonl,
                                   remove_stale_temporaries, valid_text)
 from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
 
@@ -76,13 +76,17 @@ def read_results(folder: str | Path) -> list[dict]:
     records: dict[str, dict] = {}
     for path in RunFiles(Path(folder)).all_ledgers(RESULTS_STEM):
         for record in read_jsonl(path):
-            records.setdefault(record["sample_id"], record)
+            if isinstance(record.get("sample_id"), str) and isinstance(record.get("seed"), int):
+                records.setdefault(record["sample_id"], record)
+            else:
+                logger.warning("%s: a record without sample_id and seed skipped (its sample is generated again)", path)
     return list(records.values())
 
 
 def read_failures(folder: str | Path) -> list[dict]:
     """Every failed attempt, from the unsharded and all shard ledgers."""
-    return [record for path in RunFiles(Path(folder)).all_ledgers(FAILURES_STEM) for record in read_jsonl(path)]
+    return [record for path in RunFiles(Path(folder)).all_ledgers(FAILURES_STEM) for record in read_jsonl(path)
+            if isinstance(record.get("sample_id"), str)]
 
 
 class UnstorableRecord(ValueError):
@@ -197,6 +201,8 @@ class _Writer:
     def raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
+            if isinstance(error, DiskFullError):
+                raise error  # already one line naming the file and what to do
             raise RuntimeError(f"writing the run folder failed: {error}") from error
 
     def stop(self) -> None:
