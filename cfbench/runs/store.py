@@ -128,7 +128,7 @@ def evaluation_lock(folder: str | Path, partial: bool = False) -> Iterator[None]
     finished so far are evaluated). The generation locks are held too, so no ``generate`` starts meanwhile."""
     folder = Path(folder)
     with contextlib.ExitStack() as held:
-        held.enter_context(FolderLock(folder / ".eval.lock", f"evaluation of run folder {folder}"))
+        held.enter_context(FolderLock(folder / ".lock.eval", f"evaluation of run folder {folder}"))
         for path in [folder / ".lock", *sorted(folder.glob(".lock.shard-*"))]:
             try:
                 held.enter_context(FolderLock(path, f"run folder {folder}"))

@@ -68,7 +68,7 @@ def test_eval_holds_the_run_lock_and_refuses_a_run_still_being_generated(tmp_pat
                                  progress=False)
     run = tmp_path / "run"
     generate(settings(data, run), progress=False)
-    with FolderLock(run / ".eval.lock", "evaluation"):
+    with FolderLock(run / ".lock.eval", "evaluation"):
         with pytest.raises(LockedError, match=f"in use by process {os.getpid()}"):
             evaluate_run(run, evaluator="none", progress=False)
     with FolderLock(run / ".lock", "run folder"):  # what a live `cfbench generate` holds
