@@ -86,7 +86,7 @@ def sample_seed(run_seed: int, sample_id: str) -> int:
 def build_model(settings: RunSettings, dataset: EditDataset) -> CounterfactualModel:
     model_class = get_model_class(settings.model)
     context = LoadContext(
-        model_path=settings.model_path,
+        model_path=None if settings.model_path is None else Path(settings.model_path).absolute(),
         device=settings.device,
         dataset=dataset,
         options=dict(settings.options),
@@ -96,11 +96,10 @@ def build_model(settings: RunSettings, dataset: EditDataset) -> CounterfactualMo
 
 
 def absolute_paths(settings: RunSettings) -> RunSettings:
-    """``settings`` with every path absolute, fixed before any model code runs (a model that changes the working
-    directory cannot divert the run's writes)."""
-    return dataclasses.replace(
-        settings, data_dir=Path(settings.data_dir).absolute(), out=Path(settings.out).absolute(),
-        model_path=None if settings.model_path is None else Path(settings.model_path).absolute())
+    """``settings`` with the dataset and run folders absolute, fixed before any model code runs (a model that
+    changes the working directory cannot divert the run's writes). The model path stays as given, since it is
+    part of the run's config; the model receives it absolute (:func:`build_model`)."""
+    return dataclasses.replace(settings, data_dir=Path(settings.data_dir).absolute(), out=Path(settings.out).absolute())
 
 
 def run_config(settings: RunSettings, dataset: EditDataset, model: CounterfactualModel) -> RunConfig:
