@@ -3,13 +3,11 @@
 - :func:`csv_text`: a CSV cell that a spreadsheet would run as a formula (starting with ``= + - @``, tab or
   carriage return) gets a leading apostrophe, so it is shown as text ("CSV injection"). Only for text cells:
   numbers are written by ``repr`` and never pass through here.
-- :func:`markdown_text`: a Markdown table cell with ``|`` escaped (it would start a new column), line breaks
-  made spaces, and HTML (``& < >``) escaped (raw HTML would be rendered from a model or run name).
+- :func:`markdown_text`: Markdown text with HTML escaped (``&`` and ``<``: raw HTML would be rendered from a model
+  or run name), line breaks made spaces, and in a table cell ``|`` escaped (it would start a new column).
 """
 
 from __future__ import annotations
-
-import html
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -20,7 +18,9 @@ def csv_text(text: object) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def markdown_text(text: object) -> str:
-    """``text`` for a Markdown table cell or line: HTML escaped, ``|`` escaped, one line."""
-    text = html.escape("" if text is None else str(text), quote=False)
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+def markdown_text(text: object, table_cell: bool = True) -> str:
+    """``text`` for Markdown, on one line: ``&`` and ``<`` escaped (no raw HTML, no entity), and in a table cell
+    (``table_cell``) ``|`` escaped too."""
+    text = ("" if text is None else str(text)).replace("&", "&amp;").replace("<", "&lt;")
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text.replace("|", "\\|") if table_cell else text

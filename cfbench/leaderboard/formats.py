@@ -86,7 +86,7 @@ def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
         lines.append("| " + " | ".join([label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
                                        + cells) + " |")
     lines.append("")
-    lines += [f"- {markdown_text(note)}" for note in notes(board)]
+    lines += [f"- {markdown_text(note, table_cell=False)}" for note in notes(board)]
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ With no run folders, only the papers' reported tables are written, one file set 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from pathlib import Path
 
@@ -164,7 +165,8 @@ def _write_mixed(groups: list[list[RunSummary]], out: Path, title: str | None, o
     title = title or f"cfbench leaderboard {out.name}"
     written, skipped = [], []
     lines = [f"# {title}", "", f"The runs were measured in {len(groups)} settings that cannot share a table "
-             f"({markdown_text(describe_groups(groups))}); one leaderboard per setting, never bolded across:", ""]
+             f"({markdown_text(describe_groups(groups), table_cell=False)}); one leaderboard per setting, never "
+             "bolded across:", ""]
     for number, members in enumerate(groups, start=1):
         folder = out / f"set-{number}"
         result = write_leaderboard([run.run_dir for run in members], folder, title=f"{title}, set {number}",
@@ -172,7 +174,7 @@ def _write_mixed(groups: list[list[RunSummary]], out: Path, title: str | None, o
         written += result["written"]
         skipped += [f"set {number}: {reason}" for reason in result["skipped"]]
         lines.append(f"- [set {number}](set-{number}/README.md): "
-                     + ", ".join(f"`{markdown_text(run.run_id)}`" for run in members))
+                     + ", ".join(f"`{markdown_text(run.run_id, table_cell=False)}`" for run in members))
     atomic_write_text(out / "README.md", "\n".join(lines + [""]))
     return {"written": [out / "README.md", *written], "skipped": skipped}
 
@@ -183,9 +185,10 @@ def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Pa
     for run in runs:
         dataset = run.metrics.get("dataset", {})
         evaluator = (run.metrics.get("evaluator") or {}).get("evaluator", "none")
-        lines.append(f"- `{markdown_text(run.run_id)}`: model `{markdown_text(run.model)}`, "
-                     f"{run.metrics.get('n_samples')} samples of split `{markdown_text(dataset.get('split'))}` "
-                     f"({markdown_text(dataset.get('kind'))}), evaluator `{markdown_text(evaluator)}`")
+        text = functools.partial(markdown_text, table_cell=False)
+        lines.append(f"- `{text(run.run_id)}`: model `{text(run.model)}`, {run.metrics.get('n_samples')} samples "
+                     f"of split `{text(dataset.get('split'))}` ({text(dataset.get('kind'))}), evaluator "
+                     f"`{text(evaluator)}`")
     lines.append("")
     for name, board in boards.items():
         lines += [to_markdown(board, heading_level=2),
