@@ -83,9 +83,10 @@ def test_allow_mixed_writes_one_table_set_per_setting_never_bolded_across(runs, 
 
 
 def test_compare_refuses_runs_of_different_settings(runs, capsys):
-    assert main(["compare", str(runs["b"]), str(runs["c"])]) == 2
+    fast = ["--bootstrap", "20", "--fid-bootstrap", "0"]
+    assert main(["compare", str(runs["b"]), str(runs["c"]), *fast]) == 2
     assert "differ in resolution: 32 vs 24" in capsys.readouterr().err
-    assert main(["compare", str(runs["a"]), str(runs["d"])]) == 0  # protocol: compare rescores both anyway
+    assert main(["compare", str(runs["a"]), str(runs["d"]), *fast]) == 0  # protocol: compare rescores both anyway
 
 
 @pytest.mark.parametrize("content, reason", [

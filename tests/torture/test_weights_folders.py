@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,9 +18,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PIPELINE = "StableDiffusionInstructPix2PixPipeline"
 
 
+@pytest.fixture(scope="module")
+def tiny_original(tmp_path_factory):
+    return save_tiny_instruct_pix2pix(tmp_path_factory.mktemp("tiny") / "pipeline")
+
+
 @pytest.fixture
-def tiny_folder(tmp_path):
-    return save_tiny_instruct_pix2pix(tmp_path / "pipeline")
+def tiny_folder(tiny_original, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(tiny_original, tmp_path / "pipeline"))
 
 
 @pytest.mark.parametrize("entry", [["planted_module", "Payload"], ["os", "system"], ["diffusers", "../x"],
