@@ -319,7 +319,8 @@ class CxrIrgenModel(DiffusersFolderModel):
             if report is not None:
                 info.update(report_tokens=len(report.tokens), report_stopped=report.stopped)
             results.append(EditResult(image=resized.clamp(0, 1).numpy().astype(np.float32),
-                                      explanation=None if report is None else report.text, info=info))
+                                      explanation=None if report is None else report.text, info=info,
+                                      sample_id=request.sample_id))
         return results
 
     def reports(self, requests: Sequence[EditRequest], images, latents) -> list:

@@ -273,7 +273,8 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         generated = diffusion.resize_images(decoded, output_size)
         if edit_mask is not None:  # pixels outside the edit mask are the input's, exactly
             generated = torch.where(edit_mask.cpu(), generated, inputs)
-        return [self._result(index, generated, guidance, edit_mask) for index in range(len(requests))]
+        return [self._result(index, generated, guidance, edit_mask, request.sample_id)
+                for index, request in enumerate(requests)]
 
     def autocast_context(self):
         """fp16 autocast on CUDA under the release's precision policy, else nothing."""
@@ -297,7 +298,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
         return (mean + std * noise) * self.components.latent_scaling
 
     def _result(self, index: int, generated: torch.Tensor, guidance: torch.Tensor | None,
-                edit_mask: torch.Tensor | None) -> EditResult:
+                edit_mask: torch.Tensor | None, sample_id: str) -> EditResult:
         info: dict[str, Any] = {"steps": self.settings.steps, "text_guidance": self.settings.text_guidance,
                                 "image_guidance": self.settings.image_guidance}
         if edit_mask is not None:
@@ -306,6 +307,7 @@ class InstructPix2PixFamily(DiffusersFolderModel):
             image=generated[index].numpy().astype(np.float32),
             guidance_map=None if guidance is None else guidance[index].cpu().numpy().astype(np.float32),
             info=info,
+            sample_id=sample_id,
         )
 
     # ----------------------------------------------------------------------------------- RSE

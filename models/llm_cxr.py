@@ -283,7 +283,7 @@ class LLMCXR(CounterfactualModel):
         results = []
         for request, image, tokens, attempt in zip(requests, images, outputs, attempts):
             out = resize_batch(image[None], request.image.shape)[0].numpy().astype(np.float32)
-            results.append(EditResult(image=out, info={
+            results.append(EditResult(image=out, sample_id=request.sample_id, info={
                 "image_tokens": len(self.image_tokens(tokens)), "attempts": attempt + 1,
                 "complete": len(self.image_tokens(tokens)) == cells, "sampling": self.settings.sampling,
                 "instruction_index": instruction_index(request.seed, self.settings.instruction)}))

@@ -138,7 +138,7 @@ class PIEModel(TextPromptedModel):
                 current = diffusion.decode_latents(components, latents)
         images = (current.mean(dim=1) if current.dim() == 4 else current).cpu()
         return [EditResult(image=diffusion.resize_images(image[None], request.image.shape)[0].numpy().astype(np.float32),
-                           info={"prompt": prompt, "iterations": settings.iterations})
+                           info={"prompt": prompt, "iterations": settings.iterations}, sample_id=request.sample_id)
                 for request, image, prompt in zip(requests, images, prompts)]
 
     def round_latents(self, requests: Sequence[EditRequest], images: torch.Tensor, round_index: int) -> torch.Tensor:

@@ -270,7 +270,7 @@ class ProgEmu(CounterfactualModel):
             if codes is None:  # the release writes a black image when no visual token came out
                 image = torch.zeros_like(image)
             out = resize_batch(image[None], request.image.shape)[0].numpy().astype(np.float32)
-            results.append(EditResult(image=out, explanation=text, info={
+            results.append(EditResult(image=out, explanation=text, sample_id=request.sample_id, info={
                 "generated_tokens": len(tokens), "prompt": self.progression_text(request)}))
         return results
 

@@ -263,7 +263,7 @@ class RadEditModel(DiffusersFolderModel):
                 image=image.clamp(0, 1).numpy().astype(np.float32),
                 guidance_map=guidance[index].clamp(0, 1).numpy().astype(np.float32),
                 info={"prompt": prompt, "paste_back": settings.paste_back,
-                      "edit_fraction": float(edit_mask[index].mean())}))
+                      "edit_fraction": float(edit_mask[index].mean())}, sample_id=request.sample_id))
         return results
 
     def latent_masks(self, requests: Sequence[EditRequest], latent_size: tuple[int, int]):

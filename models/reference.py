@@ -29,7 +29,7 @@ class IdentityModel(CounterfactualModel):
         return cls()
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
-        return [EditResult(image=request.image.copy()) for request in requests]
+        return [EditResult(image=request.image.copy(), sample_id=request.sample_id) for request in requests]
 
 
 class _DatasetLookupModel(CounterfactualModel):
@@ -50,7 +50,7 @@ class _DatasetLookupModel(CounterfactualModel):
         """The answer image for one request, float32 HxW in [0, 1]."""
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
-        return [EditResult(image=self.answer(request)) for request in requests]
+        return [EditResult(image=self.answer(request), sample_id=request.sample_id) for request in requests]
 
 
 @register

@@ -76,5 +76,6 @@ class RoentGenModel(TextPromptedModel):
         results = []
         for request, image, prompt in zip(requests, images, prompts):
             resized = diffusion.resize_images(image[None], request.image.shape)[0]
-            results.append(EditResult(image=resized.numpy().astype(np.float32), info={"prompt": prompt}))
+            results.append(EditResult(image=resized.numpy().astype(np.float32), info={"prompt": prompt},
+                                      sample_id=request.sample_id))
         return results

@@ -81,3 +81,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.split("[")[0] in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+
+
+PACKAGE_FOLDERS = ("cfbench", "models", "metrics", "tests/data", "leaderboards", "examples")
+
+
+def _package_files() -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file cfbench ships or the tests read (compiled bytecode left out)."""
+    root = Path(__file__).resolve().parents[1]
+    files = {}
+    for folder in PACKAGE_FOLDERS:
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                stat = path.stat()
+                files[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+@pytest.fixture(scope="session", autouse=True)
+def package_folder_unchanged():
+    """The tests write only in their temporary folders: at the end, the package and the repository's data are
+    as they were (issue 22: a fresh clone stays clean after the suite)."""
+    before = _package_files()
+    yield
+    after = _package_files()
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"the tests changed files inside the repository: {changed[:10]}"

@@ -21,7 +21,7 @@ from cfbench.api.model import CounterfactualModel, EditRequest, EditResult, Load
 from cfbench.cli import main
 from cfbench.core import config
 from cfbench.core.images import ImageReadError, load_image
-from cfbench.core.storage import FolderLock, LockedError, remove_stale_temporaries
+from cfbench.core.storage import FolderLock, LockedError, remove_stale_temporaries, temporary_prefix
 from cfbench.datasets.edit_dataset import EditDataset
 from cfbench.datasets.layout import DatasetError
 from cfbench.evaluation.evaluate import evaluate_run
@@ -365,8 +365,8 @@ def test_temporaries_of_dead_processes_are_cleaned_on_the_next_run(tmp_path):
     data = write_random_dataset(tmp_path / "data", n=2)
     run = tmp_path / "run"
     generate(settings(data, run), progress=False)
-    dead = run / "images" / ".s000.png.999999999.abc123.tmp"
-    alive = run / "images" / f".s001.png.{os.getpid()}.abc123.tmp"
+    dead = run / "images" / f"{temporary_prefix('s000.png', 999999999)}abc123.tmp"
+    alive = run / "images" / f"{temporary_prefix('s001.png')}abc123.tmp"
     dead.write_bytes(b"x")
     alive.write_bytes(b"x")
     generate(settings(data, run), progress=False)

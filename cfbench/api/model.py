@@ -56,12 +56,15 @@ class EditResult:
     guidance_map: float32 HxW in [0, 1] (where and how strongly the model edited), or None.
     explanation: free text describing the change (ProgEmu-style interpretation), or None.
     info: anything else worth keeping (JSON-serialisable), stored with the sample.
+    sample_id: the id of the request this result answers, or None; when set, the runner checks it equals the
+        request's id (a batch returned in another order is then caught, not stored under the wrong sample).
     """
 
     image: np.ndarray
     guidance_map: np.ndarray | None = None
     explanation: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    sample_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,9 @@ def validate_result(result: object, request: EditRequest, model_name: str) -> Ed
 
     if not isinstance(result, EditResult):
         raise fail(f"edit() must return EditResult objects, got {type(result).__name__}")
+    if result.sample_id is not None and result.sample_id != request.sample_id:
+        raise fail(f"the result is marked as sample {result.sample_id!r}: edit() must return results in the "
+                   "order of the requests")
     expected_shape = request.image.shape
     _check_map(result.image, "image", expected_shape, fail)
     if result.guidance_map is not None:

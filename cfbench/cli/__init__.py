@@ -28,13 +28,15 @@ from cfbench.api.registry import PluginError, PluginWarning, UnknownModelError
 from cfbench.cli import check, data, leaderboard, phantom, run, settings, train, validate
 from cfbench.cli.common import CliError, quiet_libraries, use_help_formatter
 from cfbench.core import config
-from cfbench.core.errors import WeightsNotFoundError
-from cfbench.core.storage import LockedError
+from cfbench.core.errors import WeightsFolderError, WeightsNotFoundError
+from cfbench.core.hub import HubSpecError
+from cfbench.core.storage import DiskFullError, LockedError
 from cfbench.datasets.layout import DatasetError
 from cfbench.evaluation.preflight import PreflightError
 from cfbench.evaluation.protocol import EvaluationError
 from cfbench.evaluation.weights_trust import UntrustedWeightsError
-from cfbench.runs.store import RunConfigMismatch
+from cfbench.runs.manifest import ManifestError
+from cfbench.runs.store import RunConfigMismatch, RunFolderError, RunInProgress
 
 VERB_GROUPS = (leaderboard, validate, run, check, settings, phantom, data, train)  # the order of `cfbench --help`
 
@@ -55,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 USER_ERRORS = (CliError, DatasetError, UnknownModelError, PluginError, WeightsNotFoundError, RunConfigMismatch,
-               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError,
-               PreflightError)
+               config.ConfigError, EvaluationError, FileNotFoundError, LockedError, UntrustedWeightsError, ManifestError,
+               RunFolderError, RunInProgress, HubSpecError, DiskFullError,
+               WeightsFolderError, PreflightError)
 
 
 def _apply_allocator_setting() -> None:
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = one_line
     try:
         if args.verb != "config":  # `cfbench config` must run to repair a bad value
+            config.check_settings()
             _apply_allocator_setting()
         with quiet_libraries(args.quiet):
             return args.handler(args)

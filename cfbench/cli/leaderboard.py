@@ -91,7 +91,8 @@ def cmd_leaderboard(args) -> int:
         result = write_leaderboard(args.runs, args.out, include_reported=False if args.no_reported else True if args.all_reported else "auto",
                                    bold_reported=args.bold_reported, plots=not args.no_plots,
                                    gallery=not args.no_gallery, gallery_samples=args.gallery_samples,
-                                   thumbnail=args.thumbnail, title=args.title, labels=labels)
+                                   thumbnail=args.thumbnail, title=args.title, labels=labels,
+                                   allow_mixed=args.allow_mixed)
     except LeaderboardError as error:
         raise CliError(str(error)) from error
     what = f"{len(args.runs)} runs" if args.runs else "the papers' reported tables only (no run folders given)"
@@ -160,6 +161,9 @@ def add_verbs(verbs) -> None:
     board.add_argument("--label", action="append", metavar="RUN=NAME",
                        help="name a run's row (RUN: the run folder as given, or its name), repeatable; default: "
                             "the run's --label, else the model's registry name and its non-default options")
+    board.add_argument("--allow-mixed", action="store_true",
+                       help="runs of different datasets, splits, resolutions, evaluators or protocols: one table set "
+                            "per setting (in set-K/ folders, never bolded across) instead of refusing them")
     board.add_argument("--title", help="title of the leaderboard (default: from the output folder name)")
     board.set_defaults(handler=cmd_leaderboard)
 

@@ -271,7 +271,7 @@ def _evaluate(args, run_folder) -> dict:
     return evaluate_run(run_folder, data_dir=getattr(args, "eval_data", None), evaluator=args.evaluator,
                         protocol=_protocol(args), extra_evaluators=extra, pseudo_masks=masks,
                         batch_size=args.eval_batch_size, device=args.device, progress=progress(args),
-                        loader_threads=args.loader_threads)
+                        loader_threads=args.loader_threads, partial=getattr(args, "partial", False))
 
 
 def cmd_generate(args) -> int:
@@ -306,12 +306,19 @@ def cmd_eval(args) -> int:
 
 def cmd_compare(args) -> int:
     from cfbench.core.storage import atomic_write_json
+    from cfbench.evaluation.comparability import comparability_key, describe_value, key_differences
     from cfbench.evaluation.results import load_table, read_metrics
     from cfbench.evaluation.scoring import compare_tables
 
-    identities = [read_metrics(run).get("evaluator") for run in (args.run_a, args.run_b)]
-    if identities[0] != identities[1]:
-        raise CliError("the two runs were evaluated with different evaluators; re-evaluate them with the same one")
+    keys = [comparability_key(read_metrics(run)) for run in (args.run_a, args.run_b)]
+    differences = key_differences(*keys, ignore=("protocol",))  # compare rescores both with one protocol
+    if differences:
+        detail = "; ".join(f"{field}: {describe_value(keys[0][field])} vs {describe_value(keys[1][field])}"
+                           for field in differences)
+        if not args.allow_mixed:
+            raise CliError(f"the two runs cannot be compared: they differ in {detail}. Re-evaluate them in one "
+                           "setting, or pass --allow-mixed to compare the shared samples anyway")
+        print(f"warning: the runs differ in {detail} (--allow-mixed)", file=sys.stderr)
     result = compare_tables(load_table(args.run_a), load_table(args.run_b), _protocol(args))
     for line in comparison_lines(result, args.confidence, str(args.run_a), str(args.run_b)):
         print(line)
@@ -382,6 +389,9 @@ def add_verbs(verbs) -> None:
     evaluate.add_argument("--data", dest="eval_data", metavar="DIR",
                           help="dataset folder, if it moved since generation")
     evaluate.add_argument("--device", default="cpu", metavar="D", help="torch device for the evaluators")
+    evaluate.add_argument("--partial", action="store_true",
+                          help="evaluate the samples finished so far while `cfbench generate` still writes the run "
+                               "(refused without it)")
     _add_eval_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -393,6 +403,8 @@ def add_verbs(verbs) -> None:
     compare.add_argument("run_a", metavar="RUN_A", help="evaluated run folder A (metrics.json, evaluation.npz)")
     compare.add_argument("run_b", metavar="RUN_B", help="evaluated run folder B")
     compare.add_argument("--out", metavar="FILE", help="also write the differences as JSON")
+    compare.add_argument("--allow-mixed", action="store_true",
+                         help="compare runs of different datasets, splits, resolutions or evaluators (refused by default)")
     _add_eval_arguments(compare)
     compare.set_defaults(handler=cmd_compare)
 

@@ -31,6 +31,57 @@ SETTINGS: dict[str, str] = {
 }
 
 
+NUMERIC_SETTINGS = ("image_cache_gb",)
+PATH_SETTINGS = ("data_dir", "weights_dir", "runs_dir", "cache_dir")
+ENVIRONMENT_NUMBERS: dict[str, tuple[int, int]] = {  # variables read outside SETTINGS: (default, minimum)
+    "CFBENCH_MAX_IMAGE_PIXELS": (64_000_000, 1),
+}
+
+
+def environment_int(name: str) -> int:
+    """A whole-number environment variable of :data:`ENVIRONMENT_NUMBERS` (its default when unset);
+    ConfigError naming the variable when it is not a whole number >= its minimum."""
+    default, minimum = ENVIRONMENT_NUMBERS[name]
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"environment variable {name}: expected a whole number >= {minimum}, got {text!r}")
+    return value
+
+
+def check_settings() -> None:
+    """Every setting in force (flags aside) and every numeric environment variable, checked once before any
+    work: ConfigError naming the variable or the config file key."""
+    for key in PATH_SETTINGS:
+        setting = resolve(key)
+        if setting.value is not None and setting.source != "default":
+            try:
+                check_path_value(key, setting.value)
+            except ConfigError as error:
+                raise ConfigError(f"setting {error} ({setting.source})") from None
+    for key in NUMERIC_SETTINGS:
+        non_negative_number(key)
+    for name in ENVIRONMENT_NUMBERS:
+        environment_int(name)
+
+
+def non_negative_number(key: str) -> float:
+    """A numeric setting's value; ConfigError naming where it came from when it is not a number >= 0 (NaN too)."""
+    setting = resolve(key)
+    try:
+        value = float(setting.value)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value >= 0.0:
+        raise ConfigError(f"setting {key} ({setting.source}): expected a number >= 0, got {setting.value!r}")
+    return value
+
+
 # Files shipped inside the package (the phantom evaluator, and the phantom generator when present).
 PACKAGE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
@@ -81,6 +132,12 @@ def _read_file(path: Path) -> dict[str, str]:
     unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"config file {path}: unknown keys {unknown}; known keys: {sorted(SETTINGS)}")
+    for key, value in data.items():
+        numeric = key in NUMERIC_SETTINGS and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (isinstance(value, str) or numeric):
+            expected = "a number or a quoted string" if key in NUMERIC_SETTINGS else "a quoted string"
+            raise ConfigError(f"config file {path}: key {key} must be {expected}, got {type(value).__name__} "
+                              f"{value!r} (e.g. {key} = \"...\")")
     return {key: str(value) for key, value in data.items()}
 
 

@@ -39,3 +39,8 @@ class WeightsNotFoundError(FileNotFoundError):
         if footer:
             lines.append(footer)
         super().__init__("\n".join(lines))
+
+
+class WeightsFolderError(ValueError):
+    """A weights folder that is there but cannot be used as it is (a ``model_index.json`` naming an unknown library
+    or class, a tensor of the wrong shape); the message names the file and what to do."""

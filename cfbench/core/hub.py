@@ -18,7 +18,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "hf:"
-_SPEC = re.compile(r"^hf:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+_SPEC = re.compile(r"^hf:(?P<repo>[^@]*)(?:@(?P<revision>.*))?$")
+_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")  # the hub's rules for org and name
+_REF_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # one component of a branch or tag name
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _repo_problem(repo: str) -> str | None:
+    parts = repo.split("/")
+    if len(parts) != 2:
+        return "the repository must be ORG/NAME"
+    for part in parts:
+        if not _REPO_PART.match(part) or "--" in part or ".." in part:
+            return (f"{part!r} is not a valid organisation or repository name (letters, digits, '-', '_', '.'; no "
+                    "'--' or '..'; at most 96 characters)")
+    return None
+
+
+def _revision_problem(revision: str) -> str | None:
+    if _COMMIT.match(revision):
+        return None
+    parts = revision.split("/")
+    if (len(revision) > 255 or ".." in revision or revision.endswith(".lock")
+            or not all(_REF_PART.match(part) for part in parts)):
+        return (f"revision {revision!r} is not a branch, tag or 40-hex commit (letters, digits, '-', '_', '.', '/'; "
+                "no '..', no component starting with '.')")
+    return None
 
 
 class HubSpecError(ValueError):
@@ -39,9 +64,13 @@ def is_hub_spec(text: str | os.PathLike | None) -> bool:
 
 
 def parse_hub_spec(text: str) -> HubSpec:
+    """``hf:ORG/NAME[@REVISION]`` checked (valid repository id; branch, tag or 40-hex commit; nothing that could
+    name a path outside the hub cache), else HubSpecError naming the problem."""
     match = _SPEC.match(text.strip())
-    if match is None:
-        raise HubSpecError(f"{text!r} is not of the form hf:ORG/NAME or hf:ORG/NAME@REVISION")
+    problem = "not of the form hf:ORG/NAME or hf:ORG/NAME@REVISION" if match is None else (
+        _repo_problem(match["repo"]) or (None if match["revision"] is None else _revision_problem(match["revision"])))
+    if problem:
+        raise HubSpecError(f"{text!r}: {problem}")
     return HubSpec(match["repo"], match["revision"] or "main")
 
 
@@ -66,10 +95,13 @@ def resolve_hub_path(spec: HubSpec | str) -> Path | None:
 
     spec = parse_hub_spec(spec) if isinstance(spec, str) else spec
     try:
-        return Path(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub_cache_dir(),
-                                      local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        found = Path(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=hub_cache_dir(),
+                                       local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         return None
+    if not found.resolve().is_relative_to(cached_repo_folder(spec).resolve()):
+        raise HubSpecError(f"{spec}: the cache resolves it to {found}, outside its repository's cache folder")
+    return found
 
 
 def download_snapshot(spec: HubSpec | str, progress: bool = True) -> Path:

@@ -8,7 +8,7 @@ file, so a run records that sample as failed and goes on):
 
 - the format is read from the content (PNG or JPEG signature), not from the extension; a file whose
   content does not match its extension is read by its content, with a warning;
-- the size is checked from the header before any pixel is decoded: more than ``MAX_IMAGE_PIXELS``
+- the size is checked from the header before any pixel is decoded: more than ``max_image_pixels()``
   (64 MP, far above a 4096 x 4096 radiograph; environment variable ``CFBENCH_MAX_IMAGE_PIXELS``) is
   refused, so a decompression bomb costs nothing;
 - grayscale (8-bit, 16-bit, 1-bit) is read as it is; RGB(A) and palette files are accepted only when they
@@ -32,7 +32,11 @@ from PIL import Image, UnidentifiedImageError
 from cfbench.core.storage import atomic_write_bytes
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
-MAX_IMAGE_PIXELS = int(os.environ.get("CFBENCH_MAX_IMAGE_PIXELS", 64_000_000))
+def max_image_pixels() -> int:
+    """The pixel limit in force (``CFBENCH_MAX_IMAGE_PIXELS``, checked: ConfigError naming it when not a number)."""
+    from cfbench.core.config import environment_int
+
+    return environment_int("CFBENCH_MAX_IMAGE_PIXELS")
 GRAY_TOLERANCE = 2  # 8-bit levels by which the channels of an "RGB" grayscale picture may differ (JPEG noise)
 _SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",)}
 _EXTENSION_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -136,7 +140,7 @@ def load_image(path: str | os.PathLike, resolution: int | None = None) -> np.nda
             opened = Image.open(path, formats=[found])
         with opened:
             width, height = opened.size
-            if width * height > MAX_IMAGE_PIXELS:
+            if width * height > max_image_pixels():
                 raise ImageReadError(_too_large(path, width, height))
             opened.load()
             array = to_float(opened, path)
@@ -165,7 +169,7 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 def _too_large(path: Path, width: int, height: int) -> str:
     return (f"image {path} is {width} x {height} = {width * height / 1e6:.0f} MP, over the limit of "
-            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP (set CFBENCH_MAX_IMAGE_PIXELS to allow larger images)")
+            f"{max_image_pixels() / 1e6:.0f} MP (set CFBENCH_MAX_IMAGE_PIXELS to allow larger images)")
 
 
 def png_intact(path: str | os.PathLike) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from cfbench.core.errors import WeightsFolderError
 from cfbench.core.hashing import folder_sha256
 from cfbench.core.precision import PRECISIONS  # noqa: F401  (re-exported: diffusion.PRECISIONS)
 from cfbench.core.precision import resolve_dtype as precision_dtype
@@ -108,18 +109,25 @@ def load_diffusion_components(
     """
     if scheduler not in ("ddim", "folder"):
         raise ValueError(f"scheduler must be 'ddim' or 'folder', got {scheduler!r}")
-    import diffusers
-
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(
             f"{folder} is not a diffusers pipeline folder (no model_index.json). Expected the layout written by "
             f"{pipeline_class_name}.save_pretrained: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/."
         )
+    check_model_index(folder)  # before diffusers reads it: only known libraries and classes
+    import diffusers
+
     pipeline_class = getattr(diffusers, pipeline_class_name)
-    pipeline = pipeline_class.from_pretrained(
-        folder, dtype=dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False,
-    )
+    try:
+        pipeline = pipeline_class.from_pretrained(
+            folder, dtype=dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False,
+        )
+    except (ValueError, RuntimeError) as error:
+        named = wrong_shape_error(folder, error)
+        if named is None:
+            raise
+        raise named from error
     in_channels = pipeline.unet.config.in_channels
     if expected_unet_in_channels is not None and in_channels != expected_unet_in_channels:
         raise ValueError(
@@ -138,6 +146,79 @@ def load_diffusion_components(
         device=device,
         dtype=dtype,
     )
+
+
+KNOWN_COMPONENT_CLASSES: dict[str, frozenset[str]] = {
+    "diffusers": frozenset({"UNet2DConditionModel", "AutoencoderKL", "AutoencoderTiny", "VQModel"}),
+    "transformers": frozenset({"CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer", "CLIPTokenizerFast",
+                               "CLIPImageProcessor", "CLIPFeatureExtractor", "CLIPVisionModelWithProjection",
+                               "BertModel", "BertTokenizer", "BertTokenizerFast", "T5EncoderModel", "T5Tokenizer",
+                               "T5TokenizerFast"}),
+    "stable_diffusion": frozenset({"StableDiffusionSafetyChecker"}),  # diffusers' own module; never loaded here
+}
+"""The (library, class) pairs a pipeline folder's ``model_index.json`` may name; diffusers schedulers
+(``*Scheduler`` classes of the diffusers library) are known too."""
+
+
+class PipelineFolderError(WeightsFolderError):
+    """A diffusers pipeline folder cfbench refuses to load (see :func:`check_model_index`, :func:`wrong_shape_error`)."""
+
+
+def check_model_index(folder: str | Path) -> dict:
+    """The folder's ``model_index.json``, checked before anything it names is imported: every component is
+    ``[null, null]`` or a (library, class) of :data:`KNOWN_COMPONENT_CLASSES` (or a diffusers ``*Scheduler``).
+    PipelineFolderError naming the file, the component and what it names otherwise."""
+    import json
+    import re
+
+    path = Path(folder) / "model_index.json"
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PipelineFolderError(f"{path} cannot be read as JSON: {error}") from None
+    if not isinstance(index, dict):
+        raise PipelineFolderError(f"{path} is not a JSON object")
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list):
+            continue  # _class_name, _diffusers_version, and plain settings such as requires_safety_checker
+        if entry == [None, None]:
+            continue
+        library, class_name = entry if len(entry) == 2 else (None, None)
+        known = (isinstance(library, str) and isinstance(class_name, str)
+                 and (class_name in KNOWN_COMPONENT_CLASSES.get(library, ())
+                      or (library == "diffusers" and re.fullmatch(r"[A-Za-z0-9]+Scheduler", class_name))))
+        if not known:
+            raise PipelineFolderError(
+                f"{path}: component {name!r} names {entry!r}, which cfbench does not load (known: diffusers UNet, "
+                "VAE and schedulers, transformers CLIP/BERT/T5 text models and tokenizers); nothing was imported. "
+                "Use a pipeline folder written by diffusers' save_pretrained")
+    return index
+
+
+def wrong_shape_error(folder: Path, error: BaseException) -> PipelineFolderError | None:
+    """diffusers' "Cannot load because NAME expected shape A, but got B" (which names no file) as one line
+    naming the weights file that holds tensor NAME; None for any other error."""
+    import re
+
+    match = re.search(r"because (?P<name>\S+) expected shape (?P<expected>.+?), but got (?P<got>.+?)\.(?:\s|$)",
+                      str(error))
+    if match is None:
+        return None
+    from safetensors import safe_open
+
+    holder = None
+    for path in sorted(Path(folder).glob("*/*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                if match["name"] in weights.keys():
+                    holder = path
+                    break
+        except Exception:  # noqa: BLE001 -- an unreadable file is not the one we look for
+            continue
+    where = str(holder) if holder else f"a weights file under {folder}"
+    return PipelineFolderError(f"{where}: tensor {match['name']} has shape {match['got']}, the network's config "
+                               f"expects {match['expected']}: these weights do not belong to this configuration; "
+                               "re-download or re-convert the folder")
 
 
 COMPONENT_CONFIGS: tuple[str, ...] = ("unet/config.json", "vae/config.json", "text_encoder/config.json",

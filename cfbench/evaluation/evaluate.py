@@ -44,9 +44,11 @@ from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.core.hashing import file_sha256
 from cfbench.core.images import ImageReadError, load_image
 from cfbench.core.prefetch import default_loader_threads, prefetched_each
+from cfbench.core.process_state import evaluation_torch_defaults
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import DATASET_MASKS, PseudoMasks, default_pseudo_masks
+from cfbench.evaluation.comparability import METRIC_SCHEMA_VERSION, comparability_key
 from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
 from cfbench.evaluation.metric_names import descriptions
 from cfbench.evaluation.output_cache import EvaluatorOutputCache
@@ -55,8 +57,8 @@ from cfbench.evaluation.results import open_run_dataset, save_table, write_metri
 from cfbench.evaluation.scoring import SampleTable, score
 from cfbench.metrics.classification import binary_auroc
 from cfbench.metrics.minimality import relative_change_outside, w1_outside
-from cfbench.runs.manifest import RunFiles
-from cfbench.runs.store import load_generated, read_failures, read_results
+from cfbench.runs.manifest import RunFiles, RunManifest
+from cfbench.runs.store import evaluation_lock, load_generated, read_failures, read_results
 from cfbench.core.storage import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
@@ -310,6 +312,7 @@ def _text_embeddings(evaluators: list[Evaluator], samples: list[Sample]) -> np.n
     return embedder.embed_texts([clip_prompt(sample) for sample in samples])
 
 
+@evaluation_torch_defaults()  # float32 and no grad, whatever a model run in this process left set
 def evaluate_run(
     run_folder: str | Path,
     data_dir: str | Path | None = None,
@@ -322,10 +325,21 @@ def evaluate_run(
     device: str = "cpu",
     progress: bool = True,
     loader_threads: int | None = None,
+    partial: bool = False,
 ) -> dict:
     """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz.
-    ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8)."""
-    run_folder = Path(run_folder)
+    ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8).
+    The run folder is locked meanwhile (:func:`cfbench.runs.store.evaluation_lock`): a second evaluation, or one
+    while ``generate`` still writes the run, is refused unless ``partial``."""
+    run_folder = Path(run_folder).absolute()
+    RunManifest.read(run_folder)  # not a run folder, or a damaged manifest: a named error before any lock file
+    with evaluation_lock(run_folder, partial):
+        return _evaluate_locked(run_folder, data_dir, evaluator, protocol, extra_evaluators, pseudo_masks, cache_dir,
+                                batch_size, device, progress, loader_threads)
+
+
+def _evaluate_locked(run_folder: Path, data_dir, evaluator, protocol: Protocol, extra_evaluators, pseudo_masks,
+                     cache_dir, batch_size: int, device: str, progress: bool, loader_threads: int | None) -> dict:
     remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
     finished = {record["sample_id"]: record for record in read_results(run_folder)}
@@ -371,7 +385,9 @@ def evaluate_run(
         "versions": package_versions(),
         "descriptions": descriptions(scores["metrics"]),
         **scores,
+        "metric_schema_version": METRIC_SCHEMA_VERSION,
     }
+    report["comparability"] = comparability_key(report)  # what a leaderboard may put in one table
     save_table(run_folder, table)
     write_metrics(run_folder, report)
     return report

@@ -4,15 +4,19 @@ benchmark resolution, shared by every evaluation of every run.
 Every evaluation reads each sample's target and prior image: 4.3 ms per 16-bit PNG at 512 px on these
 machines (2.9 ms of it zlib inflate), tens of ms for a MIMIC JPEG that is also resized. The decoded array
 depends only on the file's bytes and the resolution, so entries are keyed on exactly that: one folder per
-resolution, one ``.npy`` per image named by the SHA-256 of the file's content. An entry holds uint16 when
+resolution, one checked ``.entry`` (:mod:`cfbench.core.checked_entries`: an ``.npy`` behind a checksum bound to
+its key) per image named by the SHA-256 of the file's content. An entry holds uint16 when
 the image is exactly k / 65535 (a 16-bit source read at its own size: 2 bytes a pixel, read back to the
 same float32 bits as the decoder gives), else float32. A second model evaluated on the same split decodes
 only its own outputs.
 
 Bounded: entries are added while the cache holds less than ``image_cache_gb`` (setting, default 8 GB; 0
 turns the cache off); nothing is evicted, delete the folder to start again. Entries are written
-atomically (the temporary files of a killed process are removed by the next cache opened on the folder);
-an entry that cannot be read back, or has the wrong shape, is decoded again and replaced.
+atomically (the temporary files of a killed process are removed by the next cache opened on the folder).
+Checked, never trusted: an entry that fails its checksum (truncated, overwritten, another key's), cannot be
+read back or has the wrong shape is dropped, reported, decoded again and replaced. A cache that cannot be
+written (disk full, read-only) is off for the process with one warning; the image is still returned, so a
+sample is excluded only for a fault of its own files.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from typing import Callable
 import numpy as np
 
 from cfbench.core import config
+from cfbench.core.checked_entries import ENTRY_OVERHEAD, CheckedEntries
 from cfbench.core.images import from_sixteen_bit, to_sixteen_bit
-from cfbench.core.storage import atomic_write_bytes, remove_stale_temporaries
+from cfbench.core.storage import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +42,7 @@ FOLDER_NAME = "decoded-images"
 
 def image_cache_bytes() -> int:
     """The ``image_cache_gb`` setting in bytes (0: no cache); ConfigError for a value that is not a number >= 0."""
-    setting = config.resolve("image_cache_gb")
-    try:
-        gigabytes = float(setting.value)
-    except (TypeError, ValueError):
-        gigabytes = -1.0
-    if not gigabytes >= 0.0:  # also refuses NaN
-        raise config.ConfigError(f"setting image_cache_gb ({setting.source}): expected a number of GB >= 0, "
-                                 f"got {setting.value!r}")
+    gigabytes = config.non_negative_number("image_cache_gb")
     return int(gigabytes * 1e9)
 
 
@@ -68,21 +66,24 @@ class DecodedImageCache:
         self.resolution = resolution
         self.max_bytes = max_bytes
         self.folder = Path(root) / FOLDER_NAME / f"r{resolution}"
+        self.entries = CheckedEntries(self.folder, ".entry", "decoded-image cache")
         if max_bytes:
-            remove_stale_temporaries(self.folder)  # half-written entries of killed processes
-        self.bytes_used = sum(entry.stat().st_size for entry in self.folder.glob("??/*.npy")) if max_bytes else 0
+            try:
+                remove_stale_temporaries(self.folder)  # half-written entries of killed processes
+            except OSError as error:
+                self.entries.turn_off(error)
+        self.bytes_used = sum(entry.stat().st_size for entry in self.entries.entries()) if max_bytes else 0
         self.hits = 0
         self.decoded = 0
         self._lock = threading.Lock()  # guards the counters and the byte budget
 
-    def _entry_path(self, digest: str) -> Path:
-        return self.folder / digest[:2] / f"{digest}.npy"
-
-    def _read(self, path: Path) -> np.ndarray | None:
-        try:
-            stored = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
+    def _read(self, digest: str) -> np.ndarray | None:
+        payload = self.entries.read(digest)
+        if payload is None:
             return None
+        path = self.entries.path(digest)
+        try:
+            stored = np.load(io.BytesIO(payload), allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             logger.warning("decoded-image cache entry %s is unreadable (%s); decoding the image again", path, error)
             return None
@@ -100,8 +101,7 @@ class DecodedImageCache:
             with self._lock:
                 self.decoded += 1
             return image
-        path = self._entry_path(digest)
-        image = self._read(path)
+        image = self._read(digest)
         if image is not None:
             with self._lock:
                 self.hits += 1
@@ -111,9 +111,10 @@ class DecodedImageCache:
         np.save(buffer, _stored_form(image), allow_pickle=False)
         with self._lock:
             self.decoded += 1
-            room = self.bytes_used + buffer.tell() <= self.max_bytes
+            size = buffer.tell() + ENTRY_OVERHEAD  # the entry file's size
+            room = self.bytes_used + size <= self.max_bytes
             if room:
-                self.bytes_used += buffer.tell()
+                self.bytes_used += size
         if room:
-            atomic_write_bytes(path, buffer.getvalue())
+            self.entries.write(digest, buffer.getvalue())  # a failing write turns the cache off, never the sample
         return image

@@ -9,6 +9,10 @@ under another name, reuses them.
 Safe with several processes: entries are written to a temporary file and renamed into place (a reader
 sees a whole entry or none), a lock file serialises the computing of missing entries so two processes
 do not do the same work, and ``.npz`` files are read with ``allow_pickle=False``.
+
+Checked, never trusted (:mod:`cfbench.core.checked_entries`): every entry carries a checksum bound to its key;
+a truncated or rewritten entry is dropped, reported and computed again. A cache folder that cannot be written
+(disk full, read-only) is off for the process with one warning: the outputs are computed and used as usual.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cfbench.api.evaluator import Evaluator, check_outputs
-from cfbench.core.storage import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from cfbench.core.checked_entries import CheckedEntries
+from cfbench.core.storage import atomic_write_json, remove_stale_temporaries
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: checked entries
 
 try:  # POSIX advisory locks; elsewhere the atomic renames alone keep entries whole
     import fcntl
@@ -56,26 +61,41 @@ class EvaluatorOutputCache:
         description = {"evaluator": evaluator.identity(), "resolution": resolution, "cache_format": CACHE_FORMAT}
         self.key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
         self.folder = Path(root) / "evaluator-outputs" / self.key
-        if not (self.folder / "identity.json").is_file():
-            atomic_write_json(self.folder / "identity.json", description)
-        remove_stale_temporaries(self.folder)  # half-written entries of killed processes
+        self.entries = CheckedEntries(self.folder, ".npz", "evaluator-output cache")
+        try:
+            if not (self.folder / "identity.json").is_file():
+                atomic_write_json(self.folder / "identity.json", description)
+            remove_stale_temporaries(self.folder)  # half-written entries of killed processes
+        except OSError as error:
+            self.entries.turn_off(error)
         self.hits = 0
         self.computed = 0
 
-    def _entry_path(self, digest: str) -> Path:
-        return self.folder / digest[:2] / f"{digest}.npz"
-
     def _read(self, digest: str) -> dict[str, np.ndarray] | None:
-        path = self._entry_path(digest)
-        if not path.is_file():
+        payload = self.entries.read(digest)
+        if payload is None:
             return None
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError, KeyError):  # checksum right, content not an archive: recompute
+            return None
 
     def _write(self, digest: str, outputs: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, **outputs)
-        atomic_write_bytes(self._entry_path(digest), buffer.getvalue())
+        self.entries.write(digest, buffer.getvalue())
+
+    @contextlib.contextmanager
+    def _computing(self) -> Iterator[None]:
+        """The cache's lock while missing entries are computed; none when the cache cannot be written."""
+        with contextlib.ExitStack() as stack:
+            if self.entries.writable:
+                try:
+                    stack.enter_context(file_lock(self.folder / ".lock"))
+                except OSError as error:
+                    self.entries.turn_off(error)
+            yield
 
     def lookup(self, digests: Sequence[str]) -> dict[int, dict[str, np.ndarray]]:
         """The cached rows among ``digests`` (content SHA-256 of image files), by position."""
@@ -87,7 +107,7 @@ class EvaluatorOutputCache:
         """Rows for images not found by :meth:`lookup`: computed under the cache's lock (after looking
         again, in case another process computed some meanwhile) and stored. ``images``: float32 (B, H, W)
         in [0, 1] at the cache's resolution, ``digests`` their files' content SHA-256."""
-        with file_lock(self.folder / ".lock"):
+        with self._computing():
             rows: list[dict[str, np.ndarray] | None] = [self._read(digest) for digest in digests]
             missing = [position for position, row in enumerate(rows) if row is None]
             self.hits += len(digests) - len(missing)

@@ -108,10 +108,20 @@ def load_table(run_folder: str | Path) -> SampleTable:
 
 
 def read_metrics(run_folder: str | Path) -> dict:
+    """A run's metrics.json; EvaluationError naming the file when it is missing, not JSON (truncated) or not a
+    cfbench evaluation (a foreign file: no metrics table, run or dataset record)."""
+    from cfbench.evaluation.comparability import MetricsFileError, comparability_key
+
     path = RunFiles(Path(run_folder)).metrics
     if not path.is_file():
         raise EvaluationError(f"{path} not found: run `cfbench eval --run {run_folder}` first")
-    return json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        comparability_key(metrics)  # checks the fields every reader needs
+    except (ValueError, UnicodeDecodeError) as error:
+        reason = error if isinstance(error, MetricsFileError) else f"not valid JSON: {error}"
+        raise EvaluationError(f"{path}: {reason}; run `cfbench eval --run {run_folder}` again") from None
+    return metrics
 
 
 def write_metrics(run_folder: str | Path, report: dict) -> None:

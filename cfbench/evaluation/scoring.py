@@ -264,7 +264,11 @@ def _text_statistics(table: SampleTable, skipped: dict[str, str]) -> dict[str, S
         return {}
     from cfbench.metrics.text import TextSimilarity
 
-    text = TextSimilarity()
+    try:
+        text = TextSimilarity()
+    except ImportError as error:  # an install without the `text` extra: the metrics are skipped, with the reason
+        skipped["text"] = str(error)
+        return {}
     text.update([table.explanations[i] for i in pairs], [table.reference_explanations[i] for i in pairs])
     local = np.full(len(table), -1, np.int64)
     local[pairs] = np.arange(len(pairs))

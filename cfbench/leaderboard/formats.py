@@ -12,6 +12,7 @@ import csv
 import io
 import re
 
+from cfbench.core.safe_text import csv_text, markdown_text
 from cfbench.leaderboard.table_model import (
     BLIND_SPOTS,
     CLIPPED_MARK,
@@ -147,14 +148,14 @@ def to_markdown(board: Leaderboard, heading_level: int = 3) -> str:
              "| " + " | ".join(header) + " |",
              ("|---:" if ranked else "") + "|---|---|---|---:|" + "---|" * len(settings) + "---:|" * len(columns)]
     for row in board.rows:
-        label = f"*{row.label}*" if row.kind == REPORTED else row.label
-        source = f"`{row.source}`" if row.kind != REPORTED else row.source
+        label = f"*{markdown_text(row.label)}*" if row.kind == REPORTED else markdown_text(row.label)
+        source = f"`{markdown_text(row.source)}`" if row.kind != REPORTED else markdown_text(row.source)
         cells = [_md_cell(row.cells[c.key], c) for c in columns]
         rank = ["" if row.rank is None else str(row.rank)] if ranked else []
         lines.append("| " + " | ".join(rank + [label, KIND_TITLES[row.kind], source, "" if row.n is None else str(row.n)]
                                        + [row.settings.get(name, "") for name in settings] + cells) + " |")
     lines.append("")
-    lines += [f"- {note}" for note in notes(board)]
+    lines += [f"- {markdown_text(note, table_cell=False)}" for note in notes(board)]
     return "\n".join(lines) + "\n"
 
 
@@ -174,9 +175,10 @@ def to_csv(board: Leaderboard) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in board.rows:
-        record: dict = {"model": row.label, "kind": row.kind, "source": row.source,
-                        "n": "" if row.n is None else row.n, "run_dir": row.run_dir or "",
-                        "citation": row.citation or "", **{name: row.settings.get(name, "") for name in SETTING_NAMES}}
+        record: dict = {"model": csv_text(row.label), "kind": row.kind, "source": csv_text(row.source),
+                        "n": "" if row.n is None else row.n, "run_dir": csv_text(row.run_dir),
+                        "citation": csv_text(row.citation),
+                        **{name: csv_text(row.settings.get(name, "")) for name in SETTING_NAMES}}
         for column in columns:
             cell = row.cells[column.key]
             if row.kind == REPORTED:

@@ -21,6 +21,7 @@ real later study).
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from pathlib import Path
@@ -54,6 +55,13 @@ class GalleryError(RuntimeError):
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"
+
+
+def thumbnail_name(sample_id: str, what: str) -> str:
+    """The thumbnail's file name: readable, and collision-free (ids ``X`` and ``X_`` read the same once made
+    safe, so a hash of the exact id is part of the name)."""
+    digest = hashlib.sha256(sample_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{_safe(sample_id)[:80]}-{digest}__{_safe(what)[:80]}.png"
 
 
 def grey_thumbnail(image: np.ndarray, size: int) -> Image.Image:
@@ -213,7 +221,7 @@ def write_gallery(runs: list[RunSummary], out: str | Path, n_samples: int = DEFA
     colour_bar().save(images_dir / "difference_scale.png", optimize=True)
 
     def write(image: Image.Image, sample_id: str, what: str) -> str:
-        name = f"{_safe(sample_id)}__{_safe(what)}.png"
+        name = thumbnail_name(sample_id, what)
         image.save(images_dir / name, optimize=True)
         return f"img/{name}"
 

@@ -319,15 +319,7 @@ def load_runs(run_dirs: list[str | Path], labels: dict[str, str] | None = None) 
                                                 for folder in run_dirs)]
     if unknown:
         raise LeaderboardError(f"--label names runs that are not among the run folders given: {unknown}")
-    runs = []
-    for folder in map(Path, run_dirs):
-        manifest = RunManifest.read(folder)
-        label = (_label_for(folder, labels) or manifest.label
-                 or default_label(manifest.config.model, manifest.config.options))
-        model_class = _model_class(manifest.config.model)
-        oracle = bool(model_class is not None and getattr(model_class.capabilities, "oracle", False))
-        runs.append(RunSummary(folder, run_id(folder, manifest), label, read_metrics(folder), oracle,
-                               run_settings(manifest)))
+    runs = [_load_run(folder, labels) for folder in map(Path, run_dirs)]
     models = [run.model for run in runs]
     for run in runs:
         if models.count(run.model) > 1:
@@ -335,6 +327,23 @@ def load_runs(run_dirs: list[str | Path], labels: dict[str, str] | None = None) 
     if len({run.model for run in runs}) != len(runs):
         raise LeaderboardError("two run folders have the same model and folder name; give them distinct names")
     return runs
+
+
+def _load_run(folder: Path, labels: dict[str, str]) -> RunSummary:
+    """One run folder, named as :func:`load_runs` says; LeaderboardError naming the file and the reason when its
+    manifest or metrics.json is missing, malformed or not cfbench's."""
+    from cfbench.evaluation.protocol import EvaluationError
+
+    try:
+        manifest = RunManifest.read(folder)
+        metrics = read_metrics(folder)
+    except (EvaluationError, OSError, ValueError) as error:
+        raise LeaderboardError(f"run {folder} cannot be read: {error}") from None
+    label = (_label_for(folder, labels) or manifest.label
+             or default_label(manifest.config.model, manifest.config.options))
+    model_class = _model_class(manifest.config.model)
+    oracle = bool(model_class is not None and getattr(model_class.capabilities, "oracle", False))
+    return RunSummary(folder, run_id(folder, manifest), label, metrics, oracle, run_settings(manifest))
 
 
 def format_value(value: float | None, decimals: int) -> str:

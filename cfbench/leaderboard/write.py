@@ -20,12 +20,15 @@ With no run folders, only the papers' reported tables are written, one file set 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from pathlib import Path
 
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.core.storage import atomic_write_text, remove_stale_temporaries
+from cfbench.core.safe_text import csv_text, markdown_text
 from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
+from cfbench.leaderboard.grouping import comparable_groups, describe_groups, require_comparable
 from cfbench.leaderboard.reported import ALL_TABLES, LEADERBOARD_TABLES
 from cfbench.leaderboard.table_model import (
     BREAKDOWN_METRICS,
@@ -72,7 +75,7 @@ def _per_finding_csv(runs: list[RunSummary]) -> str:
     for run in runs:
         for finding in EVALUATED_FINDINGS:
             entry = run.metrics.get("metrics", {}).get(f"pathology_auroc/{finding}") or {}
-            writer.writerow([run.label, run.run_id, finding, *("" if entry.get(k) is None else repr(entry[k])
+            writer.writerow([csv_text(run.label), csv_text(run.run_id), finding, *("" if entry.get(k) is None else repr(entry[k])
                                                                for k in ("value", "ci_low", "ci_high", "n"))])
     return buffer.getvalue()
 
@@ -87,7 +90,7 @@ def _by_operation_csv(breakdowns: dict[str, dict], runs: list[RunSummary]) -> st
                 values = entry.get(metric)
                 cells = ["", "", ""] if not values else [repr(values[k]) if values[k] is not None else ""
                                                          for k in ("value", "ci_low", "ci_high")]
-                writer.writerow([run.label, run.run_id, kind, entry["n"], metric, *cells, entry["n_resamples"]])
+                writer.writerow([csv_text(run.label), csv_text(run.run_id), kind, entry["n"], metric, *cells, entry["n_resamples"]])
     return buffer.getvalue()
 
 
@@ -111,7 +114,7 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
                       bold_reported: bool = False, plots: bool = True, gallery: bool = True,
                       gallery_samples: int = 8, thumbnail: int = 192, title: str | None = None,
                       breakdown_resamples: int = BREAKDOWN_RESAMPLES,
-                      labels: dict[str, str] | None = None) -> dict[str, list]:
+                      labels: dict[str, str] | None = None, allow_mixed: bool = False) -> dict[str, list]:
     """Tables, plots and gallery of evaluated runs into out/; returns {"written": paths, "skipped": reasons}.
 
     include_reported: the papers' rows, see :func:`reported_tables_for` ("auto": only beside runs on the
@@ -119,13 +122,22 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
 
     breakdown_resamples: bootstrap resamples of the per-operation intervals (fewer than the headline
     metrics': each kind rescores every metric per resample; the count is written in by_operation.csv).
-    labels: row names by run folder (as given, or its name), over the runs' stored labels."""
+    labels: row names by run folder (as given, or its name), over the runs' stored labels.
+    Runs whose comparability keys differ (:mod:`cfbench.leaderboard.grouping`) are refused, naming the
+    difference; ``allow_mixed``: one leaderboard per key instead, in ``out/set-K/`` (never bolded across)."""
     out = Path(out)
     if not run_dirs:
         return {"written": write_reported_tables(out), "skipped": []}
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by an earlier write killed mid-way
     runs = load_runs(unpack_bundles(run_dirs, out), labels)
+    groups = comparable_groups(runs)
+    if len(groups) > 1:
+        if not allow_mixed:
+            require_comparable(runs)
+        return _write_mixed(groups, out, title, dict(
+            include_reported=include_reported, bold_reported=bold_reported, plots=plots, gallery=gallery,
+            gallery_samples=gallery_samples, thumbnail=thumbnail, breakdown_resamples=breakdown_resamples))
     title = title or f"cfbench leaderboard {out.name}"
     written, skipped = [], []
     boards = {}
@@ -183,6 +195,25 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     return {"written": written, "skipped": skipped}
 
 
+def _write_mixed(groups: list[list[RunSummary]], out: Path, title: str | None, options: dict) -> dict[str, list]:
+    """One leaderboard per comparability key in ``out/set-K/`` and an index naming what differs."""
+    title = title or f"cfbench leaderboard {out.name}"
+    written, skipped = [], []
+    lines = [f"# {title}", "", f"The runs were measured in {len(groups)} settings that cannot share a table "
+             f"({markdown_text(describe_groups(groups), table_cell=False)}); one leaderboard per setting, never "
+             "bolded across:", ""]
+    for number, members in enumerate(groups, start=1):
+        folder = out / f"set-{number}"
+        result = write_leaderboard([run.run_dir for run in members], folder, title=f"{title}, set {number}",
+                                   labels={str(run.run_dir): run.label for run in members}, **options)
+        written += result["written"]
+        skipped += [f"set {number}: {reason}" for reason in result["skipped"]]
+        lines.append(f"- [set {number}](set-{number}/README.md): "
+                     + ", ".join(f"`{markdown_text(run.run_id, table_cell=False)}`" for run in members))
+    atomic_write_text(out / "README.md", "\n".join(lines + [""]))
+    return {"written": [out / "README.md", *written], "skipped": skipped}
+
+
 def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Path], gallery_index: Path | None,
            skipped: list[str], out: Path) -> str:
     lines = [f"# {title}", "", "Written by `cfbench leaderboard`. Open [index.html](index.html) in a browser for the "
@@ -190,8 +221,10 @@ def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Pa
     for run in runs:
         dataset = run.metrics.get("dataset", {})
         evaluator = (run.metrics.get("evaluator") or {}).get("evaluator", "none")
-        lines.append(f"- `{run.run_id}`: model `{run.model}`, {run.metrics.get('n_samples')} samples of split "
-                     f"`{dataset.get('split')}` ({dataset.get('kind')}), evaluator `{evaluator}`")
+        text = functools.partial(markdown_text, table_cell=False)
+        lines.append(f"- `{text(run.run_id)}`: model `{text(run.model)}`, {run.metrics.get('n_samples')} samples "
+                     f"of split `{text(dataset.get('split'))}` ({text(dataset.get('kind'))}), evaluator "
+                     f"`{text(evaluator)}`")
     lines.append("")
     for name, board in boards.items():
         lines += [to_markdown(board, heading_level=2),

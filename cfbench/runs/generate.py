@@ -9,6 +9,7 @@ a message naming model and sample; the other samples go on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import signal
 import sys
@@ -32,12 +33,13 @@ from cfbench.api.registry import get_model_class
 from cfbench.core.hashing import file_sha256
 from cfbench.core.images import PNG_COMPRESSION, ImageReadError
 from cfbench.core.prefetch import prefetched
+from cfbench.core.process_state import kept_process_state
 from cfbench.core.provenance import package_versions
 from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import json_safe
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.runs.manifest import RunConfig, RunSession
-from cfbench.runs.store import RunStore, Shard
+from cfbench.runs.store import RunStore, Shard, UnstorableRecord, check_out_folder
 
 
 @dataclass
@@ -88,12 +90,20 @@ def sample_seed(run_seed: int, sample_id: str) -> int:
 def build_model(settings: RunSettings, dataset: EditDataset) -> CounterfactualModel:
     model_class = get_model_class(settings.model)
     context = LoadContext(
-        model_path=settings.model_path,
+        model_path=None if settings.model_path is None else Path(settings.model_path).absolute(),
         device=settings.device,
         dataset=dataset,
         options=dict(settings.options),
     )
-    return model_class.load(context)
+    with kept_process_state(f"model {settings.model!r} (load)"):
+        return model_class.load(context)
+
+
+def absolute_paths(settings: RunSettings) -> RunSettings:
+    """``settings`` with the dataset and run folders absolute, fixed before any model code runs (a model that
+    changes the working directory cannot divert the run's writes). The model path stays as given, since it is
+    part of the run's config; the model receives it absolute (:func:`build_model`)."""
+    return dataclasses.replace(settings, data_dir=Path(settings.data_dir).absolute(), out=Path(settings.out).absolute())
 
 
 def run_config(settings: RunSettings, dataset: EditDataset, model: CounterfactualModel) -> RunConfig:
@@ -119,6 +129,8 @@ def generate(
 ) -> GenerateReport:
     """Generate counterfactuals for a split into ``settings.out``, resuming where an earlier session stopped."""
     started = time.perf_counter()
+    settings = absolute_paths(settings)
+    check_out_folder(settings.out, settings.data_dir)  # before the model loads: a bad --out costs nothing
     dataset = dataset or EditDataset(settings.data_dir, settings.split, settings.resolution, strict=settings.strict)
     model = model or build_model(settings, dataset)
     runtime = RunSession(
@@ -222,7 +234,7 @@ def _call_model(model: CounterfactualModel, requests: list[EditRequest], setting
     """``model.edit(requests)`` checked for its result count; a problem is returned as a message, never raised
     (SystemExit from a model included): one bad batch must not end the run. Ctrl-C still stops it."""
     try:
-        with _time_limit(settings.sample_timeout):
+        with _time_limit(settings.sample_timeout), kept_process_state(f"model {settings.model!r}"):
             results = model.edit(requests)
     except KeyboardInterrupt:
         raise
@@ -234,12 +246,13 @@ def _call_model(model: CounterfactualModel, requests: list[EditRequest], setting
     return list(results)
 
 
-def json_safe_info(info: dict, where: str) -> dict:
-    """A model's ``info`` as plain JSON (:func:`cfbench.core.storage.json_safe`: NumPy numbers and arrays
-    converted, non-finite floats None); anything else raises ResultValidationError naming the key."""
+def storable(value, name: str, where: str):
+    """A value a model returned (``info``, ``explanation``) as storable JSON (:func:`cfbench.core.storage.json_safe`:
+    NumPy numbers and arrays converted, non-finite floats None, lone surrogates replaced, depth, size and
+    integers bounded); anything else raises ResultValidationError naming the key."""
     try:
-        return json_safe(info, "info")
-    except TypeError as error:
+        return json_safe(value, name)
+    except (TypeError, RecursionError) as error:
         raise ResultValidationError(f"{where}: {error}") from None
 
 
@@ -275,9 +288,10 @@ def _run_batch(
     for request, result in zip(requests, results):
         try:
             validate_result(result, request, settings.model)
-            result.info = json_safe_info(result.info, f"model {settings.model!r}, sample {request.sample_id!r}")
-        except ResultValidationError as error:
+            where = f"model {settings.model!r}, sample {request.sample_id!r}"
+            result.info = storable(result.info, "info", where)
+            result.explanation = storable(result.explanation, "explanation", where)
+            store.save(request.sample_id, request.seed, result, seconds)
+        except (ResultValidationError, UnstorableRecord) as error:
             fail(request.sample_id, str(error))
-            continue
-        store.save(request.sample_id, request.seed, result, seconds)
     return failed

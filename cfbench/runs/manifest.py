@@ -35,6 +35,10 @@ PREDICTIONS = "predictions.csv"
 EVALUATION_ARRAYS = "evaluation.npz"
 
 
+class ManifestError(ValueError):
+    """A manifest.json that cannot be read as a run's manifest (truncated, edited, foreign); names the file."""
+
+
 @dataclass(frozen=True)
 class RunFiles:
     """Every path inside one run folder. ``shard_suffix`` is "" for an unsharded process, else
@@ -188,7 +192,14 @@ class RunManifest:
         path = RunFiles(Path(folder)).manifest
         if not path.is_file():
             raise FileNotFoundError(f"{folder} is not a run folder: {path} not found")
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+                raise ValueError("no 'config' record")
+            return cls.from_dict(data)
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            raise ManifestError(f"{path} is damaged or not a cfbench manifest ({error}); restore it, or delete the "
+                                "run folder to start over") from None
 
     def write(self, folder: str | Path) -> None:
         atomic_write_json(RunFiles(Path(folder)).manifest, self.to_dict())

@@ -19,6 +19,7 @@ network file systems too). Readers take the union of all ledgers (:func:`read_re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,12 +29,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from cfbench.api.model import EditResult
 from cfbench.core.images import PNG_COMPRESSION, check_png_compression, load_image, png_intact, save_png16
-from cfbench.core.storage import FolderLock, JsonlLedger, atomic_write_json, read_jsonl, remove_stale_temporaries
+from cfbench.core.storage import (DiskFullError, FolderLock, JsonlLedger, LockedError, atomic_write_json, json_line, read_jsonl,
+                                  remove_stale_temporaries, valid_text)
 from cfbench.runs.manifest import FAILURES_STEM, RESULTS_STEM, RunConfig, RunFiles, RunManifest, RunSession
 
 logger = logging.getLogger(__name__)
@@ -76,13 +79,67 @@ def read_results(folder: str | Path) -> list[dict]:
     records: dict[str, dict] = {}
     for path in RunFiles(Path(folder)).all_ledgers(RESULTS_STEM):
         for record in read_jsonl(path):
-            records.setdefault(record["sample_id"], record)
+            if isinstance(record.get("sample_id"), str) and isinstance(record.get("seed"), int):
+                records.setdefault(record["sample_id"], record)
+            else:
+                logger.warning("%s: a record without sample_id and seed skipped (its sample is generated again)", path)
     return list(records.values())
 
 
 def read_failures(folder: str | Path) -> list[dict]:
     """Every failed attempt, from the unsharded and all shard ledgers."""
-    return [record for path in RunFiles(Path(folder)).all_ledgers(FAILURES_STEM) for record in read_jsonl(path)]
+    return [record for path in RunFiles(Path(folder)).all_ledgers(FAILURES_STEM) for record in read_jsonl(path)
+            if isinstance(record.get("sample_id"), str)]
+
+
+class UnstorableRecord(ValueError):
+    """A sample's record cannot be written as one JSON line; only that sample fails."""
+
+
+class RunFolderError(ValueError):
+    """``--out`` names something that must not become a run folder (a file, the dataset, a foreign folder)."""
+
+
+class RunInProgress(RuntimeError):
+    """An evaluation asked for a run that a live ``generate`` is still writing (without ``--partial``)."""
+
+
+OWN_LEFTOVERS = (".lock", ".cfbench-")  # names cfbench leaves in a run folder before its manifest exists
+
+
+def check_out_folder(out: Path, data_dir: Path) -> None:
+    """RunFolderError unless ``out`` may become (or already is) a run folder: a new or empty folder, or one
+    holding a manifest.json; never a file, the dataset folder or a folder that contains it, nor a folder of
+    other files (run files would be mixed into them). Both paths absolute."""
+    out, data_dir = Path(out).resolve(), Path(data_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file; give a new folder or an existing run folder")
+    if out == data_dir or data_dir.is_relative_to(out):
+        raise RunFolderError(f"--out {out} is the dataset folder or holds it ({data_dir}); run files would be mixed "
+                             "into the dataset: give a folder outside it")
+    if out.is_dir() and not RunFiles(out).manifest.is_file():
+        foreign = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith(OWN_LEFTOVERS))
+        if foreign:
+            raise RunFolderError(f"--out {out} is not a cfbench run folder (no manifest.json; it holds "
+                                 f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): give a new folder")
+
+
+@contextlib.contextmanager
+def evaluation_lock(folder: str | Path, partial: bool = False) -> Iterator[None]:
+    """Hold a run folder for one evaluation: a second evaluation of it is refused naming the first (LockedError),
+    and so is an evaluation while ``generate`` writes it (RunInProgress), unless ``partial`` (then the samples
+    finished so far are evaluated). The generation locks are held too, so no ``generate`` starts meanwhile."""
+    folder = Path(folder)
+    with contextlib.ExitStack() as held:
+        held.enter_context(FolderLock(folder / ".lock.eval", f"evaluation of run folder {folder}"))
+        for path in [folder / ".lock", *sorted(folder.glob(".lock.shard-*"))]:
+            try:
+                held.enter_context(FolderLock(path, f"run folder {folder}"))
+            except LockedError as error:
+                if not partial:
+                    raise RunInProgress(f"{error}. It is still being generated: wait for it to finish, or pass "
+                                        "--partial to evaluate the samples finished so far") from None
+        yield
 
 
 class RunConfigMismatch(RuntimeError):
@@ -147,6 +204,8 @@ class _Writer:
     def raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
+            if isinstance(error, DiskFullError):
+                raise error  # already one line naming the file and what to do
             raise RuntimeError(f"writing the run folder failed: {error}") from error
 
     def stop(self) -> None:
@@ -163,7 +222,7 @@ class RunStore:
 
     def __init__(self, folder: str | Path, config: RunConfig, runtime: RunSession | None = None,
                  shard: Shard | None = None, png_compression: int = PNG_COMPRESSION, write_queue: int = 8):
-        self.files = RunFiles(Path(folder))
+        self.files = RunFiles(Path(folder).absolute())  # a model's os.chdir cannot move the writes
         self.folder = self.files.folder
         self.config = config
         self.shard = shard
@@ -239,6 +298,10 @@ class RunStore:
             "has_guidance": guidance is not None,
             "seconds": round(seconds, 6),
         }
+        try:  # encoded here, so a record that cannot be stored fails its sample, never the writer thread
+            line = json_line(record)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise UnstorableRecord(f"sample {sample_id!r}: its record cannot be stored ({error})") from None
 
         def write_images() -> None:
             save_png16(self.files.image(sample_id), image, self.png_compression)
@@ -246,7 +309,7 @@ class RunStore:
                 save_png16(self.files.guidance_map(sample_id), guidance, self.png_compression)
 
         def append() -> None:
-            self._results.append(record)  # only after the images are on disk
+            self._results.append_line(line)  # only after the images are on disk
 
         if self._writer is None:
             write_images()
@@ -255,8 +318,8 @@ class RunStore:
             self._writer.submit_sample(write_images, append)
 
     def fail(self, sample_id: str, error: str) -> None:
-        record = {"sample_id": sample_id, "error": error}
-        self._run(lambda: self._failures.append(record))
+        line = json_line({"sample_id": sample_id, "error": valid_text(error)})  # a model's message may hold anything
+        self._run(lambda: self._failures.append_line(line))
 
     def flush(self) -> None:
         """Wait until every queued sample is written (raises a write error of the writer thread)."""

@@ -1,6 +1,7 @@
 """The evaluation pipeline with a deterministic evaluator: numbers against scikit-learn / SciPy, the
 real-image cache, the files written, and paired comparisons."""
 
+import io
 import json
 import threading
 
@@ -11,6 +12,7 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
 from cfbench.cli import main
+from cfbench.core.checked_entries import stored_payload
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.evaluation.protocol import Protocol
@@ -95,7 +97,7 @@ def test_real_outputs_are_cached_across_runs_and_keyed_on_content(phantom_runs, 
     assert report["evaluator"] == {"evaluator": "region-statistics", "version": 1}
     entries = list((tmp_path / "cache" / "evaluator-outputs").rglob("*.npz"))
     assert len(entries) == 80
-    with np.load(entries[0], allow_pickle=False) as archive:
+    with np.load(io.BytesIO(stored_payload(entries[0])), allow_pickle=False) as archive:
         assert set(archive.files) == {"pathology", "features", "race", "sex", "age"}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cfbench.core.errors import WeightsNotFoundError
-from cfbench.core.hashing import HASH_CACHE_NAME
+from cfbench.core.hashing import hash_cache_path
 from cfbench.evaluation import weights
 from cfbench.evaluation.weights import WeightsFile
 
@@ -95,7 +95,8 @@ def test_status_lists_present_and_missing_with_size_and_sha256(home):
     json.dumps([row.to_dict() for row in rows.values()])
 
     # the digest is remembered by (size, mtime) and recomputed when the file changes
-    cache = json.loads((present.parent / HASH_CACHE_NAME).read_text())
+    cache = json.loads(hash_cache_path(present.parent).read_text())
+    assert not list(present.parent.glob("*.json"))  # nothing written beside the weights
     assert cache[present.name]["sha256"] == race.sha256
     present.write_bytes(data[:-1])
     os.utime(present, ns=(1, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -24,22 +25,23 @@ def settings(data, out, **overrides):
 def test_images_are_on_disk_before_the_ledger_line_and_lines_keep_the_save_order(random_dataset, tmp_path,
                                                                                  monkeypatch):
     events = []
-    original_save, original_append = store_module.save_png16, store_module.JsonlLedger.append
+    original_save, original_append = store_module.save_png16, store_module.JsonlLedger.append_line
     main = threading.get_ident()
 
     def save(path, image, level=1):
         original_save(path, image, level)
         events.append(("png", path.parent.name, path.stem, threading.get_ident() != main))
 
-    def append(self, record):
+    def append(self, line):
+        record = json.loads(line)
         if "seed" in record:  # a results line: every file of the sample must already be complete
             folder = self.path.parent
             assert load_image(folder / "images" / f"{record['sample_id']}.png").shape == (32, 32)
             events.append(("ledger", "results", record["sample_id"], threading.get_ident() != main))
-        original_append(self, record)
+        original_append(self, line)
 
     monkeypatch.setattr(store_module, "save_png16", save)
-    monkeypatch.setattr(store_module.JsonlLedger, "append", append)
+    monkeypatch.setattr(store_module.JsonlLedger, "append_line", append)
     generate(settings(random_dataset, tmp_path / "run"), progress=False)
     ledger = [e[2] for e in events if e[0] == "ledger"]
     assert ledger == [f"s{i:03d}" for i in range(6)]
