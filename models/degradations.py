@@ -163,7 +163,7 @@ class DegradedCounterfactual(CounterfactualModel):
         return np.clip(degradation(self.severity, inputs), 0.0, 1.0).astype(np.float32)
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
-        return [EditResult(image=self.degrade(request)) for request in requests]
+        return [EditResult(image=self.degrade(request), sample_id=request.sample_id) for request in requests]
 
 
 def _register_families() -> dict[str, type[DegradedCounterfactual]]:

@@ -128,16 +128,16 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
     out = Path(out)
     if not run_dirs:
         return {"written": write_reported_tables(out), "skipped": []}
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)  # left by an earlier write killed mid-way
-    runs = load_runs(unpack_bundles(run_dirs, out), labels)
+    runs = load_runs(unpack_bundles(run_dirs, out), labels)  # creates out/ only to unpack a bundle given
     groups = comparable_groups(runs)
     if len(groups) > 1:
         if not allow_mixed:
-            require_comparable(runs)
+            require_comparable(runs)  # refused before anything is written
         return _write_mixed(groups, out, title, dict(
             include_reported=include_reported, bold_reported=bold_reported, plots=plots, gallery=gallery,
             gallery_samples=gallery_samples, thumbnail=thumbnail, breakdown_resamples=breakdown_resamples))
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by an earlier write killed mid-way
     title = title or f"cfbench leaderboard {out.name}"
     written, skipped = [], []
     boards = {}

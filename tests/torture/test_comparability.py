@@ -60,8 +60,8 @@ def test_every_evaluation_records_its_comparability_key(runs):
 
 
 def test_runs_of_another_resolution_or_protocol_are_refused_naming_the_difference(runs, tmp_path, capsys):
-    with pytest.raises(LeaderboardError, match=r"runs differ in resolution \(identity, \S+NoisyEditModel \[b\]: "
-                                               r"32; \S+NoisyEditModel \[c\]: 24\)") as error:
+    with pytest.raises(LeaderboardError, match=r"runs differ in resolution \(identity, noisy-edit \[b\]: "
+                                               r"32; noisy-edit \[c\]: 24\)") as error:
         write_leaderboard([runs["a"], runs["b"], runs["c"]], tmp_path / "board", **board_options())
     assert "--allow-mixed" in str(error.value)
     assert main(["leaderboard", str(runs["a"]), str(runs["d"]), "--out", str(tmp_path / "cli"),
