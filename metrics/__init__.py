@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "FrechetDistance": "fid", "frechet_distance": "fid", "frechet_distance_from_factors": "fid",
     "frechet_distance_from_features": "fid",
     "PearsonCorrelation": "regression", "pearson_r": "regression",
+    "KernelInceptionDistance": "kid", "ManifoldEstimates": "manifold",
 }
 
 __all__ = sorted([*_EXPORTS, "CMIGResult", "cmig", "cmig_from_metrics"])
