@@ -47,6 +47,19 @@ _METRICS = (
                "sum over findings of Bernoulli KL(P_real || Q_generated) of mean probabilities, nats"),
     MetricName("fid", "FID", False, "squared feature distance",
                "Frechet distance of evaluator features, real target vs generated images"),
+    MetricName("kid", "KID", False, "squared kernel distance (MMD^2)",
+               "Kernel Inception Distance: unbiased MMD^2 of evaluator features under the cubic polynomial kernel, "
+               "real target vs generated images (all samples; subset mean/std in components)"),
+    MetricName("manifold_precision", "Precision", True, "[0, 1]",
+               "improved precision (Kynkaanniemi 2019): fraction of generated images inside the k-NN balls of real "
+               "target features (fidelity)"),
+    MetricName("manifold_recall", "Recall", True, "[0, 1]",
+               "improved recall (Kynkaanniemi 2019): fraction of real target images inside the k-NN balls of "
+               "generated features (diversity / coverage)"),
+    MetricName("density", "Density", None, ">= 0 (about 1 when the distributions match)",
+               "density (Naeem 2020): mean count of real k-NN balls holding a generated image, / k"),
+    MetricName("coverage", "Coverage", True, "[0, 1]",
+               "coverage (Naeem 2020): fraction of real target images whose k-NN ball holds a generated image"),
     MetricName("clip_i", "CLIP-I", True, "cosine in [-1, 1]",
                "mean cosine similarity of BiomedCLIP image embeddings, generated vs real target (ProgEmu CLIP-I)"),
     MetricName("f1_macro", "F1", True, "[0, 1]", "mean F1 over the 5 findings at the protocol's threshold"),
