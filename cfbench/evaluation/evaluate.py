@@ -47,7 +47,9 @@ from cfbench.core.prefetch import default_loader_threads, prefetched_each
 from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import PseudoMasks, default_pseudo_masks
+from cfbench.evaluation.diversity import seed_pair_measures
 from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
+from cfbench.evaluation.memorisation import run_memorisation
 from cfbench.evaluation.metric_names import descriptions
 from cfbench.evaluation.output_cache import EvaluatorOutputCache
 from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol, small_n_warnings
@@ -277,9 +279,12 @@ def evaluate_run(
     device: str = "cpu",
     progress: bool = True,
     loader_threads: int | None = None,
+    memorisation: str = "auto",
 ) -> dict:
     """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz.
-    ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8)."""
+    ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8).
+    ``memorisation``: "on", "off" or "auto" (on for phantom data, whose training index is small): compare each
+    output with its nearest training images (:mod:`cfbench.evaluation.memorisation`)."""
     run_folder = Path(run_folder)
     remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
@@ -298,6 +303,13 @@ def evaluate_run(
                                                                                           dataset.resolution))
     table, excluded = collect(run_folder, dataset, samples, finished, evaluators, cache_dir, masks, batch_size,
                               progress, loader_threads)
+    seed_pair_values, seed_pair = seed_pair_measures(run_folder, table.sample_ids, dataset.resolution)
+    table.pixel.update(seed_pair_values)  # diversity across two seeds (--seeds 2), as per-sample measures
+    memorisation_info = None
+    if memorisation == "on" or (memorisation == "auto" and is_phantom(dataset)):
+        memorisation_values, memorisation_info = run_memorisation(
+            run_folder, dataset, table.sample_ids, table.generated.get("features"), evaluators, cache_dir, batch_size)
+        table.pixel.update(memorisation_values)  # nearest training images: per-sample measures
     if protocol.clip_i_variant == "image-text" and "embedding" in table.generated:
         by_id = {sample.sample_id: sample for sample in samples}
         table.real["text_embedding"] = _text_embeddings(evaluators, [by_id[i] for i in table.sample_ids])
@@ -321,6 +333,8 @@ def evaluate_run(
         "protocol_choices": protocol.choices_text(scores["metrics"]),
         "warnings": small_n_warnings(scores["metrics"]),
         "undefined": undefined_reasons(table, scores["metrics"], protocol),
+        "seed_pair": seed_pair,
+        "memorisation": memorisation_info,
         "locality_region": "true lesion-change masks" if masks is None else f"pseudo masks: {masks.source}",
         "versions": package_versions(),
         "descriptions": descriptions(scores["metrics"]),
