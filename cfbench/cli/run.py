@@ -183,9 +183,10 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clip-i", dest="clip_i_variant", default=Protocol.clip_i_variant, choices=list(CLIP_I_VARIANTS),
                        help="which pair CLIP-I compares (needs --clip-model): "
                             + "; ".join(f"{k}: {v}" for k, v in CLIP_I_VARIANTS.items()))
-    group.add_argument("--memorisation", choices=("auto", "on", "off"), default="auto",
-                       help="compare each output with its nearest training-split images (features and pixels; an "
-                            "index built once and cached); auto: on phantom data only, whose index is small")
+    group.add_argument("--memorisation", action="store_true",
+                       help="also compare each output with its nearest training-split images (evaluator features "
+                            "and pixels; the index is built once and cached; phantom data without a train split: "
+                            "the phantom training stream)")
     group.add_argument("--pseudo-masks", metavar="FILE",
                        help="pseudo masks for edit locality on real data (`cfbench masks build`); "
                             "default: NIH box unions shipped with torchxrayvision")

@@ -279,12 +279,12 @@ def evaluate_run(
     device: str = "cpu",
     progress: bool = True,
     loader_threads: int | None = None,
-    memorisation: str = "auto",
+    memorisation: bool = False,
 ) -> dict:
     """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz.
     ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8).
-    ``memorisation``: "on", "off" or "auto" (on for phantom data, whose training index is small): compare each
-    output with its nearest training images (:mod:`cfbench.evaluation.memorisation`)."""
+    ``memorisation``: also compare each output with its nearest training-split images
+    (:mod:`cfbench.evaluation.memorisation`; the index is built once per training split and evaluator, cached)."""
     run_folder = Path(run_folder)
     remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
@@ -306,7 +306,7 @@ def evaluate_run(
     seed_pair_values, seed_pair = seed_pair_measures(run_folder, table.sample_ids, dataset.resolution)
     table.pixel.update(seed_pair_values)  # diversity across two seeds (--seeds 2), as per-sample measures
     memorisation_info = None
-    if memorisation == "on" or (memorisation == "auto" and is_phantom(dataset)):
+    if memorisation:
         memorisation_values, memorisation_info = run_memorisation(
             run_folder, dataset, table.sample_ids, table.generated.get("features"), evaluators, cache_dir, batch_size)
         table.pixel.update(memorisation_values)  # nearest training images: per-sample measures

@@ -75,7 +75,7 @@ def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = DEMO_RESOLUTION,
         generated = generate(settings, progress=progress)
         if generated.failed:
             raise RuntimeError(f"demo run of {model} had failures: {generated.failed[:3]}")
-        report = evaluate_run(settings.out, progress=progress)
+        report = evaluate_run(settings.out, progress=progress, memorisation=True)
         reports.append({"model": model, "run": str(settings.out), "n": report["n_samples"],
                         "protocol": report["protocol"], "skipped": report["skipped"],
                         "metrics": {name: report["metrics"][name] for name in SUMMARY_COLUMNS

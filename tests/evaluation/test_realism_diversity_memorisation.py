@@ -55,7 +55,7 @@ def test_realism_metrics_in_metrics_json_equal_their_references(phantom_data):
     prdc = pytest.importorskip("prdc", reason="the prdc package is not installed (test extra)")
     root, data = phantom_data
     settings = _run(root, data, "tests.helpers.fake_models:NoisyEditModel")
-    report = _evaluate(settings.out, root, memorisation="off")
+    report = _evaluate(settings.out, root, memorisation=False)
     table = load_table(settings.out)
     real, generated = table.real["features"].astype(np.float64), table.generated["features"].astype(np.float64)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -82,8 +82,8 @@ def test_a_model_that_returns_training_images_is_caught(phantom_data):
     root, data = phantom_data
     copy = _run(root, data, COPY)
     identity = _run(root, data, "identity")
-    copied = _evaluate(copy.out, root)  # auto: on for phantom data
-    kept = _evaluate(identity.out, root)
+    copied = _evaluate(copy.out, root, memorisation=True)
+    kept = _evaluate(identity.out, root, memorisation=True)
     # the copier: every output IS a training image (distance 0), closer to it than to its own input
     assert copied["metrics"]["closer_to_train_features"]["value"] == 1.0
     assert copied["metrics"]["closer_to_train_pixels"]["value"] == 1.0
@@ -109,7 +109,7 @@ def test_seed_diversity_tells_a_seed_ignoring_model_from_a_seed_using_one(phanto
     ignoring = _run(root, data, NOISE, seeds=2, name="ignoring")
     using = _run(root, data, NOISE, seeds=2, options={"use_seed": "1"}, name="using")
     exact = _run(root, data, "true-counterfactual", seeds=2)
-    reports = {name: _evaluate(s.out, root, memorisation="off") for name, s in
+    reports = {name: _evaluate(s.out, root, memorisation=False) for name, s in
                (("ignoring", ignoring), ("using", using), ("exact", exact))}
     for name in ("ignoring", "exact"):  # no spread: the true counterfactual's
         assert reports[name]["metrics"]["seed_ms_ssim"]["value"] == pytest.approx(1.0, abs=1e-9)
@@ -139,7 +139,7 @@ def test_a_foreign_second_seed_folder_is_refused(phantom_data):
                         resolution=64, seed=1)
     generate(other, progress=False)
     with pytest.raises(SeedPairError, match="is not the second seed of .*model: 'identity'"):
-        _evaluate(settings.out, root, memorisation="off")
+        _evaluate(settings.out, root, memorisation=False)
 
 
 def _real_layout(root, n_train=10, n_holdout=12, size=64):
@@ -164,7 +164,7 @@ def test_everything_runs_on_a_real_layout_dataset(tmp_path):
                                resolution=64, batch_size=4)
         generate(settings, progress=False)
         generate_second_seed(settings, progress=False)
-        runs[model] = _evaluate(settings.out, tmp_path, memorisation="on")
+        runs[model] = _evaluate(settings.out, tmp_path, memorisation=True)
     copied, kept = runs[COPY]["metrics"], runs["identity"]["metrics"]
     assert copied["closer_to_train_pixels"]["value"] == 1.0 and kept["closer_to_train_pixels"]["value"] == 0.0
     assert kept["seed_ms_ssim"]["value"] == pytest.approx(1.0, abs=1e-9)
@@ -179,5 +179,26 @@ def test_everything_runs_on_a_real_layout_dataset(tmp_path):
     settings = RunSettings(model="identity", split="holdout", data_dir=holdout_only, out=tmp_path / "h-only",
                            resolution=64)
     generate(settings, progress=False)
-    report = _evaluate(settings.out, tmp_path, memorisation="on")
+    report = _evaluate(settings.out, tmp_path, memorisation=True)
     assert "no train split" in report["memorisation"]["skipped"] and "closer_to_train_pixels" not in report["metrics"]
+
+
+def test_phantom_data_without_a_train_split_use_the_training_stream_and_the_index_is_cached(tmp_path):
+    data = build_phantom_dataset(tmp_path / "data", 12, seed=8, resolution=64, fractions={"demo": 1.0},
+                                 progress=False)
+    settings = RunSettings(model="identity", split="demo", data_dir=data, out=tmp_path / "run", resolution=64)
+    generate(settings, progress=False)
+    first = _evaluate(settings.out, tmp_path, memorisation=True)
+    assert first["memorisation"]["source"] == "phantom training stream, 200 pairs"
+    assert first["memorisation"]["n_index"] == 400
+    assert first["metrics"]["nn_ratio_pixels"]["value"] == pytest.approx(1.0, abs=1e-9)  # outputs = inputs
+    (index_file,) = (tmp_path / "cache" / "memorisation-index").glob("*.npz")
+    built = index_file.stat().st_mtime_ns
+    again = _evaluate(settings.out, tmp_path, memorisation=True)
+    assert index_file.stat().st_mtime_ns == built  # read back, not rebuilt
+    assert again["metrics"]["nn_ratio_features"] == first["metrics"]["nn_ratio_features"]
+    index_file.write_bytes(b"not an npz")  # a damaged cache entry is rebuilt, never trusted
+    rebuilt = _evaluate(settings.out, tmp_path, memorisation=True)
+    assert rebuilt["metrics"]["nn_ratio_features"] == first["metrics"]["nn_ratio_features"]
+    with np.load(index_file) as archive:
+        assert archive["thumbnails"].shape == (400, 32 * 32)
