@@ -202,3 +202,23 @@ def test_phantom_data_without_a_train_split_use_the_training_stream_and_the_inde
     assert rebuilt["metrics"]["nn_ratio_features"] == first["metrics"]["nn_ratio_features"]
     with np.load(index_file) as archive:
         assert archive["thumbnails"].shape == (400, 32 * 32)
+
+
+def test_leaderboard_has_the_realism_table_and_the_memorisation_page(phantom_data, tmp_path):
+    from cfbench.leaderboard.write import write_leaderboard
+
+    root, data = phantom_data
+    copy = _run(root, data, COPY)
+    noisy = _run(root, data, NOISE, seeds=2, options={"use_seed": "1"}, name="using")
+    _evaluate(copy.out, root, memorisation=True)
+    report = _evaluate(noisy.out, root)
+    result = write_leaderboard([copy.out, noisy.out], tmp_path / "board", plots=False, gallery_samples=2)
+    table = (tmp_path / "board" / "realism.md").read_text()
+    assert "Realism and diversity" in table and "Seed MS-SSIM" in table and "Closer to train" in table
+    row = next(line for line in table.splitlines() if line.startswith("| tests.helpers.fake_models:SeedIgnoringNoiseModel"))
+    assert f"{report['metrics']['seed_ms_ssim']['value']:.3f}" in row
+    assert "realism.csv" in {p.name for p in result["written"]}
+    page = (tmp_path / "board" / "gallery" / "memorisation.html").read_text()
+    assert "nearest training image" in page and "TrainingCopyModel" in page
+    assert len(list((tmp_path / "board" / "gallery" / "img").glob("memorisation__*.png"))) == 3 * 8
+    assert "gallery/memorisation.html" in (tmp_path / "board" / "README.md").read_text()
