@@ -26,9 +26,15 @@ drawn, n = sum c), the replicate's U-statistic sums the kernel over pairs of DIS
 
     (c^T K_rr c - sum_i c_i^2 K_rr[i, i]) / (n^2 - sum_i c_i^2)
 
-(and the same for generated), minus 2 c_r^T K_rg c_g / (n_r n_g): a sample drawn twice is not paired with
-itself, which would otherwise add its self-similarity and bias every replicate upwards. With all counts 1
-this is the point estimate. Cost: three N x N float64 matrices (72 MiB each at N = 3000) and two
+(and the same for generated): a sample drawn twice is not paired with itself, which would otherwise add its
+self-similarity and bias every replicate upwards. The cross term averages k(real_i, generated_j) over pairs
+of distinct samples plus each drawn position's own matched pair (real and generated image of one sample),
+once per position as in the point estimate: (c^T K_rg c - sum_i c_i^2 K_rg[i, i] + sum_i c_i K_rg[i, i]) /
+(n^2 - sum_i c_i^2 + n). With all counts 1 both are the point estimate.
+
+Paired rows matter: when the generated image of a sample IS its real image (the ground-truth reference row),
+the cross term's matched pairs are self-similarities that the within terms leave out, so KID is negative
+(torchmetrics gives the same number); compare KID between models, not with 0. Cost: three N x N float64 matrices (72 MiB each at N = 3000) and two
 (B, N) x (N, N) products per block of B replicates.
 """
 
@@ -156,6 +162,9 @@ class KernelInceptionDistance:
             with np.errstate(invalid="ignore", divide="ignore"):
                 return total / (n ** 2 - squares)  # NaN for a replicate of one distinct sample
 
-        cross = np.einsum("bi,bi->b", counts @ k_cross, counts) / n ** 2
+        # matched pairs (real and generated image of one sample) once per drawn position, as in the point estimate
+        matched = counts @ np.diagonal(k_cross)
+        cross_total = np.einsum("bi,bi->b", counts @ k_cross, counts) - (counts ** 2) @ np.diagonal(k_cross) + matched
+        cross = cross_total / (n ** 2 - squares + n)
         return within(k_real) + within(k_generated) - 2.0 * cross
 

@@ -58,12 +58,15 @@ def test_kid_replicates_are_the_distinct_pair_u_statistic():
     kid = _kid(real, generated)
     assert kid.compute_on(np.arange(12)) == pytest.approx(kid.compute(), abs=1e-12)
     indices = np.array([0, 0, 3, 5, 5, 5, 7, 8, 9, 10, 11, 2])
-    # hand-computed: every pair of positions whose samples differ; the real/generated cross over all positions
+    # hand-computed over positions p, q: within terms on pairs whose samples differ; the cross term on those and
+    # on each position's own matched pair (p == q), not on two positions drawing the same sample
     k_real, k_generated = polynomial_kernel(real, real), polynomial_kernel(generated, generated)
     k_cross = polynomial_kernel(real, generated)
-    pairs = [(a, b) for a in indices for b in indices if a != b]
+    positions = range(len(indices))
+    pairs = [(indices[p], indices[q]) for p in positions for q in positions if indices[p] != indices[q]]
+    crossed = pairs + [(i, i) for i in indices]
     expected = (np.mean([k_real[a, b] for a, b in pairs]) + np.mean([k_generated[a, b] for a, b in pairs])
-                - 2 * np.mean([k_cross[a, b] for a in indices for b in indices]))
+                - 2 * np.mean([k_cross[a, b] for a, b in crossed]))
     assert kid.compute_on(indices) == pytest.approx(expected, abs=1e-10)
     # a second draw of the same distribution: near 0 (unbiased, may be negative); a shifted one: clearly positive
     same_real, _ = _features(n=60, d=4, seed=1)
