@@ -95,8 +95,10 @@ def dataset_training_images(dataset: EditDataset, max_images: int = MAX_TRAINING
                           f"train split of {dataset.root} ({len(names)} of {len(paths)} images)")
 
 
-def phantom_training_images(resolution: int, n_pairs: int = PHANTOM_TRAINING_PAIRS) -> TrainingImages:
-    """Both time points of the first ``n_pairs`` pairs of the phantom training stream."""
+def phantom_training_images(resolution: int, n_pairs: int | None = None) -> TrainingImages:
+    """Both time points of the first ``n_pairs`` (default ``PHANTOM_TRAINING_PAIRS``) pairs of the phantom
+    training stream."""
+    n_pairs = PHANTOM_TRAINING_PAIRS if n_pairs is None else n_pairs
     from cfbench.core.seeds import derive_seed
     from cfbench.phantom.pseudo_masks import TRAIN_DATASET_SEED
     from cfbench.phantom.render import render_pair

@@ -183,14 +183,17 @@ def test_everything_runs_on_a_real_layout_dataset(tmp_path):
     assert "no train split" in report["memorisation"]["skipped"] and "closer_to_train_pixels" not in report["metrics"]
 
 
-def test_phantom_data_without_a_train_split_use_the_training_stream_and_the_index_is_cached(tmp_path):
+def test_phantom_data_without_a_train_split_use_the_training_stream_and_the_index_is_cached(tmp_path, monkeypatch):
+    import cfbench.evaluation.memorisation as memorisation
+
+    monkeypatch.setattr(memorisation, "PHANTOM_TRAINING_PAIRS", 40)  # the demo's 200, fewer for speed
     data = build_phantom_dataset(tmp_path / "data", 12, seed=8, resolution=64, fractions={"demo": 1.0},
                                  progress=False)
     settings = RunSettings(model="identity", split="demo", data_dir=data, out=tmp_path / "run", resolution=64)
     generate(settings, progress=False)
     first = _evaluate(settings.out, tmp_path, memorisation=True)
-    assert first["memorisation"]["source"] == "phantom training stream, 200 pairs"
-    assert first["memorisation"]["n_index"] == 400
+    assert first["memorisation"]["source"] == "phantom training stream, 40 pairs"
+    assert first["memorisation"]["n_index"] == 80
     assert first["metrics"]["nn_ratio_pixels"]["value"] == pytest.approx(1.0, abs=1e-9)  # outputs = inputs
     (index_file,) = (tmp_path / "cache" / "memorisation-index").glob("*.npz")
     built = index_file.stat().st_mtime_ns
@@ -201,7 +204,7 @@ def test_phantom_data_without_a_train_split_use_the_training_stream_and_the_inde
     rebuilt = _evaluate(settings.out, tmp_path, memorisation=True)
     assert rebuilt["metrics"]["nn_ratio_features"] == first["metrics"]["nn_ratio_features"]
     with np.load(index_file) as archive:
-        assert archive["thumbnails"].shape == (400, 32 * 32)
+        assert archive["thumbnails"].shape == (80, 32 * 32)
 
 
 def test_leaderboard_has_the_realism_table_and_the_memorisation_page(phantom_data, tmp_path):
@@ -222,3 +225,21 @@ def test_leaderboard_has_the_realism_table_and_the_memorisation_page(phantom_dat
     assert "nearest training image" in page and "TrainingCopyModel" in page
     assert len(list((tmp_path / "board" / "gallery" / "img").glob("memorisation__*.png"))) == 3 * 8
     assert "gallery/memorisation.html" in (tmp_path / "board" / "README.md").read_text()
+
+
+def test_cli_seeds_and_memorisation(tmp_path, capsys):
+    from cfbench.cli import main
+
+    data = _real_layout(tmp_path / "data", n_train=4, n_holdout=8)
+    out = tmp_path / "run"
+    arguments = ["run", "--model", NOISE, "--option", "use_seed=1", "--split", "holdout", "--data", str(data),
+                 "--out", str(out), "--resolution", "64", "--seeds", "2", "--memorisation", "--evaluator", "none",
+                 "--bootstrap", "20", "--fid-bootstrap", "0"]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert f"run folder: {out / 'seeds' / 'seed1'}" in printed
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert 0 < metrics["seed_ms_ssim"]["value"] < 1 and metrics["seed_ms_ssim"]["n"] == 8
+    assert "closer_to_train_pixels" in metrics and "closer_to_train_features" not in metrics  # no evaluator
+    assert main(arguments) == 0  # resumed: both folders complete, nothing generated again
+    assert printed.count("8 generated now") == 2 and capsys.readouterr().out.count("8 already done") == 2
