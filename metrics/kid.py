@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cfbench.metrics._inputs import check_indices, empty_error, float_array
+from cfbench.metrics._inputs import PairedFeatureStore, check_indices
 
 KID_BOOTSTRAP_RESAMPLES = 200
 KID_SUBSETS = 100
@@ -64,7 +64,7 @@ def unbiased_mmd2(k_real: np.ndarray, k_cross: np.ndarray, k_generated: np.ndarr
     return float(within - 2.0 * k_cross.sum() / (m * m))
 
 
-class KernelInceptionDistance:
+class KernelInceptionDistance(PairedFeatureStore):
     """KID between real and generated feature vectors (see the module docstring).
 
     ``update(features, real=True|False)``: a batch (B, d). ``compute()`` -> the unbiased MMD^2 over all samples
@@ -82,29 +82,11 @@ class KernelInceptionDistance:
                              f"got {subsets} and {subset_size}")
         self.degree, self.gamma, self.coef = degree, gamma, coef
         self.subsets, self.subset_size = subsets, subset_size
-        self._features: dict[bool, list[np.ndarray]] = {True: [], False: []}
+        super().__init__()
         self._kernels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def update(self, features: np.ndarray, *, real: bool) -> None:
-        features = float_array(features, "features", type(self).__name__, ndim=2)
-        self._features[bool(real)].append(features)
+    def _changed(self) -> None:
         self._kernels = None
-
-    def _stored(self, real: bool) -> np.ndarray:
-        batches = self._features[real]
-        if not batches:
-            raise empty_error(type(self).__name__)
-        if len(batches) > 1:
-            self._features[real] = batches = [np.concatenate(batches)]
-        return batches[0]
-
-    @property
-    def num_samples(self) -> int:
-        real, generated = len(self._stored(True)), len(self._stored(False))
-        if real != generated:
-            raise ValueError(f"{type(self).__name__}: {real} real and {generated} generated feature vectors; a "
-                             "paired bootstrap needs equal counts")
-        return generated
 
     def _kernel_blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """K_rr, K_rg, K_gg over every stored sample, formed once."""

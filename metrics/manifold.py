@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cfbench.metrics._inputs import check_indices, empty_error, float_array
+from cfbench.metrics._inputs import PairedFeatureStore, check_indices
 
 MANIFOLD_BOOTSTRAP_RESAMPLES = 200
 PRECISION_RECALL_K = 3
@@ -69,7 +69,7 @@ def _estimates(real_real, real_generated, generated_generated, real_weights, gen
     }
 
 
-class ManifoldEstimates:
+class ManifoldEstimates(PairedFeatureStore):
     """Precision, recall, density and coverage of generated vs real feature vectors (module docstring).
 
     ``update(features, real=True|False)``: a batch (B, d). ``compute()`` -> {name: value};
@@ -84,32 +84,15 @@ class ManifoldEstimates:
         if min(precision_recall_k, density_coverage_k) < 1:
             raise ValueError(f"ManifoldEstimates: k must be >= 1, got {precision_recall_k}, {density_coverage_k}")
         self.precision_recall_k, self.density_coverage_k = precision_recall_k, density_coverage_k
-        self._features: dict[bool, list[np.ndarray]] = {True: [], False: []}
+        super().__init__()
         self._distances: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def max_k(self) -> int:
         return max(self.precision_recall_k, self.density_coverage_k)
 
-    def update(self, features: np.ndarray, *, real: bool) -> None:
-        self._features[bool(real)].append(float_array(features, "features", type(self).__name__, ndim=2))
+    def _changed(self) -> None:
         self._distances = None
-
-    def _stored(self, real: bool) -> np.ndarray:
-        batches = self._features[real]
-        if not batches:
-            raise empty_error(type(self).__name__)
-        if len(batches) > 1:
-            self._features[real] = batches = [np.concatenate(batches)]
-        return batches[0]
-
-    @property
-    def num_samples(self) -> int:
-        real, generated = len(self._stored(True)), len(self._stored(False))
-        if real != generated:
-            raise ValueError(f"{type(self).__name__}: {real} real and {generated} generated feature vectors; a "
-                             "paired bootstrap needs equal counts")
-        return generated
 
     def _distance_blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._distances is None:
