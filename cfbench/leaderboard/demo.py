@@ -24,6 +24,7 @@ from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.phantom.dataset import demo_dataset
 from cfbench.phantom.scenario import DEMO_RESOLUTION
 from cfbench.runs.generate import RunSettings, generate
+from cfbench.runs.seed_pairs import generate_second_seed
 
 REFERENCE_MODELS: tuple[str, ...] = ("identity", "ground-truth", "true-counterfactual")
 GENERATOR_MODELS: tuple[str, ...] = ("instructpix2pix", "instructx2x")
@@ -57,9 +58,10 @@ def demo_models(all_models: bool = False) -> tuple[list[str], list[str]]:
 
 def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = DEMO_RESOLUTION, batch_size: int = 8,
              all_models: bool = False, only: list[str] | None = None,
-             progress: bool = True) -> tuple[list[dict], list[str]]:
+             progress: bool = True, seeds: int = 1) -> tuple[list[dict], list[str]]:
     """Generate and evaluate every demo model (``only``: just these of them, in table order); (one summary
-    row per model, notes on models left out)."""
+    row per model, notes on models left out). ``seeds`` 2: also each model's second seed (seed diversity).
+    Every evaluation compares the outputs with the phantom training stream (memorisation)."""
     data_dir = demo_dataset(cache_dir, resolution=resolution, progress=progress)
     models, notes = demo_models(all_models or bool(only))
     if only:
@@ -73,6 +75,8 @@ def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = DEMO_RESOLUTION,
         settings = RunSettings(model=model, split="demo", data_dir=data_dir, out=runs_dir / model,
                                resolution=resolution, batch_size=batch_size, options=options)
         generated = generate(settings, progress=progress)
+        if seeds == 2:
+            generated.failed.extend(generate_second_seed(settings, progress=progress).failed)
         if generated.failed:
             raise RuntimeError(f"demo run of {model} had failures: {generated.failed[:3]}")
         report = evaluate_run(settings.out, progress=progress, memorisation=True)

@@ -33,7 +33,10 @@ REALISM_LAYOUT = Layout(
            "counterfactual); descriptive, not ranked.",
            "Closer to train: fraction of outputs closer to a training-split image than to their own input; NN ratio: "
            "the output's distance to its nearest training image over its input's (near 0: a training image "
-           "returned). Feature space; the pixel-space values are in metrics.json."),
+           "returned). Feature space; the pixel-space values are in metrics.json. Neither is ranked: a right edit "
+           "also moves away from its input (on the phantom demo the true counterfactual is closer to a training "
+           "phantom than to its input for 81 % of samples in features, 12 % in pixels, at NN ratio 1.13 / 1.04); "
+           "read them against the true counterfactual's row."),
     optional=True,
 )
 
