@@ -29,7 +29,8 @@ _EXPORTS: dict[str, str] = {
     "FrechetDistance": "fid", "frechet_distance": "fid", "frechet_distance_from_factors": "fid",
     "frechet_distance_from_features": "fid",
     "PearsonCorrelation": "regression", "pearson_r": "regression",
-    "KernelInceptionDistance": "kid", "ManifoldEstimates": "manifold",
+    "KernelInceptionDistance": "kid", "ManifoldEstimates": "manifold", "SeedSimilarity": "diversity",
+    "ms_ssim": "diversity",
 }
 
 __all__ = sorted([*_EXPORTS, "CMIGResult", "cmig", "cmig_from_metrics"])
