@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "AttributeChange": "identity", "attribute_changes": "identity",
     "FeatureDistance": "realism", "relative_feature_distance": "realism",
     "cfbench_score": "score", "ScoreResult": "score",
+    "KernelInceptionDistance": "kid", "ManifoldEstimates": "manifold", "SeedSimilarity": "diversity",
+    "ms_ssim": "diversity",
 }
 
 __all__ = sorted([*_EXPORTS, "CMIGResult", "cmig", "cmig_from_metrics"])

@@ -97,3 +97,36 @@ class PerSampleMeans:
 def _finite_mean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
+
+
+class PairedFeatureStore:
+    """Storage shared by the metrics on two feature sets (KID, the k-NN manifold estimates): real and generated
+    (B, d) batches appended by ``update(features, real=...)``, concatenated once on first read; row i of each set
+    is the same sample (``num_samples`` checks the counts agree). Subclasses reset their derived matrices in
+    ``_changed``."""
+
+    def __init__(self) -> None:
+        self._features: dict[bool, list[np.ndarray]] = {True: [], False: []}
+
+    def _changed(self) -> None:
+        """Called after every update (drop matrices computed from the features)."""
+
+    def update(self, features, *, real: bool) -> None:
+        self._features[bool(real)].append(float_array(features, "features", type(self).__name__, ndim=2))
+        self._changed()
+
+    def _stored(self, real: bool) -> np.ndarray:
+        batches = self._features[real]
+        if not batches:
+            raise empty_error(type(self).__name__)
+        if len(batches) > 1:
+            self._features[real] = batches = [np.concatenate(batches)]
+        return batches[0]
+
+    @property
+    def num_samples(self) -> int:
+        real, generated = len(self._stored(True)), len(self._stored(False))
+        if real != generated:
+            raise ValueError(f"{type(self).__name__}: {real} real and {generated} generated feature vectors; a "
+                             "paired bootstrap needs equal counts")
+        return generated

@@ -54,7 +54,7 @@ def cmd_demo(args) -> int:
     try:
         rows, notes = run_demo(config.resolve_path("cache_dir"), runs_dir, resolution=args.resolution,
                                all_models=args.all, only=args.models, progress=progress(args),
-                               on_model_done=model_done)
+                               on_model_done=model_done, seeds=args.seeds)
     except ValueError as error:
         raise CliError(str(error)) from error
     for note in notes:
@@ -132,6 +132,9 @@ def add_verbs(verbs) -> None:
     demo.add_argument("--models", nargs="+", metavar="NAME",
                       help="run only these demo models, e.g. --models identity ground-truth true-counterfactual "
                            "(seconds instead of minutes)")
+    demo.add_argument("--seeds", type=int, choices=(1, 2), default=1, metavar="1|2",
+                      help="2: also run every model with seed 1 for the seed diversity measures (the generators "
+                           "take twice as long)")
     demo.add_argument("--leaderboard", metavar="DIR",
                       help="folder for the demo's leaderboard: tables, plots, gallery (default {out}/leaderboard)")
     demo.add_argument("--no-leaderboard", action="store_true", help="skip writing the leaderboard")

@@ -39,6 +39,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests per model call (results do not depend on it; default 1)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="run seed; each sample's seed is derived from it and the sample id (default 0)")
+    parser.add_argument("--seeds", type=int, choices=(1, 2), default=1, metavar="1|2",
+                        help="2: also generate every sample with run seed + 1 (into RUN/seeds/seed<S+1>, resumable), "
+                             "for the seed diversity measures seed_ms_ssim and seed_mae (default 1)")
     parser.add_argument("--device", default="cpu", metavar="D", help="torch device: cpu, cuda, cuda:1 (default cpu)")
     parser.add_argument("--resolution", type=resolution_type, default=None, metavar="PX",
                         help="benchmark resolution in pixels (default: what the split's dataset.json fixes, e.g. "
@@ -157,22 +160,27 @@ def _generate(args) -> tuple[object, int]:
     from cfbench.runs.generate import generate
 
     settings = _settings_from_args(args)
-    report = generate(settings, progress=progress(args))
+    reports = [generate(settings, progress=progress(args))]
     if args.label is not None:
         from cfbench.runs.manifest import set_run_label
 
         try:
-            set_run_label(report.run_folder, args.label)
+            set_run_label(reports[0].run_folder, args.label)
         except ValueError as error:
             raise CliError(f"--label: {error}") from error
-    print(f"run folder: {report.run_folder}")
-    print(f"samples: {report.total} in scope, {report.already_done} already done, "
-          f"{report.generated} generated now, {len(report.failed)} failed ({report.seconds:.1f} s)")
-    for message in report.failed[:20]:
-        print(f"  failed: {message}", file=sys.stderr)
-    if len(report.failed) > 20:
-        print(f"  ... and {len(report.failed) - 20} more (see failures.jsonl)", file=sys.stderr)
-    return settings, (1 if report.failed else 0)
+    if getattr(args, "seeds", 1) == 2:
+        from cfbench.runs.seed_pairs import generate_second_seed
+
+        reports.append(generate_second_seed(settings, progress=progress(args)))
+    for report in reports:
+        print(f"run folder: {report.run_folder}")
+        print(f"samples: {report.total} in scope, {report.already_done} already done, "
+              f"{report.generated} generated now, {len(report.failed)} failed ({report.seconds:.1f} s)")
+        for message in report.failed[:20]:
+            print(f"  failed: {message}", file=sys.stderr)
+        if len(report.failed) > 20:
+            print(f"  ... and {len(report.failed) - 20} more (see failures.jsonl)", file=sys.stderr)
+    return settings, (1 if any(report.failed for report in reports) else 0)
 
 
 def _print_metrics(report: dict) -> None:
@@ -227,6 +235,10 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clip-i", dest="clip_i_variant", default=Protocol.clip_i_variant, choices=list(CLIP_I_VARIANTS),
                        help="which pair CLIP-I compares (needs --clip-model): "
                             + "; ".join(f"{k}: {v}" for k, v in CLIP_I_VARIANTS.items()))
+    group.add_argument("--memorisation", action="store_true",
+                       help="also compare each output with its nearest training-split images (evaluator features "
+                            "and pixels; the index is built once and cached; phantom data without a train split: "
+                            "the phantom training stream)")
     group.add_argument("--pseudo-masks", metavar="FILE",
                        help="pseudo masks for edit locality on real data (`cfbench masks build`); "
                             "default: NIH box unions shipped with torchxrayvision")
@@ -271,7 +283,8 @@ def _evaluate(args, run_folder) -> dict:
     return evaluate_run(run_folder, data_dir=getattr(args, "eval_data", None), evaluator=args.evaluator,
                         protocol=_protocol(args), extra_evaluators=extra, pseudo_masks=masks,
                         batch_size=args.eval_batch_size, device=args.device, progress=progress(args),
-                        loader_threads=args.loader_threads, partial=getattr(args, "partial", False))
+                        loader_threads=args.loader_threads, partial=getattr(args, "partial", False),
+                        memorisation=args.memorisation)
 
 
 def cmd_generate(args) -> int:

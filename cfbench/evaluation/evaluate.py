@@ -49,7 +49,9 @@ from cfbench.core.provenance import package_versions
 from cfbench.datasets.edit_dataset import EditDataset, Sample
 from cfbench.datasets.pseudo_masks import DATASET_MASKS, PseudoMasks, default_pseudo_masks
 from cfbench.evaluation.comparability import METRIC_SCHEMA_VERSION, comparability_key
+from cfbench.evaluation.diversity import seed_pair_measures
 from cfbench.evaluation.image_cache import DecodedImageCache, image_cache_bytes
+from cfbench.evaluation.memorisation import run_memorisation
 from cfbench.evaluation.metric_names import descriptions
 from cfbench.evaluation.output_cache import EvaluatorOutputCache
 from cfbench.evaluation.protocol import EVALUATORS, EvaluationError, Protocol, small_n_warnings
@@ -326,20 +328,24 @@ def evaluate_run(
     progress: bool = True,
     loader_threads: int | None = None,
     partial: bool = False,
+    memorisation: bool = False,
 ) -> dict:
     """Compute the metrics of one run folder; write metrics.json, predictions.csv, evaluation.npz.
     ``loader_threads``: threads reading images while the evaluators run (default: one per core, at most 8).
+    ``memorisation``: also compare each output with its nearest training-split images
+    (:mod:`cfbench.evaluation.memorisation`; the index is built once per training split and evaluator, cached).
     The run folder is locked meanwhile (:func:`cfbench.runs.store.evaluation_lock`): a second evaluation, or one
     while ``generate`` still writes the run, is refused unless ``partial``."""
     run_folder = Path(run_folder).absolute()
     RunManifest.read(run_folder)  # not a run folder, or a damaged manifest: a named error before any lock file
     with evaluation_lock(run_folder, partial):
         return _evaluate_locked(run_folder, data_dir, evaluator, protocol, extra_evaluators, pseudo_masks, cache_dir,
-                                batch_size, device, progress, loader_threads)
+                                batch_size, device, progress, loader_threads, memorisation)
 
 
 def _evaluate_locked(run_folder: Path, data_dir, evaluator, protocol: Protocol, extra_evaluators, pseudo_masks,
-                     cache_dir, batch_size: int, device: str, progress: bool, loader_threads: int | None) -> dict:
+                     cache_dir, batch_size: int, device: str, progress: bool, loader_threads: int | None,
+                     memorisation: bool) -> dict:
     remove_stale_temporaries(run_folder)  # of processes that were killed (a live generator's are kept)
     manifest, dataset = open_run_dataset(run_folder, Path(data_dir) if data_dir else None)
     finished = {record["sample_id"]: record for record in read_results(run_folder)}
@@ -356,6 +362,13 @@ def _evaluate_locked(run_folder: Path, data_dir, evaluator, protocol: Protocol, 
     masks = pseudo_masks or locality_masks(dataset)
     table, excluded = collect(run_folder, dataset, samples, finished, evaluators, cache_dir, masks, batch_size,
                               progress, loader_threads)
+    seed_pair_values, seed_pair = seed_pair_measures(run_folder, table.sample_ids, dataset.resolution)
+    table.pixel.update(seed_pair_values)  # diversity across two seeds (--seeds 2), as per-sample measures
+    memorisation_info = None
+    if memorisation:
+        memorisation_values, memorisation_info = run_memorisation(
+            run_folder, dataset, table.sample_ids, table.generated.get("features"), evaluators, cache_dir, batch_size)
+        table.pixel.update(memorisation_values)  # nearest training images: per-sample measures
     if protocol.clip_i_variant == "image-text" and "embedding" in table.generated:
         by_id = {sample.sample_id: sample for sample in samples}
         table.real["text_embedding"] = _text_embeddings(evaluators, [by_id[i] for i in table.sample_ids])
@@ -379,6 +392,8 @@ def _evaluate_locked(run_folder: Path, data_dir, evaluator, protocol: Protocol, 
         "protocol_choices": protocol.choices_text(scores["metrics"]),
         "warnings": small_n_warnings(scores["metrics"]),
         "undefined": undefined_reasons(table, scores["metrics"], protocol),
+        "seed_pair": seed_pair,
+        "memorisation": memorisation_info,
         "locality_region": ("true lesion-change masks" if has_true_lesions(dataset) else "")
                            + (f"{'; ' if has_true_lesions(dataset) else ''}pseudo masks: {masks.source}"
                               if masks is not None else ""),

@@ -47,6 +47,35 @@ _METRICS = (
                "sum over findings of Bernoulli KL(P_real || Q_generated) of mean probabilities, nats"),
     MetricName("fid", "FID", False, "squared feature distance",
                "Frechet distance of evaluator features, real target vs generated images"),
+    MetricName("kid", "KID", False, "squared kernel distance (MMD^2)",
+               "Kernel Inception Distance: unbiased MMD^2 of evaluator features under the cubic polynomial kernel, "
+               "real target vs generated images (all samples; subset mean/std in components)"),
+    MetricName("manifold_precision", "Precision", True, "[0, 1]",
+               "improved precision (Kynkaanniemi 2019): fraction of generated images inside the k-NN balls of real "
+               "target features (fidelity)"),
+    MetricName("manifold_recall", "Recall", True, "[0, 1]",
+               "improved recall (Kynkaanniemi 2019): fraction of real target images inside the k-NN balls of "
+               "generated features (diversity / coverage)"),
+    MetricName("density", "Density", None, ">= 0 (about 1 when the distributions match)",
+               "density (Naeem 2020): mean count of real k-NN balls holding a generated image, / k"),
+    MetricName("coverage", "Coverage", True, "[0, 1]",
+               "coverage (Naeem 2020): fraction of real target images whose k-NN ball holds a generated image"),
+    MetricName("seed_ms_ssim", "Seed MS-SSIM", None, "[0, 1]",
+               "MS-SSIM between the outputs of two run seeds per input (--seeds 2); 1 = ignores its seed, as the "
+               "unique true counterfactual (zero spread)"),
+    MetricName("seed_mae", "Seed spread", None, "pixel intensity in [0, 1]",
+               "mean |output(seed S) - output(seed S+1)| per input (--seeds 2); 0 = zero spread"),
+    MetricName("nn_ratio_features", "NN ratio (features)", None, "ratio >= 0",
+               "distance of the output to its nearest training image over its input's, evaluator features (near 0: "
+               "the output is a training image)"),
+    MetricName("nn_ratio_pixels", "NN ratio (pixels)", None, "ratio >= 0",
+               "the same in pixel space (RMS difference of 32 px thumbnails)"),
+    MetricName("closer_to_train_features", "Closer to train (features)", None, "fraction in [0, 1]",
+               "fraction of outputs closer to a training image than to their own input, evaluator features (not "
+               "ranked: a right edit moves the features too; the phantom demo's true counterfactual: 0.81)"),
+    MetricName("closer_to_train_pixels", "Closer to train (pixels)", None, "fraction in [0, 1]",
+               "fraction of outputs closer to a training image than to their own input, 32 px thumbnails (not "
+               "ranked; the phantom demo's true counterfactual: 0.12)"),
     MetricName("clip_i", "CLIP-I", True, "cosine in [-1, 1]",
                "mean cosine similarity of BiomedCLIP image embeddings, generated vs real target (ProgEmu CLIP-I)"),
     MetricName("f1_macro", "F1", True, "[0, 1]", "mean F1 over the 5 findings at the protocol's threshold"),

@@ -61,6 +61,12 @@ class Protocol:
     kl_variant: str = "bernoulli"       # KL_VARIANTS
     age_reference: str = "at-study"     # AGE_REFERENCES
     clip_i_variant: str = "image-image"  # CLIP_I_VARIANTS
+    # realism beside FID (cfbench.evaluation.realism): KID's subsets as the anchors report them (torchmetrics'
+    # defaults, at most N), and the k of improved precision/recall (Kynkaanniemi 2019) and density/coverage (Naeem 2020)
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    precision_recall_k: int = 3
+    density_coverage_k: int = 5
 
     def __post_init__(self):
         for name, value, allowed in (("kl_variant", self.kl_variant, KL_VARIANTS),

@@ -15,6 +15,8 @@ Metric names (all point estimates come with a paired percentile bootstrap interv
   target images / on the generated images (nats, no scaling); ``Protocol.kl_variant`` picks another
   reading of InstructX2X Eq. 4 (:func:`cfbench.metrics.divergence.pathology_kl`).
 - ``fid``: Frechet distance between evaluator features of real target and generated images.
+- ``kid``, ``manifold_precision``, ``manifold_recall``, ``density``, ``coverage``: realism beside FID on the
+  same features (:mod:`cfbench.evaluation.realism`); none enters CMIG.
 - ``f1_macro`` and ``f1/<Finding>``: ProgEmu's F1 at ``Protocol.f1_threshold``.
 - ``clip_i``: mean cosine of BiomedCLIP image embeddings, generated vs real target (ProgEmu's CLIP-I; the
   pair compared is not published: ``Protocol.clip_i_variant`` "image-text" compares the generated image
@@ -36,6 +38,7 @@ import numpy as np
 
 from cfbench.core.findings import EVALUATED_FINDINGS
 from cfbench.evaluation.protocol import Protocol
+from cfbench.evaluation.realism import realism_scores
 from cfbench.metrics.bootstrap import (ConfidenceInterval, bootstrap_many, interval_from_replicates,
                                       paired_difference_ci, resample_indices)
 from cfbench.metrics.classification import PathologyAUROC, PathologyF1, RankedAUROC, binary_auroc, resample_counts
@@ -333,6 +336,11 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
             intervals["fid"] = _fid_interval(table, protocol)
         except ValueError as error:  # e.g. ill-conditioned covariances at N << feature dimension
             skipped["fid"] = f"FID could not be computed on {len(table)} samples: {error}"
+    realism_components = {}
+    if fid:  # KID, precision/recall, density/coverage on FID's features (not in the per-operation rescoring)
+        realism_intervals, realism_components, realism_skipped = realism_scores(table, protocol)
+        intervals.update(realism_intervals)
+        skipped.update(realism_skipped)
     metrics = {name: _entry(ci) for name, ci in sorted(intervals.items())}
     for name, exclusion in excluded.items():
         if breakdown:  # the top-level call, not the per-operation rescoring
@@ -345,7 +353,8 @@ def score(table: SampleTable, protocol: Protocol = Protocol(), breakdown: bool =
         "metrics": metrics,
         "skipped": skipped,
         "excluded": excluded,
-        "components": _components(table, protocol, intervals, accuracy, retention, missing_terms),
+        "components": {**_components(table, protocol, intervals, accuracy, retention, missing_terms),
+                       **realism_components},
     }
     if breakdown:
         report["by_operation"] = _by_operation(table, protocol)

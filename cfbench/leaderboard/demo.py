@@ -27,6 +27,7 @@ from cfbench.evaluation.evaluate import evaluate_run
 from cfbench.phantom.dataset import demo_dataset
 from cfbench.phantom.scenario import DEMO_RESOLUTION, DEMO_STEPS
 from cfbench.runs.generate import RunSettings, generate
+from cfbench.runs.seed_pairs import generate_second_seed
 
 REFERENCE_MODELS: tuple[str, ...] = ("identity", "ground-truth", "true-counterfactual")
 GENERATOR_MODELS: tuple[str, ...] = ("instructpix2pix", "instructx2x")
@@ -92,10 +93,12 @@ def estimate_seconds_left(timed: dict[str, list[float]], remaining: list[str]) -
 
 def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = DEMO_RESOLUTION, batch_size: int = 8,
              all_models: bool = False, only: list[str] | None = None, progress: bool = True,
-             on_model_done: Callable[[ModelDone], None] | None = None) -> tuple[list[dict], list[str]]:
+             on_model_done: Callable[[ModelDone], None] | None = None, seeds: int = 1) -> tuple[list[dict], list[str]]:
     """Generate and evaluate every demo model (``only``: just these of them, in table order); (one summary
     row per finished model, notes on models left out or failed). ``on_model_done`` is called as each model
-    finishes or fails; a model that fails is noted and the next one runs, so every finished run stays usable."""
+    finishes or fails; a model that fails is noted and the next one runs, so every finished run stays usable.
+    ``seeds`` 2: also each model's second seed (seed diversity). Every evaluation compares the outputs with the
+    phantom training stream (memorisation)."""
     data_dir = demo_dataset(cache_dir, resolution=resolution, progress=progress)
     models, notes = demo_models(all_models or bool(only))
     if only:
@@ -109,7 +112,7 @@ def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = DEMO_RESOLUTION,
         started = time.perf_counter()
         row, error = None, None
         try:
-            row = _run_model(model, data_dir, runs_dir, resolution, batch_size, progress)
+            row = _run_model(model, data_dir, runs_dir, resolution, batch_size, progress, seeds)
             reports.append(row)
         except Exception as failure:  # noqa: BLE001 - one model's failure must not lose the others' runs
             if isinstance(failure, (KeyboardInterrupt, SystemExit)):
@@ -125,14 +128,16 @@ def run_demo(cache_dir: Path, runs_dir: Path, resolution: int = DEMO_RESOLUTION,
 
 
 def _run_model(model: str, data_dir: Path, runs_dir: Path, resolution: int, batch_size: int,
-               progress: bool) -> dict:
+               progress: bool, seeds: int = 1) -> dict:
     options = dict(GENERATOR_OPTIONS) if model not in REFERENCE_MODELS else {}
     settings = RunSettings(model=model, split="demo", data_dir=data_dir, out=runs_dir / model,
                            resolution=resolution, batch_size=batch_size, options=options)
     generated = generate(settings, progress=progress)
+    if seeds == 2:
+        generated.failed.extend(generate_second_seed(settings, progress=progress).failed)
     if generated.failed:
         raise RuntimeError(f"demo run of {model} had failures: {generated.failed[:3]}")
-    report = evaluate_run(settings.out, progress=progress)
+    report = evaluate_run(settings.out, progress=progress, memorisation=True)
     return {"model": model, "run": str(settings.out), "n": report["n_samples"],
             "protocol": report["protocol"], "skipped": report["skipped"],
             "metrics": {name: report["metrics"][name] for name in SUMMARY_COLUMNS if name in report["metrics"]}}

@@ -8,10 +8,13 @@ Layout of ``out/``::
     instructx2x.{md,csv,tex}  InstructX2X-protocol table (measured rows, then the papers' reported rows);
                               .tex is a full-width table*, instructx2x-narrow.tex a one-column variant
     progemu.{md,csv,tex}      ProgEmu-protocol table
+    realism.{md,csv,tex}      realism and diversity (KID, precision/recall, density/coverage, seeds, memorisation),
+                              when some run has them (cfbench.leaderboard.realism_table)
     per_finding_auroc.csv     pathology AUROC per finding and run (0-1, with intervals)
     by_operation.csv          per operation kind: n and metrics with intervals, from per-sample data
     plots/                    metric_bars, tradeoff, finding_heatmap, by_operation (.png and .pdf)
     gallery/index.html        input | target | outputs | guidance overlays, PNG thumbnails in gallery/img/
+    gallery/memorisation.html runs evaluated with --memorisation: worst cases beside their nearest training image
     bundles/                  results bundles given instead of run folders (`cfbench export`), unpacked
 
 With no run folders, only the papers' reported tables are written, one file set per paper table.
@@ -29,6 +32,7 @@ from cfbench.core.storage import atomic_write_text, remove_stale_temporaries
 from cfbench.core.safe_text import csv_text, markdown_text
 from cfbench.leaderboard.formats import to_csv, to_latex, to_markdown
 from cfbench.leaderboard.grouping import comparable_groups, describe_groups, require_comparable
+from cfbench.leaderboard.realism_table import REALISM_LAYOUT, realism_board
 from cfbench.leaderboard.reported import ALL_TABLES, LEADERBOARD_TABLES
 from cfbench.leaderboard.table_model import (
     BREAKDOWN_METRICS,
@@ -149,6 +153,10 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
             continue
         boards[name] = board
         written += write_table_files(board, out / name)
+    realism = realism_board(runs)  # realism and diversity (KID, P/R, D/C, seeds, memorisation), when measured
+    if realism is not None:
+        boards[REALISM_LAYOUT.name] = realism
+        written += write_table_files(realism, out / REALISM_LAYOUT.name)
     atomic_write_text(out / "per_finding_auroc.csv", _per_finding_csv(runs))
     written.append(out / "per_finding_auroc.csv")
     breakdowns = {}
@@ -187,6 +195,14 @@ def write_leaderboard(run_dirs: list[str | Path], out: str | Path, include_repor
             written.append(gallery_index)
         except (GalleryError, FileNotFoundError, OSError, ValueError, RuntimeError) as error:
             skipped.append(f"gallery: {error}")  # DatasetError is a ValueError, EvaluationError a RuntimeError
+        from cfbench.leaderboard.memorisation_gallery import write_memorisation_page
+
+        try:
+            memorisation_page = write_memorisation_page(runs, out / "gallery")
+            if memorisation_page is not None:
+                written.append(memorisation_page)
+        except (FileNotFoundError, OSError, ValueError) as error:
+            skipped.append(f"gallery memorisation page: {error}")
     from cfbench.leaderboard.site import write_site
 
     written.insert(0, write_site(runs, out, plot_files, gallery_index, title))
@@ -239,6 +255,9 @@ def _index(title: str, runs: list[RunSummary], boards: dict, plot_files: list[Pa
     if gallery_index is not None:
         lines += ["## Gallery", "", f"[{gallery_index.relative_to(out).as_posix()}]"
                   f"({gallery_index.relative_to(out).as_posix()}): open it in a browser (no server needed).", ""]
+        if (gallery_index.parent / "memorisation.html").is_file():
+            lines += ["Memorisation worst cases beside their nearest training images: "
+                      "[gallery/memorisation.html](gallery/memorisation.html).", ""]
     if skipped:
         lines += ["## Not written", ""] + [f"- {reason}" for reason in skipped] + [""]
     return "\n".join(lines)

@@ -132,3 +132,45 @@ class RegionEchoModel(CounterfactualModel):
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         return [EditResult(image=np.full(request.image.shape, 0.5, np.float32) if request.region_mask is None
                            else np.asarray(request.region_mask, dtype=np.float32)) for request in requests]
+
+
+class TrainingCopyModel(CounterfactualModel):
+    """Returns an image of the dataset's train split for every request (the current image of train row
+    ``hash(sample_id) % n``), unchanged: the memoriser the memorisation measures must catch."""
+
+    name = "training-copy"
+
+    def __init__(self, dataset):
+        from cfbench.datasets.edit_dataset import EditDataset
+
+        self.train = EditDataset(dataset.root, "train", dataset.resolution)
+
+    @classmethod
+    def load(cls, context: LoadContext) -> "TrainingCopyModel":
+        return cls(context.dataset)
+
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        samples = self.train.samples
+        return [EditResult(image=self.train.current_image(samples[sum(map(ord, r.sample_id)) % len(samples)]))
+                for r in requests]
+
+
+class SeedIgnoringNoiseModel(CounterfactualModel):
+    """Adds the same fixed noise whatever the seed (option ``use_seed=1``: noise from the request's seed)."""
+
+    name = "seed-noise"
+
+    def __init__(self, use_seed: bool):
+        self.use_seed = use_seed
+
+    @classmethod
+    def load(cls, context: LoadContext) -> "SeedIgnoringNoiseModel":
+        return cls(context.options.get("use_seed") == "1")
+
+    def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+        results = []
+        for request in requests:
+            rng = np.random.default_rng(request.seed if self.use_seed else 0)
+            noise = rng.normal(0.0, 0.1, size=request.image.shape).astype(np.float32)
+            results.append(EditResult(image=np.clip(request.image + noise, 0.0, 1.0).astype(np.float32)))
+        return results
