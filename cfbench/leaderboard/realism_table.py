@@ -20,18 +20,18 @@ REALISM_LAYOUT = Layout(
         Column("recall", "manifold_recall", 1.0, 3, group="Realism (evaluator features)"),
         Column("density", "density", 1.0, 3, group="Realism (evaluator features)"),
         Column("coverage", "coverage", 1.0, 3, group="Realism (evaluator features)"),
-        Column("seed_ms_ssim", "seed_ms_ssim", 1.0, 3, group="Diversity (--seeds 2)"),
-        Column("seed_mae", "seed_mae", 1.0, 4, group="Diversity (--seeds 2)"),
-        Column("closer_train", "closer_to_train_features", 1.0, 3, group="Memorisation (--memorisation)"),
-        Column("nn_ratio", "nn_ratio_features", 1.0, 3, group="Memorisation (--memorisation)"),
+        Column("seed_ms_ssim", "seed_ms_ssim", 1.0, 3, group="Seed diversity"),
+        Column("seed_mae", "seed_mae", 1.0, 4, group="Seed diversity"),
+        Column("closer_train", "closer_to_train_features", 1.0, 3, group="Memorisation", title_override="Closer to train"),
+        Column("nn_ratio", "nn_ratio_features", 1.0, 3, group="Memorisation", title_override="NN ratio"),
     ),
     notes=("KID: unbiased MMD^2 (cubic kernel) over all samples, the anchors' subset mean and std in metrics.json "
            "components; precision/recall with k = 3 (Kynkaanniemi 2019), density/coverage with k = 5 (Naeem 2020), "
            "on the evaluator's features of real target vs generated images (the features FID reads); intervals from "
            "FID's bootstrap replicates.",
-           "Seed MS-SSIM / spread: two run seeds' outputs per input (1 / 0 = no spread, as the unique true "
+           "Seed MS-SSIM / spread (runs with --seeds 2): two run seeds' outputs per input (1 / 0 = no spread, as the unique true "
            "counterfactual); descriptive, not ranked.",
-           "Closer to train: fraction of outputs closer to a training-split image than to their own input; NN ratio: "
+           "Memorisation (runs evaluated with --memorisation): closer to train: fraction of outputs closer to a training-split image than to their own input; NN ratio: "
            "the output's distance to its nearest training image over its input's (near 0: a training image "
            "returned). Feature space; the pixel-space values are in metrics.json. Neither is ranked: a right edit "
            "also moves away from its input (on the phantom demo the true counterfactual is closer to a training "

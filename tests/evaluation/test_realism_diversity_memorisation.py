@@ -218,11 +218,11 @@ def test_leaderboard_has_the_realism_table_and_the_memorisation_page(phantom_dat
     result = write_leaderboard([copy.out, noisy.out], tmp_path / "board", plots=False, gallery_samples=2)
     table = (tmp_path / "board" / "realism.md").read_text()
     assert "Realism and diversity" in table and "Seed MS-SSIM" in table and "Closer to train" in table
-    row = next(line for line in table.splitlines() if line.startswith("| tests.helpers.fake_models:SeedIgnoringNoiseModel"))
+    row = next(line for line in table.splitlines() if line.startswith("| seed-noise"))
     assert f"{report['metrics']['seed_ms_ssim']['value']:.3f}" in row
     assert "realism.csv" in {p.name for p in result["written"]}
     page = (tmp_path / "board" / "gallery" / "memorisation.html").read_text()
-    assert "nearest training image" in page and "TrainingCopyModel" in page
+    assert "nearest training image" in page and "training-copy" in page
     assert len(list((tmp_path / "board" / "gallery" / "img").glob("memorisation__*.png"))) == 3 * 8
     assert "gallery/memorisation.html" in (tmp_path / "board" / "README.md").read_text()
 

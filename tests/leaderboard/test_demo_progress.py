@@ -37,7 +37,7 @@ def test_estimate_uses_the_mean_time_of_each_kind():
 def test_cli_demo_keeps_the_finished_models_and_exits_1_when_one_failed(tmp_path, monkeypatch, capsys):
     from cfbench.cli import main
 
-    def fake_run_demo(cache_dir, runs_dir, resolution, all_models, only, progress, on_model_done):
+    def fake_run_demo(cache_dir, runs_dir, resolution, all_models, only, progress, on_model_done, seeds=1):
         on_model_done(demo.ModelDone(1, 2, "identity", {"model": "identity", "n": 48, "metrics": {}}, None, 1.0, None))
         on_model_done(demo.ModelDone(2, 2, "instructx2x", None, "RuntimeError: boom", 5.0, 0.0))
         return [{"model": "identity", "n": 48, "metrics": {}}], ["instructx2x: failed (RuntimeError: boom)"]
