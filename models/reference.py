@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from cfbench.api.model import Capabilities, CounterfactualModel, EditRequest, EditResult, LoadContext
 from cfbench.api.registry import register
-from cfbench.datasets.edit_dataset import EditDataset
+
+if TYPE_CHECKING:  # pandas comes with the dataset; `cfbench models` lists these classes without loading one
+    from cfbench.datasets.edit_dataset import EditDataset
 
 
 @register
