@@ -72,6 +72,8 @@ SLOW_TESTS = frozenset({
     "tests/models/test_phantom_checkpoint.py::test_shipped_generator_adds_what_the_instruction_names_and_only_there",
     "tests/models/test_phantom_checkpoint.py::test_shipped_generator_beats_identity_on_pathology_auroc",
     "tests/training/test_phantom_generator.py::test_train_generator_end_to_end_and_loadable",
+    # every benchmark script at its smoke size, each in a fresh process (1-30 s each)
+    "tests/benchmarks/test_benchmarks_run.py::test_benchmark_runs_at_its_smoke_size",
 })
 
 
