@@ -36,6 +36,7 @@ from cfbench.core.provenance import package_versions
 from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import json_safe
 from cfbench.datasets.edit_dataset import EditDataset, Sample
+from cfbench.runs.batching import resolve_batch_size
 from cfbench.runs.manifest import RunConfig, RunSession
 from cfbench.runs.store import RunStore, Shard
 
@@ -56,7 +57,7 @@ class RunSettings:
     resolution: int = DEFAULT_RESOLUTION
     seed: int = 0
     limit: int | None = None
-    batch_size: int = 1
+    batch_size: int | str = 1  # or "auto": cfbench.runs.batching picks it per device and model
     device: str = "cpu"
     options: dict[str, str] = field(default_factory=dict)
     shard: Shard | None = None
@@ -116,10 +117,12 @@ def generate(
     started = time.perf_counter()
     dataset = dataset or EditDataset(settings.data_dir, settings.split, settings.resolution, strict=settings.strict)
     model = model or build_model(settings, dataset)
+    batch_size, batch_policy = resolve_batch_size(settings.batch_size, model, settings.device)
     runtime = RunSession(
         argv=list(sys.argv),
         data_dir=str(Path(settings.data_dir).resolve()),
-        batch_size=settings.batch_size,
+        batch_size=batch_size,
+        batch_policy=batch_policy,
         device=settings.device,
         limit=settings.limit,
         shard=None if settings.shard is None else [settings.shard.index, settings.shard.count],
@@ -139,7 +142,7 @@ def generate(
         todo = [sample for sample in samples if sample.sample_id not in done]
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,
                    desc=f"{settings.model} on {settings.split}", unit="sample", file=sys.stderr)
-        batches = [todo[start : start + settings.batch_size] for start in range(0, len(todo), settings.batch_size)]
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         load = functools.partial(_load_requests, dataset=dataset, settings=settings)
         for batch, (requests, unreadable) in zip(batches, prefetched(batches, load)):
             failed += _run_batch(requests, unreadable, model, settings, store)
