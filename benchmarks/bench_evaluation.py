@@ -34,7 +34,7 @@ The process applies the heap policy the ``cfbench`` command applies (``--allocat
 
     python benchmarks/bench_evaluation.py [--n 48] [--resolution 512] [--repeats 3] [--skip-memory]
         [--skip-large] [--large-n 2248] [--allocator keep-freed|system] [--evaluator suite|densenet|both]
-        [--suite-repeats 2] [--memory-n 200 2000] [--smoke]
+        [--suite-repeats 2] [--memory-n 200 2000] [--device cpu] [--smoke]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from conditions import parse_args, report
 PROTOCOL = Protocol()  # what `cfbench eval` runs: 1000 bootstrap resamples, 200 FID resamples
 
 
-def random_densenet_evaluator(folder: Path):
+def random_densenet_evaluator(folder: Path, device: str = "cpu"):
     """XRVPathologyEvaluator on a randomly initialised DenseNet-121 saved like the release file."""
     import torchxrayvision as xrv
 
@@ -78,10 +78,10 @@ def random_densenet_evaluator(folder: Path):
     entry = weights.get("xrv-densenet121-all")
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(xrv.models.DenseNet(weights=None, num_classes=18), folder / entry.filename)
-    return XRVPathologyEvaluator(cache_dir=folder, batch_size=16)
+    return XRVPathologyEvaluator(cache_dir=folder, batch_size=16, device=device)
 
 
-def random_xrv_suite(home: Path):
+def random_xrv_suite(home: Path, device: str = "cpu"):
     """The suite ``cfbench eval`` builds for data with race (pathology + race + age), on randomly initialised
     networks of the release architectures written under ``home/.torchxrayvision/models_data`` in the
     release files' formats; ``$HOME`` is pointed at ``home`` (torchxrayvision reads the race and age files
@@ -109,7 +109,7 @@ def random_xrv_suite(home: Path):
         torch.jit.trace(age, torch.zeros(1, 3, 320, 320)).save(str(folder / weights.get("xrv-age").filename))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return XRVEvaluatorSuite(suite_members(has_race=True), batch_size=16)
+        return XRVEvaluatorSuite(suite_members(has_race=True), batch_size=16, device=device)
 
 
 EVALUATOR_LABELS = {
@@ -129,7 +129,8 @@ def make_runs(root: Path, n: int, size: int) -> tuple[Path, dict[str, Path]]:
     return data, runs
 
 
-def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_name: str = "densenet") -> float:
+def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_name: str = "densenet",
+                       device: str = "cpu") -> float:
     """layout "real": only generated and target images are read, as on a real dataset; "phantom": also the
     prior, the exact counterfactual and the lesion mask of every sample, for the locality measures.
     Rounds of (bare, first evaluation with an empty cache, second model) interleaved; returns the bare
@@ -140,8 +141,8 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_n
         if layout == "real":
             for folder in ("counterfactual", "lesion_mask"):
                 shutil.rmtree(data / folder)
-        evaluator = (random_xrv_suite(scratch / "home") if evaluator_name == "suite"
-                     else random_densenet_evaluator(scratch / "xrv-cache"))
+        evaluator = (random_xrv_suite(scratch / "home", device) if evaluator_name == "suite"
+                     else random_densenet_evaluator(scratch / "xrv-cache", device))
         one_loader_variant = evaluator_name == "densenet"
         from cfbench.datasets.edit_dataset import EditDataset
 
@@ -310,6 +311,7 @@ def main() -> None:
                         help="interleaved rounds for the suite (a round takes about 3 minutes at N=48)")
     parser.add_argument("--memory-n", type=int, nargs=2, default=[200, 2000], metavar=("SMALL", "LARGE"),
                         help="the two sizes of the memory comparison")
+    parser.add_argument("--device", default="cpu", help="torch device of the evaluators (cpu, cuda)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parse_args(parser, smoke={"n": 4, "resolution": 64, "evaluator": "densenet", "layout": "phantom",
                                      "repeats": 1, "large_n": 48, "memory_n": [8, 16]})
@@ -320,10 +322,11 @@ def main() -> None:
         return
     rates = {}
     if args.evaluator in ("suite", "both"):  # the default for real data; its networks need the real layout only
-        rates["suite"] = overhead_and_cache(args.n, args.resolution, "real", args.suite_repeats, "suite")
+        rates["suite"] = overhead_and_cache(args.n, args.resolution, "real", args.suite_repeats, "suite", args.device)
     if args.evaluator in ("densenet", "both"):
         for layout in (("real", "phantom") if args.layout == "both" else (args.layout,)):
-            rates["densenet"] = overhead_and_cache(args.n, args.resolution, layout, args.repeats, "densenet")
+            rates["densenet"] = overhead_and_cache(args.n, args.resolution, layout, args.repeats, "densenet",
+                                                   args.device)
     if not args.skip_large:
         large_fixed_costs(args.large_n, rates, args.repeats)
     if not args.skip_memory:

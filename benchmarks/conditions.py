@@ -51,16 +51,21 @@ def conditions() -> dict[str, str | int]:
         module = sys.modules.get(name)
         if module is not None:
             versions[name] = getattr(module, "__version__", "?")
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": platform.node(),
-            "cores": os.cpu_count() or 1, "cpu": cpu_model(), "load_average": load_average(),
-            "python": platform.python_version(), **versions}
+    facts = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": platform.node(),
+             "cores": os.cpu_count() or 1, "cpu": cpu_model(), "load_average": load_average(),
+             "python": platform.python_version(), **versions}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        facts["accelerator"] = torch.cuda.get_device_name()
+    return facts
 
 
 def print_conditions() -> None:
     facts = conditions()
     packages = ", ".join(f"{name} {facts[name]}" for name in ("torch", "numpy", "diffusers", "transformers")
                          if name in facts)
-    print(f"conditions: {facts['date']}, {facts['host']}, {facts['cores']} cores ({facts['cpu']}), load average "
+    accelerator = f", {facts['accelerator']}" if "accelerator" in facts else ""
+    print(f"conditions: {facts['date']}, {facts['host']}, {facts['cores']} cores ({facts['cpu']}){accelerator}, load average "
           f"{facts['load_average']}, Python {facts['python']}{', ' + packages if packages else ''}", flush=True)
     atexit.register(lambda: print(f"load average at the end: {load_average()}", flush=True))
 

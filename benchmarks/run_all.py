@@ -62,12 +62,13 @@ def format_value(value: float, unit: str) -> str:
 
 
 def performance_table(record: dict) -> str:
-    """The README's table: one row per result, then how it was made."""
+    """The README's table: one row per result, then how it was made (``record["command"]``)."""
     before, after = record["conditions_before"], record["conditions_after"]
     size = "smoke sizes (the numbers only show that the scripts run)" if record["smoke"] else "default sizes"
-    lines = [f"Measured {before['date']} on {before['host']} ({before['cores']} cores, {before['cpu']}), "
+    device = f", {before['accelerator']}" if before.get("accelerator") else ""
+    lines = [f"Measured {before['date']} on {before['host']} ({before['cores']} cores, {before['cpu']}{device}), "
              f"{size}; load average {before['load_average']} before, {after['load_average']} after "
-             f"(`python benchmarks/run_all.py{' --smoke' if record['smoke'] else ''}`, "
+             f"(`{record['command']}`, "
              f"{sum(script['seconds'] for script in record['scripts']) / 60:.1f} min).", "",
              "| benchmark | measured | value | target |", "|---|---|---|---|"]
     for script in record["scripts"]:
@@ -105,7 +106,8 @@ def main() -> int:
         parser.error(f"unknown benchmark(s) {unknown}; known: {benchmark_scripts()}")
     extra = {name: shlex.split(options) for name, _, options in (item.partition("=") for item in args.arguments)}
     print_conditions()
-    record = {"smoke": args.smoke, "conditions_before": conditions(), "scripts": []}
+    record = {"command": "python " + " ".join(["benchmarks/run_all.py"] + sys.argv[1:]), "smoke": args.smoke,
+              "conditions_before": conditions(), "scripts": []}
     for name in names:
         if name not in args.skip:
             record["scripts"].append(run_script(name, (["--smoke"] if args.smoke else []) + extra.get(name, [])))
