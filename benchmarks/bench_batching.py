@@ -58,8 +58,9 @@ def main() -> None:
     print(f"phantom instructx2x, {size} px, {args.steps} steps, device {args.device}, torch threads "
           f"{torch.get_num_threads()}, N={args.n}, {args.repeats} interleaved rounds (medians)")
     for batch, cost in per_sample.items():
-        print(f"  batch {batch:3d}: {cost * 1000:8.1f} ms per sample   batch 1 / this {per_sample[args.batch_sizes[0]] / cost:5.2f}")
-        report(f"batch{batch}_speedup", per_sample[args.batch_sizes[0]] / cost, f"phantom UNet model per-sample "
+        speedup = per_sample[args.batch_sizes[0]] / cost
+        print(f"  batch {batch:3d}: {cost * 1000:8.1f} ms per sample   batch {args.batch_sizes[0]} / this {speedup:5.2f}")
+        report(f"batch{batch}_speedup", speedup, f"phantom UNet model per-sample "
                f"cost, batch {args.batch_sizes[0]} / batch {batch} ({args.device})", "x")
     print(f"the per-sample cost stops falling at batch {stops} (within {args.within:.0%} of the best); "
           f"cfbench.runs.batching.CPU_UNET_BATCH = {CPU_UNET_BATCH}")

@@ -288,7 +288,8 @@ def memory_ratio(allocator: str, sizes: tuple[int, int] = (200, 2000)) -> None:
               f"traced Python allocations peak {result['traced_peak_bytes'] / 2**20:8.1f} MiB")
     report("memory_ratio", large["peak_rss_kib"] / small["peak_rss_kib"],
            f"peak memory of an evaluation, N={sizes[1]} / N={sizes[0]}", "x", "<= 1.2")
-    print(f"  ratio N={sizes[1]} / N={sizes[0]}: peak RSS {large['peak_rss_kib'] / small['peak_rss_kib']:.3f} (target <= 1.2); "
+    print(f"  ratio N={sizes[1]} / N={sizes[0]}: peak RSS {large['peak_rss_kib'] / small['peak_rss_kib']:.3f} "
+          "(target <= 1.2); "
           f"traced allocations {large['traced_peak_bytes'] / small['traced_peak_bytes']:.2f} "
           "(the O(N) per-sample scalars and feature vectors)")
 

@@ -1,4 +1,4 @@
-"""Equal outputs, then speed: cfbench's ``instructpix2pix`` against diffusers' ``StableDiffusionInstructPix2PixPipeline``.
+"""Equal outputs, then speed: cfbench's ``instructpix2pix`` against diffusers' InstructPix2Pix pipeline.
 
 Both run the same networks (the pipeline is built from the very modules cfbench loaded), the same DDIM
 scheduler (cfbench's: no sample clipping, alpha_bar of t=0 at the end), the same guidance scales and the
@@ -7,8 +7,8 @@ the first timestep with each sample's seeded noise (the InstructX2X inference co
 latents are handed to the pipeline as ``latents=`` (a diffusers user would start from pure noise; computing
 the start is left out of diffusers' time). The images must agree (max |difference| <= ``--tolerance`` in
 [0, 1] units, after cfbench's mean of the three decoded channels); the script exits 1 when they do not
-(after timing them all the same, so a device run loses no numbers). Both are timed, interleaved over ``--repeats`` rounds, one request at a time and as one batch:
-printed are seconds and the ratio cfbench / diffusers (< 1: cfbench is faster).
+(after timing them all the same, so a device run loses no numbers). Both are timed, interleaved over
+``--repeats`` rounds, one request at a time and as one batch: printed are seconds and the ratio cfbench / diffusers (< 1: cfbench is faster).
 
 The default networks are the shipped phantom InstructX2X (``cfbench/data/phantom_instructx2x``, 128 px, a
 5.9 M-parameter UNet); ``--model-path`` takes any InstructPix2Pix folder (e.g. the 512 px release on a GPU).
@@ -117,7 +117,8 @@ def main() -> int:
     requests = requests_for(args.n, size)
     latents = [start_latents(model, [request]) for request in requests]
     batched_latents = torch.cat(latents)
-    print(f"{args.model_path.name}: {size} px, {args.steps} DDIM steps, {model.components.dtype}, device {args.device}, "
+    print(f"{args.model_path.name}: {size} px, {args.steps} DDIM steps, {model.components.dtype}, "
+          f"device {args.device}, "
           f"torch threads {torch.get_num_threads()}, N={args.n}")
 
     ours = run_cfbench(model, requests)
@@ -132,7 +133,8 @@ def main() -> int:
           f"one (diffusers), tolerance {args.tolerance:.0e}: {'AGREE' if agree else 'DIFFERENT'}; mean |output - "
           f"input| {float(np.abs(ours - np.stack([r.image for r in requests])).mean()):.4f} (the edit is not a no-op)")
     report("max_difference", max(batch_difference, single_difference), "cfbench instructpix2pix vs diffusers "
-           "StableDiffusionInstructPix2PixPipeline, same start latents: max |difference|", "", f"<= {args.tolerance:.0e}")
+           "StableDiffusionInstructPix2PixPipeline, same start latents: max absolute difference", "",
+           f"<= {args.tolerance:.0e}")
     modes = {
         "one by one": (lambda: [run_cfbench(model, [request]) for request in requests],
                        lambda: [run_diffusers(pipeline, model, [request], start)

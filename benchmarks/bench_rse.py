@@ -113,17 +113,17 @@ def main() -> None:
               f"{args.repeats}), ratio RSE / plain = {rse_seconds / plain_seconds:.4f} (medians: "
               f"{statistics.median(rse_times) / statistics.median(plain_times):.4f}; expected about "
               f"{1 + 2 / (3 * args.steps):.4f}; target <= 1.05)")
+        networks = folder.name if args.model_path else "tiny random networks"
         report("rse_over_plain", rse_seconds / plain_seconds, f"RSE / plain InstructPix2Pix time, batch "
-               f"{args.ratio_batch}, {args.steps} steps, {args.resolution} px, {folder.name if args.model_path else 'tiny random networks'}",
-               "x", "<= 1.05")
+               f"{args.ratio_batch}, {args.steps} steps, {args.resolution} px, {networks}", "x", "<= 1.05")
 
         print("batch size   images/s (instructx2x)")
         for batch_size in args.batch_sizes:
             seconds = statistics.median(timed(rse_model, requests[:batch_size], args.device)
                                         for _ in range(args.repeats))
             print(f"{batch_size:>10}   {batch_size / seconds:.3f}")
-            report(f"instructx2x_batch{batch_size}", batch_size / seconds, f"instructx2x images/s at batch {batch_size}, "
-                   f"{args.steps} steps, {args.resolution} px", "images/s")
+            report(f"instructx2x_batch{batch_size}", batch_size / seconds,
+                   f"instructx2x images/s at batch {batch_size}, {args.steps} steps, {args.resolution} px", "images/s")
 
 
 if __name__ == "__main__":

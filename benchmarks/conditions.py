@@ -65,8 +65,8 @@ def print_conditions() -> None:
     packages = ", ".join(f"{name} {facts[name]}" for name in ("torch", "numpy", "diffusers", "transformers")
                          if name in facts)
     accelerator = f", {facts['accelerator']}" if "accelerator" in facts else ""
-    print(f"conditions: {facts['date']}, {facts['host']}, {facts['cores']} cores ({facts['cpu']}){accelerator}, load average "
-          f"{facts['load_average']}, Python {facts['python']}{', ' + packages if packages else ''}", flush=True)
+    print(f"conditions: {facts['date']}, {facts['host']}, {facts['cores']} cores ({facts['cpu']}){accelerator}, "
+          f"load average {facts['load_average']}, Python {facts['python']}{', ' + packages if packages else ''}", flush=True)
     atexit.register(lambda: print(f"load average at the end: {load_average()}", flush=True))
 
 

@@ -95,8 +95,8 @@ def memory_per_sample(folder: Path, device: str, steps: int, batch: int = 8) -> 
         torch.cuda.synchronize()
         peaks[count] = (torch.cuda.max_memory_allocated() - base) / 2**30
     per_sample = (peaks[batch] - peaks[1]) / (batch - 1)
-    print(f"instructx2x fp16 at {size} px: peak above the weights {peaks[1]:.2f} GiB at batch 1, {peaks[batch]:.2f} GiB "
-          f"at batch {batch}: {per_sample:.3f} GiB per sample")
+    print(f"instructx2x fp16 at {size} px: peak above the weights {peaks[1]:.2f} GiB at batch 1, "
+          f"{peaks[batch]:.2f} GiB at batch {batch}: {per_sample:.3f} GiB per sample")
     result = {"key": "instructx2x_fp16_gib_per_sample", "value": per_sample, "label": f"instructx2x fp16 {size} px: "
               f"peak GPU memory per sample (batch 1 -> {batch})", "unit": "GiB",
               "target": "GPU_UNET_GIB_PER_SAMPLE in cfbench.runs.batching"}

@@ -73,8 +73,9 @@ def performance_table(record: dict) -> str:
              "| benchmark | measured | value | target |", "|---|---|---|---|"]
     for script in record["scripts"]:
         for result in script["results"]:
-            lines.append(f"| `{script['script']}` | {result['label']} | {format_value(result['value'], result['unit'])} "
-                         f"| {result['target']} |")
+            value = format_value(result["value"], result["unit"])
+            label, target = (text.replace("|", "\\|") for text in (result["label"], result["target"]))
+            lines.append(f"| `{script['script']}` | {label} | {value} | {target} |")
     failed = [script["script"] for script in record["scripts"] if script["returncode"] != 0]
     if failed:
         lines += ["", "Failed (no or partial results): " + ", ".join(f"`{name}`" for name in failed) + "."]
