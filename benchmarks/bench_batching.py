@@ -2,9 +2,9 @@
 
 The shipped phantom InstructX2X (``cfbench/data/phantom_instructx2x``: the model ``cfbench demo`` and phantom
 runs use; RSE included) edits ``--n`` requests in batches of each ``--batch-sizes`` entry, the batch sizes
-interleaved over ``--repeats`` rounds (medians). Printed per batch: seconds per sample and the ratio to
-batch 1; then the batch where the cost stops falling, the smallest whose per-sample cost is within
-``--within`` of the best: the CPU entry of ``cfbench.runs.batching`` (CPU_UNET_BATCH).
+interleaved over ``--repeats`` rounds (medians). Printed per batch: seconds per sample, the ratio to the
+first batch size and the gain over the previous one; then the smallest batch whose per-sample cost is within
+``--within`` of the best measured. ``cfbench.runs.batching.CPU_UNET_BATCH`` is chosen from this curve.
 
     python benchmarks/bench_batching.py [--batch-sizes 1 2 4 8 16] [--n 16] [--steps 10] [--repeats 3] [--smoke]
 """
@@ -52,20 +52,25 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds[batch].append((time.perf_counter() - tick) / args.n)
+            print(f"  (batch {batch}: {seconds[batch][-1] * 1000:.1f} ms per sample)", flush=True)
     per_sample = {batch: statistics.median(values) for batch, values in seconds.items()}
     best = min(per_sample.values())
     stops = min(batch for batch, cost in per_sample.items() if cost <= (1 + args.within) * best)
     print(f"phantom instructx2x, {size} px, {args.steps} steps, device {args.device}, torch threads "
           f"{torch.get_num_threads()}, N={args.n}, {args.repeats} interleaved rounds (medians)")
+    previous = None
     for batch, cost in per_sample.items():
         speedup = per_sample[args.batch_sizes[0]] / cost
-        print(f"  batch {batch:3d}: {cost * 1000:8.1f} ms per sample   batch {args.batch_sizes[0]} / this {speedup:5.2f}")
+        gain = "" if previous is None else f"   gain over batch {previous[0]}: {previous[1] / cost:5.2f}"
+        print(f"  batch {batch:3d}: {cost * 1000:8.1f} ms per sample   batch {args.batch_sizes[0]} / this "
+              f"{speedup:5.2f}{gain}")
+        previous = (batch, cost)
         report(f"batch{batch}_speedup", speedup, f"phantom UNet model per-sample "
                f"cost, batch {args.batch_sizes[0]} / batch {batch} ({args.device})", "x")
-    print(f"the per-sample cost stops falling at batch {stops} (within {args.within:.0%} of the best); "
+    print(f"within {args.within:.0%} of the best measured per-sample cost from batch {stops}; "
           f"cfbench.runs.batching.CPU_UNET_BATCH = {CPU_UNET_BATCH}")
-    report("stops_falling_at", stops, f"batch where the phantom UNet's per-sample cost stops falling ({args.device})",
-           "", f"CPU_UNET_BATCH = {CPU_UNET_BATCH}")
+    report("within_of_best_from", stops, f"smallest batch within {args.within:.0%} of the best measured per-sample "
+           f"cost ({args.device})", "", f"CPU_UNET_BATCH = {CPU_UNET_BATCH}")
 
 
 if __name__ == "__main__":

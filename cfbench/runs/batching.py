@@ -4,10 +4,11 @@ A sample's result does not depend on the batch it is in (each sample has its own
 tested), so the batch is a speed setting only, recorded in the manifest's runtime (``batch_size``, and
 ``batch_policy``: how it was chosen).
 
-- CPU, models that run a diffusion UNet (they expose ``components.unet``): ``CPU_UNET_BATCH``, the batch
-  where the per-sample cost of the shipped phantom InstructX2X stops falling (within 5 % of the best;
-  ``benchmarks/bench_batching.py`` measures it: 2 cores, 128 px, the cost per sample at batch 8 is about
-  2.5x lower than at batch 1).
+- CPU, models that run a diffusion UNet (they expose ``components.unet``): ``CPU_UNET_BATCH`` = 8, the knee of
+  the per-sample cost of the shipped phantom InstructX2X (``benchmarks/bench_batching.py``; 2 cores, 128 px, 2
+  DDIM steps, a loaded machine: batch 1 / batch b = 1.55 at 2, 2.09 at 4, 3.21 at 8, 3.94 at 16; an earlier
+  measurement found 2.5 at 8). Doubling to 16 gains 1.23x against 1.54x for 4 -> 8, and a 512-px network
+  would need twice the memory for its 3 guidance branches, so the table stops at 8.
 - CUDA, those models: the largest power of two up to ``GPU_MAX_BATCH`` whose estimated memory fits in
   ``GPU_MEMORY_FRACTION`` of the device's free memory. The estimate per sample,
   ``GPU_UNET_GIB_PER_SAMPLE`` at 512 px in 16-bit weights, scaled with the latent area and doubled in
@@ -62,4 +63,4 @@ def resolve_batch_size(requested: int | str, model: Any, device: str) -> tuple[i
         batch, per_sample = gpu_batch(free_bytes, resolution, bytes_per_weight)
         return batch, (f"auto: {batch} (GPU: {free_bytes / 2**30:.1f} GiB free, {GPU_MEMORY_FRACTION:.0%} of it at "
                        f"an estimated {per_sample:.2f} GiB per sample at {resolution} px, not yet measured)")
-    return CPU_UNET_BATCH, f"auto: {CPU_UNET_BATCH} (CPU, diffusion UNet: where its per-sample cost stops falling)"
+    return CPU_UNET_BATCH, f"auto: {CPU_UNET_BATCH} (CPU, diffusion UNet: the knee of its measured per-sample cost)"

@@ -42,7 +42,7 @@ def test_auto_batch_of_a_unet_model_on_cpu_is_the_measured_one_and_recorded(tmp_
     assert UNetLikeModel.calls == [batching.CPU_UNET_BATCH] * 2 + [3]
     runtime = RunManifest.read(tmp_path / "auto").runtime
     assert runtime.batch_size == batching.CPU_UNET_BATCH
-    assert runtime.batch_policy.startswith(f"auto: {batching.CPU_UNET_BATCH} (CPU, diffusion UNet")
+    assert runtime.batch_policy.startswith(f"auto: {batching.CPU_UNET_BATCH} (CPU, diffusion UNet: the knee")
     generate(run_settings(data, tmp_path / "one", 1), progress=False)
     assert run_outputs(tmp_path / "auto") == run_outputs(tmp_path / "one")
     assert RunManifest.read(tmp_path / "one").runtime.batch_policy == "given"
