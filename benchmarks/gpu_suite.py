@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -152,7 +153,7 @@ def main() -> int:
         print(f"gpu_suite: --device {args.device} but torch sees no CUDA device (use --smoke on a CPU)",
               file=sys.stderr)
         return 2
-    record = {"command": "python " + " ".join(["benchmarks/gpu_suite.py"] + sys.argv[1:]), "smoke": args.smoke,
+    record = {"command": shlex.join(["python", "benchmarks/gpu_suite.py", *sys.argv[1:]]), "smoke": args.smoke,
               "conditions_before": conditions(), "scripts": [], "skipped": []}
     with tempfile.TemporaryDirectory() as scratch:
         if args.smoke:

@@ -64,7 +64,9 @@ def format_value(value: float, unit: str) -> str:
 def performance_table(record: dict) -> str:
     """The README's table: one row per result, then how it was made (``record["command"]``)."""
     before, after = record["conditions_before"], record["conditions_after"]
-    size = "smoke sizes (the numbers only show that the scripts run)" if record["smoke"] else "default sizes"
+    size = ("smoke sizes (the numbers only show that the scripts run)" if record["smoke"] else
+            "sizes as given in the command" if any(script["arguments"] for script in record["scripts"]) else
+            "default sizes")
     device = f", {before['accelerator']}" if before.get("accelerator") else ""
     lines = [f"Measured {before['date']} on {before['host']} ({before['cores']} cores, {before['cpu']}{device}), "
              f"{size}; load average {before['load_average']} before, {after['load_average']} after "
@@ -107,7 +109,7 @@ def main() -> int:
         parser.error(f"unknown benchmark(s) {unknown}; known: {benchmark_scripts()}")
     extra = {name: shlex.split(options) for name, _, options in (item.partition("=") for item in args.arguments)}
     print_conditions()
-    record = {"command": "python " + " ".join(["benchmarks/run_all.py"] + sys.argv[1:]), "smoke": args.smoke,
+    record = {"command": shlex.join(["python", "benchmarks/run_all.py", *sys.argv[1:]]), "smoke": args.smoke,
               "conditions_before": conditions(), "scripts": []}
     for name in names:
         if name not in args.skip:
