@@ -9,7 +9,7 @@ policies alternate over ``--repeats`` rounds, and medians are reported with the 
 2. the shipped phantom InstructX2X UNet (cfbench/data/phantom_instructx2x) on a batch of 8 latents at
    32 x 32, with both classifier-free guidance branches (24 rows), what ``cfbench demo`` runs per step.
 
-    python benchmarks/bench_allocator.py [--repeats 3] [--calls 6]
+    python benchmarks/bench_allocator.py [--repeats 3] [--calls 6] [--workloads densenet unet] [--smoke]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 import numpy as np
+from conditions import parse_args, report
 
 CHILD = r"""
 import json, sys, time
@@ -63,13 +64,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per policy")
     parser.add_argument("--calls", type=int, default=6, help="timed forward calls per process")
-    args = parser.parse_args()
+    parser.add_argument("--workloads", nargs="+", choices=["densenet", "unet"], default=["densenet", "unet"])
+    args = parse_args(parser, smoke={"repeats": 1, "calls": 1, "workloads": ["densenet"]})
     import torch
 
     print(f"heap policy on CPU forwards, {torch.get_num_threads()} torch threads, {args.repeats} interleaved rounds "
           f"of fresh processes (medians)")
     for workload, label in (("densenet", "DenseNet-121, batch 16 at 224 px"),
                             ("unet", "phantom InstructX2X UNet, 24 rows of 32 x 32 latents")):
+        if workload not in args.workloads:
+            continue
         results: dict[str, list[dict]] = {"system": [], "keep-freed": []}
         for _ in range(args.repeats):
             for policy in results:
@@ -80,8 +84,12 @@ def main() -> None:
         print(f"  {label}")
         for policy, values in median.items():
             print(f"    {policy:10s} {values['seconds'] * 1000:8.1f} ms per call   peak {values['peak_mib']:7.0f} MiB")
+        peak_ratio = median['keep-freed']['peak_mib'] / median['system']['peak_mib']
         print(f"    system / keep-freed time: {np.median(ratios):.2f}x   peak memory keep-freed / system: "
-              f"{median['keep-freed']['peak_mib'] / median['system']['peak_mib']:.3f}")
+              f"{peak_ratio:.3f}")
+        report(f"{workload}_time_ratio", np.median(ratios), f"heap policy: {label}, time system / keep-freed", "x",
+               "> 1")
+        report(f"{workload}_peak_ratio", peak_ratio, f"heap policy: {label}, peak memory keep-freed / system", "x")
 
 
 if __name__ == "__main__":

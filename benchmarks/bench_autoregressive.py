@@ -10,7 +10,7 @@ sample's own CPU generator.
 The model is a random GPT-NeoX (``--hidden``, ``--layers``, ``--vocab``), not a release: the numbers show the
 loop's overhead against transformers', not a real model's speed.
 
-    python benchmarks/bench_autoregressive.py [--batch-sizes 1 8] [--new-tokens 128] [--device cpu]
+    python benchmarks/bench_autoregressive.py [--batch-sizes 1 8] [--new-tokens 128] [--device cpu] [--smoke]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 import torch
 
 from cfbench import autoregressive as ar
+from conditions import parse_args, report
 
 
 def main() -> None:
@@ -35,7 +36,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"batch_sizes": [1, 2], "new_tokens": 4, "prompt_tokens": 8, "hidden": 64,
+                                     "layers": 1, "vocab": 512, "repeats": 1})
     torch.set_num_threads(args.threads)
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -69,6 +71,9 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
         rates = {name: batch * args.new_tokens / statistics.median(values) for name, values in times.items()}
         print(f"{batch:>5}  {rates['ours']:>10.1f}  {rates['generate']:>14.1f}  {rates['ours'] / rates['generate']:>6.2f}")
+        report(f"batch{batch}_ratio", rates["ours"] / rates["generate"],
+               f"autoregressive loop tokens/s, ours / transformers generate, batch {batch} ({args.device})", "x",
+               ">= 1" if batch == 1 else "> 1")
 
 
 if __name__ == "__main__":

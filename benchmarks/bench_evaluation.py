@@ -34,7 +34,7 @@ The process applies the heap policy the ``cfbench`` command applies (``--allocat
 
     python benchmarks/bench_evaluation.py [--n 48] [--resolution 512] [--repeats 3] [--skip-memory]
         [--skip-large] [--large-n 2248] [--allocator keep-freed|system] [--evaluator suite|densenet|both]
-        [--suite-repeats 2]
+        [--suite-repeats 2] [--memory-n 200 2000] [--device cpu] [--smoke]
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ from cfbench.evaluation.protocol import Protocol
 from cfbench.phantom.dataset import build_phantom_dataset
 from cfbench.runs.generate import RunSettings, generate
 from cfbench.runs.store import load_generated
+from conditions import parse_args, report
 
 PROTOCOL = Protocol()  # what `cfbench eval` runs: 1000 bootstrap resamples, 200 FID resamples
 
 
-def random_densenet_evaluator(folder: Path):
+def random_densenet_evaluator(folder: Path, device: str = "cpu"):
     """XRVPathologyEvaluator on a randomly initialised DenseNet-121 saved like the release file."""
     import torchxrayvision as xrv
 
@@ -77,10 +78,10 @@ def random_densenet_evaluator(folder: Path):
     entry = weights.get("xrv-densenet121-all")
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(xrv.models.DenseNet(weights=None, num_classes=18), folder / entry.filename)
-    return XRVPathologyEvaluator(cache_dir=folder, batch_size=16)
+    return XRVPathologyEvaluator(cache_dir=folder, batch_size=16, device=device)
 
 
-def random_xrv_suite(home: Path):
+def random_xrv_suite(home: Path, device: str = "cpu"):
     """The suite ``cfbench eval`` builds for data with race (pathology + race + age), on randomly initialised
     networks of the release architectures written under ``home/.torchxrayvision/models_data`` in the
     release files' formats; ``$HOME`` is pointed at ``home`` (torchxrayvision reads the race and age files
@@ -108,7 +109,7 @@ def random_xrv_suite(home: Path):
         torch.jit.trace(age, torch.zeros(1, 3, 320, 320)).save(str(folder / weights.get("xrv-age").filename))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return XRVEvaluatorSuite(suite_members(has_race=True), batch_size=16)
+        return XRVEvaluatorSuite(suite_members(has_race=True), batch_size=16, device=device)
 
 
 EVALUATOR_LABELS = {
@@ -128,7 +129,8 @@ def make_runs(root: Path, n: int, size: int) -> tuple[Path, dict[str, Path]]:
     return data, runs
 
 
-def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_name: str = "densenet") -> float:
+def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_name: str = "densenet",
+                       device: str = "cpu") -> float:
     """layout "real": only generated and target images are read, as on a real dataset; "phantom": also the
     prior, the exact counterfactual and the lesion mask of every sample, for the locality measures.
     Rounds of (bare, first evaluation with an empty cache, second model) interleaved; returns the bare
@@ -139,8 +141,8 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_n
         if layout == "real":
             for folder in ("counterfactual", "lesion_mask"):
                 shutil.rmtree(data / folder)
-        evaluator = (random_xrv_suite(scratch / "home") if evaluator_name == "suite"
-                     else random_densenet_evaluator(scratch / "xrv-cache"))
+        evaluator = (random_xrv_suite(scratch / "home", device) if evaluator_name == "suite"
+                     else random_densenet_evaluator(scratch / "xrv-cache", device))
         one_loader_variant = evaluator_name == "densenet"
         from cfbench.datasets.edit_dataset import EditDataset
 
@@ -194,6 +196,11 @@ def overhead_and_cache(n: int, size: int, layout: str, repeats: int, evaluator_n
               f"{default_loader_threads()})")
     print(f"  harness, second model (cache filled)       {median(seconds_):8.2f} s   second / first {second_ratio:.3f} "
           f"(target <= 0.5)")
+    key = f"{evaluator_name}_{layout}"
+    report(f"{key}_overhead", overhead, f"evaluation / bare evaluator forward, {evaluator_name}, {layout}-data layout, "
+           f"N={n} at {size} px", "x", "<= 1.10")
+    report(f"{key}_second_model", second_ratio, f"second model on the same split / first, {evaluator_name}, "
+           f"{layout}-data layout", "x", "<= 0.5")
     streaming = [f - s for f, s in zip(firsts, scorings)]
     print(f"  of the first: streaming {median(streaming):.2f} s (ratio to bare "
           f"{median([s / b for s, b in zip(streaming, bares)]):.3f}), scoring {median(scorings):.2f} s "
@@ -233,6 +240,9 @@ def large_fixed_costs(n: int, seconds_per_image: dict[str, float], repeats: int,
           f"scaled)   after {fid_new:7.1f} s (target <= 30 s)   FID {interval.value:.2f} "
           f"[{interval.low:.2f}, {interval.high:.2f}]")
     fixed = float(np.median(new)) + fid_new
+    report("scoring_after_before", np.median(np.array(new) / np.array(old)),
+           f"bootstrap scoring at N={n}, today / before issue 17", "x")
+    report("fid_bootstrap_seconds", fid_new, f"FID bootstrap (200 resamples) at N={n}", "s", "<= 30")
     for name, rate in seconds_per_image.items():
         bare = rate * 2 * n
         print(f"  {name}: bare forward at N={n} extrapolated from the measured rate: {bare:.0f} s; scoring + FID "
@@ -260,23 +270,26 @@ def own_peak_rss_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def memory_ratio(allocator: str) -> None:
+def memory_ratio(allocator: str, sizes: tuple[int, int] = (200, 2000)) -> None:
     """Datasets and runs are prepared here; each evaluation runs alone in a fresh process, so its peak
     RSS is the evaluation's (interpreter, torch, evaluator, streamed images, per-sample arrays)."""
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for n in (200, 2000):
+        for n in sizes:
             _, runs = make_runs(Path(scratch) / f"n{n}", n, 128)
             output = subprocess.run([sys.executable, __file__, "--memory-child", str(runs["identity"]),
                                      "--allocator", allocator],
                                     capture_output=True, text=True, check=True).stdout
-            results[n] = json.loads(output.strip().splitlines()[-1])
-    small, large = results[200], results[2000]
+            results[n] = json.loads(next(line for line in reversed(output.splitlines()) if line.startswith("{")))
+    small, large = results[sizes[0]], results[sizes[1]]
     print("peak memory of an evaluation (phantom CNN, 128 px), each in a fresh process (its own VmHWM)")
     for n, result in results.items():
         print(f"  N={n:<5} peak RSS {result['peak_rss_kib'] / 1024:8.1f} MiB   "
               f"traced Python allocations peak {result['traced_peak_bytes'] / 2**20:8.1f} MiB")
-    print(f"  ratio N=2000 / N=200: peak RSS {large['peak_rss_kib'] / small['peak_rss_kib']:.3f} (target <= 1.2); "
+    report("memory_ratio", large["peak_rss_kib"] / small["peak_rss_kib"],
+           f"peak memory of an evaluation, N={sizes[1]} / N={sizes[0]}", "x", "<= 1.2")
+    print(f"  ratio N={sizes[1]} / N={sizes[0]}: peak RSS {large['peak_rss_kib'] / small['peak_rss_kib']:.3f} "
+          "(target <= 1.2); "
           f"traced allocations {large['traced_peak_bytes'] / small['traced_peak_bytes']:.2f} "
           "(the O(N) per-sample scalars and feature vectors)")
 
@@ -297,8 +310,12 @@ def main() -> None:
                              "densenet: the DenseNet-121 alone (the worst case for the ratio)")
     parser.add_argument("--suite-repeats", type=int, default=2,
                         help="interleaved rounds for the suite (a round takes about 3 minutes at N=48)")
+    parser.add_argument("--memory-n", type=int, nargs=2, default=[200, 2000], metavar=("SMALL", "LARGE"),
+                        help="the two sizes of the memory comparison")
+    parser.add_argument("--device", default="cpu", help="torch device of the evaluators (cpu, cuda)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"n": 4, "resolution": 64, "evaluator": "densenet", "layout": "phantom",
+                                     "repeats": 1, "large_n": 48, "memory_n": [8, 16]})
     apply_allocator_policy(args.allocator)  # what the cfbench command does at start-up
     print(f"heap policy: {args.allocator} (cfbench.core.allocator)")
     if args.memory_child:
@@ -306,14 +323,15 @@ def main() -> None:
         return
     rates = {}
     if args.evaluator in ("suite", "both"):  # the default for real data; its networks need the real layout only
-        rates["suite"] = overhead_and_cache(args.n, args.resolution, "real", args.suite_repeats, "suite")
+        rates["suite"] = overhead_and_cache(args.n, args.resolution, "real", args.suite_repeats, "suite", args.device)
     if args.evaluator in ("densenet", "both"):
         for layout in (("real", "phantom") if args.layout == "both" else (args.layout,)):
-            rates["densenet"] = overhead_and_cache(args.n, args.resolution, layout, args.repeats, "densenet")
+            rates["densenet"] = overhead_and_cache(args.n, args.resolution, layout, args.repeats, "densenet",
+                                                   args.device)
     if not args.skip_large:
         large_fixed_costs(args.large_n, rates, args.repeats)
     if not args.skip_memory:
-        memory_ratio(args.allocator)
+        memory_ratio(args.allocator, tuple(args.memory_n))
 
 
 if __name__ == "__main__":

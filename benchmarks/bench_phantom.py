@@ -1,6 +1,6 @@
 """Speed of the phantom renderer: images/s and seconds per image at 512 and 256 px, on one core.
 
-Run: ``python benchmarks/bench_phantom.py [--pairs N]``. Prints, per size,
+Run: ``python benchmarks/bench_phantom.py [--pairs N] [--sizes 512 256] [--smoke]``. Prints, per size,
 
 - render (warm): ``render()`` of one patient at varying poses/noise, patient texture cached;
 - render_pair: whole pairs from fresh seeds (past + current + counterfactual + mask, including the
@@ -14,20 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 # one core: keep any threaded BLAS/OpenMP out of the measurement (numpy elementwise code is single-threaded)
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(variable, "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np  # noqa: E402
+from conditions import parse_args, report  # noqa: E402
 
-from cfbench.phantom.render import render, render_pair
-from cfbench.phantom.scenario import PHANTOM_VERSION, sample_pair, sample_pose
+from cfbench.phantom.render import render, render_pair  # noqa: E402
+from cfbench.phantom.scenario import PHANTOM_VERSION, sample_pair, sample_pose  # noqa: E402
 
 
 def _median_time(function, repeats: int) -> float:
@@ -43,10 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20, help="pairs per render_pair measurement")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 256], help="image sides in pixels")
+    args = parse_args(parser, smoke={"pairs": 1, "repeats": 1, "sizes": [64]})
 
     print(f"phantom v{PHANTOM_VERSION}, numpy {np.__version__}")
-    for size in (512, 256):
+    for size in args.sizes:
         pair = sample_pair(0)
         rng = np.random.default_rng(1)
         poses = [sample_pose(rng) for _ in range(10)]
@@ -58,6 +56,7 @@ def main() -> None:
 
         per_image = _median_time(warm_renders, args.repeats) / len(poses)
         print(f"{size:4d} px  render (warm)   {1.0 / per_image:7.1f} images/s   {per_image * 1000:6.1f} ms/image")
+        report(f"render_{size}", 1.0 / per_image, f"phantom render (warm), {size} px, one core", "images/s")
 
         counter = iter(range(10_000, 10**9))
 
@@ -68,6 +67,8 @@ def main() -> None:
         per_image = _median_time(fresh_pairs, args.repeats) / (3 * args.pairs)
         print(f"{size:4d} px  render_pair     {1.0 / per_image:7.1f} images/s   {per_image * 1000:6.1f} ms/image"
               "  (fresh patients, 3 images per pair)")
+        report(f"render_pair_{size}", 1.0 / per_image, f"phantom render_pair (fresh patients), {size} px, one core",
+               "images/s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Speed of the shipped phantom evaluator on CPU: load time and predict() images/s at 128, 256 and 512 px.
 
-Run: ``python benchmarks/bench_phantom_evaluators.py [--batch 32] [--repeats 5]``. Prints, per input size,
+Run: ``python benchmarks/bench_phantom_evaluators.py [--batch 32] [--repeats 5] [--sizes 128 256 512] [--smoke]``. Prints, per input size,
 the median seconds per batch and images/s (resize to 128 + forward), measured in this run.
 """
 
@@ -8,29 +8,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from conditions import parse_args, report
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from cfbench.phantom.evaluator import PhantomEvaluator  # noqa: E402
+from cfbench.phantom.evaluator import PhantomEvaluator
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512], help="input sides in pixels")
+    args = parse_args(parser, smoke={"batch": 2, "repeats": 1, "sizes": [128]})
 
     started = time.perf_counter()
     evaluator = PhantomEvaluator.from_file()
     print(f"load: {time.perf_counter() - started:.3f} s  (torch threads: {torch.get_num_threads()})")
     rng = np.random.default_rng(0)
-    for size in (128, 256, 512):
+    for size in args.sizes:
         images = rng.uniform(0.0, 1.0, size=(args.batch, size, size)).astype(np.float32)
         evaluator.predict(images[:2])  # warm-up
         times = []
@@ -40,6 +38,8 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
         print(f"{size:>4} px: {median:.3f} s per batch of {args.batch}, {args.batch / median:.0f} images/s")
+        report(f"predict_{size}", args.batch / median, f"shipped phantom evaluator predict, {size} px input, "
+               f"batch {args.batch}", "images/s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Dataset-build throughput: registration pairs/s at 512 px with 1, 2, ... worker processes.
 
-Run: ``python benchmarks/bench_registration.py [--pairs N] [--workers 1 2] [--resolution 512]``.
+Run: ``python benchmarks/bench_registration.py [--pairs N] [--workers 1 2] [--resolution 512] [--smoke]``.
 
 Makes N longitudinal pairs from the real X-rays in ``../shared/data/real-cxr`` (re-posed and re-exposed
 copies; phantom pairs when that folder is absent), saves them as 8-bit PNGs at 1024 px like the NIH
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from conditions import parse_args, report
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cfbench.core.images import load_image, resize  # noqa: E402
 from cfbench.datasets.pair_engine import PairJob, PairSettings, process_pairs  # noqa: E402
@@ -76,7 +74,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--sources", type=Path, default=REAL, help="folder of PNG X-rays to make pairs from")
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"pairs": 2, "workers": [2], "resolution": 128})
     print(f"cores: {os.cpu_count()}, pairs: {args.pairs}, resolution: {args.resolution} px")
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
@@ -97,6 +95,8 @@ def main() -> None:
         baseline = next(iter(rates))
         for label, rate in list(rates.items())[1:]:
             print(f"speed-up of [{label}] over [{baseline}]: {rate / rates[baseline]:.2f}x")
+            report(f"speedup_{label.split()[0]}_workers", rate / rates[baseline],
+                   f"dataset build (registration) at {args.resolution} px, {label} / 1 worker with 1 ITK thread", "x")
 
 
 if __name__ == "__main__":

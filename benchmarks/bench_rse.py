@@ -9,23 +9,23 @@ Prints, measured in one run with the same loaded networks:
 Timings are the median of ``--repeats`` runs, the two models interleaved so that load changes on a
 shared machine hit both alike.
 
-Without ``--model-path`` the networks are random and tiny (tests/tiny_diffusion.py): the numbers then
+Without ``--model-path`` the networks are random and tiny (``tests/helpers/tiny_diffusion.py``): the numbers then
 show the loop's overhead structure, not the speed of the real 860M-parameter UNet.
 
-    python benchmarks/bench_rse.py [--model-path DIR] [--resolution 64] [--device cpu] [--precision auto]
+    python benchmarks/bench_rse.py [--model-path DIR] [--resolution 64] [--device cpu] [--precision auto] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from conditions import parse_args, report
 
 from cfbench import diffusion
 from cfbench.api.model import EditRequest
@@ -36,7 +36,6 @@ from cfbench.models.instructx2x import (
     load_pseudo_masks,
 )
 
-TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 INSTRUCTIONS = ("Add the finding of cardiomegaly", "Add the finding of small left pleural effusion",
                 "Remove the finding of right pneumothorax", "Add the finding of edema")
 
@@ -60,8 +59,7 @@ def timed(model, requests: list[EditRequest], device: str) -> float:
 
 
 def tiny_model_folder(scratch: Path, args) -> Path:
-    sys.path.insert(0, str(TESTS_DIR))
-    from tiny_diffusion import save_tiny_instruct_pix2pix
+    from tests.helpers.tiny_diffusion import save_tiny_instruct_pix2pix
 
     return save_tiny_instruct_pix2pix(scratch / "tiny", unet_channels=tuple(args.unet_channels),
                                       vae_channels=tuple(args.vae_channels))
@@ -81,7 +79,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=diffusion.PRECISIONS)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--pseudo-masks", default="nih", help='"nih" (needs torchxrayvision) or a PseudoMasks file')
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"resolution": 32, "steps": 2, "ratio_batch": 1, "batch_sizes": [1, 2],
+                                     "repeats": 1})
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -114,12 +113,17 @@ def main() -> None:
               f"{args.repeats}), ratio RSE / plain = {rse_seconds / plain_seconds:.4f} (medians: "
               f"{statistics.median(rse_times) / statistics.median(plain_times):.4f}; expected about "
               f"{1 + 2 / (3 * args.steps):.4f}; target <= 1.05)")
+        networks = folder.name if args.model_path else "tiny random networks"
+        report("rse_over_plain", rse_seconds / plain_seconds, f"RSE / plain InstructPix2Pix time, batch "
+               f"{args.ratio_batch}, {args.steps} steps, {args.resolution} px, {networks}", "x", "<= 1.05")
 
         print("batch size   images/s (instructx2x)")
         for batch_size in args.batch_sizes:
             seconds = statistics.median(timed(rse_model, requests[:batch_size], args.device)
                                         for _ in range(args.repeats))
             print(f"{batch_size:>10}   {batch_size / seconds:.3f}")
+            report(f"instructx2x_batch{batch_size}", batch_size / seconds,
+                   f"instructx2x images/s at batch {batch_size}, {args.steps} steps, {args.resolution} px", "images/s")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Prints, measured in one run on the same phantom split:
 - overhead per sample = (harness - bare) / N (target <= 15 ms at 512 px), and where it goes (read, write,
   ledger). Bare and harness runs are interleaved over ``--repeats`` rounds; medians are printed.
 
-    python benchmarks/bench_runner.py [--n 64] [--resolution 512] [--repeats 3]
+    python benchmarks/bench_runner.py [--n 64] [--resolution 512] [--repeats 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from conditions import parse_args, report
 
 from cfbench.api.model import LoadContext
 from cfbench.core.images import encode_png16
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"n": 4, "resolution": 64, "repeats": 1})
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         data = build_phantom_dataset(scratch / "data", args.n, resolution=args.resolution, fractions={"holdout": 1.0},
@@ -70,9 +71,9 @@ def main() -> None:
                                        out=scratch / f"run{round_}-{level}", resolution=args.resolution, batch_size=8,
                                        png_compression=level)
                 tick = time.perf_counter()
-                report = generate(settings, progress=False)
+                outcome = generate(settings, progress=False)
                 harness[level].append(time.perf_counter() - tick)
-                assert report.generated == args.n and not report.failed
+                assert outcome.generated == args.n and not outcome.failed
     bare = float(np.median(bares))
     n = args.n
     print(f"runner overhead around `identity`, N={n} samples at {args.resolution}x{args.resolution}, batch 8, "
@@ -83,6 +84,8 @@ def main() -> None:
         overhead = float(np.median([(h - b) / n for h, b in zip(harness[level], bares)]))
         print(f"  cfbench generate, png level {level}: {1e3 * total / n:8.3f} ms/sample, overhead per sample "
               f"{1e3 * overhead:8.3f} ms (target <= 15 ms), throughput {n / total:.1f} samples/s")
+        report(f"overhead_png{level}", 1e3 * overhead, f"runner overhead per sample around identity, {args.resolution} "
+               f"px, PNG level {level}", "ms/sample", "<= 15")
     print(f"    measured separately: read+decode prior {1e3 * read / n:.3f} ms, 16-bit PNG encode level 1 "
           f"{1e3 * encode / n:.3f} ms / level 0 {1e3 * encode0 / n:.3f} ms (now on the writer thread), "
           f"fsynced ledger line {1e3 * ledger_time / n:.3f} ms")

@@ -2,9 +2,10 @@
 re-run to the end, must give byte-identical outputs to an uninterrupted run and leave nothing behind
 (no temporary files, no half-written folders).
 
-Run: ``python benchmarks/kill9_trials.py [--trials 5] [--seed 0]`` (``--trials`` per stage; 4 stages).
+Run: ``python benchmarks/kill9_trials.py [--trials 5] [--seed 0] [--smoke]`` (``--trials`` per stage; 4 stages).
 Prints one line per trial (stage, kill time, whether the process was still running when killed, verdict)
-and a summary; exits 1 when any trial differs. Takes a few minutes on 2 cores.
+and a summary; exits 1 when any trial differs (its scratch folder is then kept for inspection). Takes a few
+minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from conditions import parse_args, report
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "tests.helpers.fake_models:NoisyEditModel"
@@ -75,18 +79,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="trials per stage (default 5; 4 stages)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--n", type=int, default=160, help="phantom samples of the dataset (70 % in train)")
+    parser.add_argument("--resolution", type=int, default=512, help="pixels of the generated images")
+    args = parse_args(parser, smoke={"trials": 1, "n": 12, "resolution": 64})
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="cfbench-kill9-"))
     env = dict(os.environ, PYTHONPATH=str(REPO), CFBENCH_CACHE_DIR=str(root / "cache"),
                CFBENCH_CONFIG=str(root / "config.toml"), OMP_NUM_THREADS="1")
     data = root / "data"
     durations = {}  # each stage's uninterrupted wall time: kills are drawn inside it
-    durations["data phantom"] = run(cli("data", "phantom", "--n", "160", "--out", str(data), "--resolution", "64",
-                                        "--seed", "3"), env)
+    phantom = ["data", "phantom", "--n", str(args.n), "--resolution", "64", "--seed", "3"]
+    durations["data phantom"] = run(cli(*phantom, "--out", str(data)), env)
     reference_run = root / "reference-run"
-    generate = ["generate", "--model", MODEL, "--split", "train", "--data", str(data), "--resolution", "512",
-                "--batch-size", "2"]  # 112 samples at 512 px: kills land mid-run
+    generate = ["generate", "--model", MODEL, "--split", "train", "--data", str(data), "--resolution",
+                str(args.resolution), "--batch-size", "2"]  # by default 112 samples at 512 px: kills land mid-run
     durations["generate"] = run(cli(*generate, "--out", str(reference_run)), env)
     evaluate = ["eval", "--bootstrap", "200", "--fid-bootstrap", "0"]
     durations["eval"] = run(cli(*evaluate, "--run", str(reference_run)), env)
@@ -98,8 +104,7 @@ def main() -> int:
     stages = {
         "generate": lambda out: cli(*generate, "--out", str(out)),
         "eval": None,  # evaluates a copy of the reference run
-        "data phantom": lambda out: cli("data", "phantom", "--n", "160", "--out", str(out), "--resolution", "64",
-                                        "--seed", "3"),
+        "data phantom": lambda out: cli(*phantom, "--out", str(out)),
         "leaderboard": lambda out: cli("leaderboard", str(reference_run), "--out", str(out), *board),
     }
     expected = {"generate": snapshot(reference_run, ignore=("metrics.json", "predictions.csv", "evaluation.npz")),
@@ -132,6 +137,10 @@ def main() -> int:
                   f" -> {verdict}", flush=True)
     total = args.trials * len(stages)
     print(f"{total - failures} of {total} trials identical to the uninterrupted run with no leftovers ({root})")
+    report("identical_trials", (total - failures) / total, f"kill -9 trials identical to an uninterrupted run "
+           f"({total} trials)", "fraction", "1")
+    if not failures:
+        shutil.rmtree(root)
     return 1 if failures else 0
 
 

@@ -74,6 +74,8 @@ SLOW_TESTS = frozenset({
     "tests/training/test_phantom_generator.py::test_train_generator_end_to_end_and_loadable",
     "tests/suites/test_validity.py::test_every_family_and_reference_is_judged_and_the_ground_truth_metric_is_valid",
     "tests/suites/test_validity.py::test_files_round_trip_and_the_runs_are_in_table_order",
+    # every benchmark script at its smoke size, each in a fresh process (1-30 s each)
+    "tests/benchmarks/test_benchmarks_run.py::test_benchmark_runs_at_its_smoke_size",
 })
 
 

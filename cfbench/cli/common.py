@@ -137,6 +137,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def batch_size_type(text: str) -> int | str:
+    """argparse type of ``--batch-size``: "auto" (cfbench.runs.batching) or an integer >= 1."""
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type of a count that may be 0 (e.g. data-loading worker processes: 0 = load in the main one)."""
     value = _parse(text, int, "a whole number")

@@ -11,6 +11,7 @@ from cfbench.api.model import DEFAULT_RESOLUTION
 from cfbench.api.registry import get_model_class, resolve_model_path
 from cfbench.cli.common import (
     CliError,
+    batch_size_type,
     option_pairs,
     positive_float,
     positive_int,
@@ -35,8 +36,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder; default: {runs_dir}/{model}-{split}-seed{seed}. "
                              "An existing folder with the same config is resumed.")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N samples of the split")
-    parser.add_argument("--batch-size", type=positive_int, default=1, metavar="B",
-                        help="requests per model call (results do not depend on it; default 1)")
+    parser.add_argument("--batch-size", type=batch_size_type, default="auto", metavar="B",
+                        help="requests per model call, or 'auto': a measured choice per device and model, "
+                             "recorded in the manifest (results do not depend on it; default auto)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="run seed; each sample's seed is derived from it and the sample id (default 0)")
     parser.add_argument("--seeds", type=int, choices=(1, 2), default=1, metavar="1|2",

@@ -38,6 +38,7 @@ from cfbench.core.provenance import package_versions
 from cfbench.core.seeds import derive_seed
 from cfbench.core.storage import json_safe
 from cfbench.datasets.edit_dataset import EditDataset, Sample
+from cfbench.runs.batching import resolve_batch_size
 from cfbench.runs.manifest import RunConfig, RunSession
 from cfbench.runs.store import RunStore, Shard, UnstorableRecord, check_out_folder
 
@@ -61,7 +62,7 @@ class RunSettings:
     resolution: int = DEFAULT_RESOLUTION
     seed: int = 0
     limit: int | None = None
-    batch_size: int = 1
+    batch_size: int | str = 1  # or "auto": cfbench.runs.batching picks it per device and model
     device: str = "cpu"
     options: dict[str, str] = field(default_factory=dict)
     shard: Shard | None = None
@@ -133,10 +134,12 @@ def generate(
     check_out_folder(settings.out, settings.data_dir)  # before the model loads: a bad --out costs nothing
     dataset = dataset or EditDataset(settings.data_dir, settings.split, settings.resolution, strict=settings.strict)
     model = model or build_model(settings, dataset)
+    batch_size, batch_policy = resolve_batch_size(settings.batch_size, model, settings.device)
     runtime = RunSession(
         argv=list(sys.argv),
         data_dir=str(Path(settings.data_dir).resolve()),
-        batch_size=settings.batch_size,
+        batch_size=batch_size,
+        batch_policy=batch_policy,
         device=settings.device,
         limit=settings.limit,
         shard=None if settings.shard is None else [settings.shard.index, settings.shard.count],
@@ -156,7 +159,7 @@ def generate(
         todo = [sample for sample in samples if sample.sample_id not in done]
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,
                    desc=f"{settings.model} on {settings.split}", unit="sample", file=sys.stderr)
-        batches = [todo[start : start + settings.batch_size] for start in range(0, len(todo), settings.batch_size)]
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         masks = None
         if settings.region_masks == "pseudo":
             from cfbench.datasets.pseudo_masks import default_pseudo_masks

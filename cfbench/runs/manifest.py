@@ -127,7 +127,9 @@ class RunConfig:
 class RunSession:
     """How one session of ``cfbench generate`` ran: free to change between sessions of the same run.
 
-    argv: the command line. data_dir: the dataset folder (absolute). batch_size, device, limit: as given.
+    argv: the command line. data_dir: the dataset folder (absolute). batch_size: requests per model call;
+    batch_policy: how it was chosen ("given", or "auto: ..." with the reason, see cfbench.runs.batching; None in
+    manifests written before it was recorded). device, limit: as given.
     shard: [index, count] or None. versions: Python and package versions. started: local time, ISO 8601.
     model_class: the adapter's import path. png_compression: zlib level of the PNGs this session wrote
     (0-9). It is a session fact, not part of the config: it changes the files' bytes, never their pixels,
@@ -145,6 +147,7 @@ class RunSession:
     started: str
     model_class: str
     png_compression: int | None = None
+    batch_policy: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -69,6 +69,19 @@ def test_binary_auroc_equals_sklearn_with_ties_and_streaming(seed):
     assert streamed.undefined_reason() is None
 
 
+@pytest.mark.parametrize("values", [400, 3, 1])
+def test_average_ranks_equal_scipy_rankdata_value_for_value(values):
+    from scipy.stats import rankdata
+
+    from cfbench.metrics.classification import average_ranks
+
+    scores = np.random.default_rng(values).integers(0, values, 500).astype(np.float64)  # few values: many ties
+    assert np.array_equal(average_ranks(scores), rankdata(scores))
+    assert np.array_equal(average_ranks(np.array([2.5, -1.0, 7.0])), [2.0, 1.0, 3.0])
+    with_nan = np.array([1.0, np.nan, 0.0])
+    assert np.array_equal(average_ranks(with_nan), rankdata(with_nan), equal_nan=True)
+
+
 def test_binary_auroc_all_ties_is_one_half():
     assert binary_auroc(np.array([0, 1, 0, 1]), np.zeros(4)) == 0.5
 
