@@ -41,7 +41,8 @@ def load_both(model_path: Path, steps: int, device: str, precision: str, resolut
     """cfbench's plain InstructPix2Pix and a diffusers pipeline sharing its networks, with a copy of its scheduler."""
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
-    options = {"steps": str(steps), "precision": precision}
+    # diffusers' pipeline conditions on the VAE posterior's mode; cfbench's default is the release's posterior sample
+    options = {"steps": str(steps), "precision": precision, "start_latents": "mode"}
     if resolution:
         options["native_resolution"] = str(resolution)
     model = get_model_class("instructpix2pix").load(LoadContext(model_path=model_path, device=device, options=options))

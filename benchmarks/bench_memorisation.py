@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_evaluation import random_densenet_evaluator  # noqa: E402
+from conditions import parse_args, report  # noqa: E402
 
 from cfbench.datasets.edit_dataset import EditDataset  # noqa: E402
 from cfbench.evaluation.memorisation import (  # noqa: E402
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2248)
     parser.add_argument("--build-images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"index_images": 64, "queries": 16, "build_images": 2, "repeats": 1})
     print(f"torch threads: {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -133,6 +134,11 @@ def main() -> None:
         print(f"3. nearest training images of {args.queries} outputs and their inputs, features and pixels "
               f"(measured): {seconds:.1f} s, peak traced allocations {peak:.0f} MiB (index in memory: "
               f"{(index.features.nbytes + index.thumbnails.nbytes) / 2 ** 20:.0f} MiB)")
+    report("build_over_bare", build / bare, f"memorisation index build / bare DenseNet-121 forward, 512 px", "x")
+    report("build_minutes_extrapolated", build * args.index_images / 60,
+           f"memorisation index build at {args.index_images} images (extrapolated)", "min")
+    report("index_file_mib", size, f"memorisation index file at {args.index_images} images", "MiB")
+    report("search_seconds", seconds, f"nearest training images of {args.queries} outputs and their inputs", "s")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from conditions import parse_args, report  # noqa: E402
 from cfbench.evaluation.protocol import Protocol  # noqa: E402
 from cfbench.evaluation.realism import realism_scores  # noqa: E402
 from cfbench.evaluation.scoring import SampleTable, _fid_interval  # noqa: E402
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2248)
     parser.add_argument("--d", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"n": 64, "d": 32, "repeats": 1})
     table, protocol = synthetic_table(args.n, args.d), Protocol()
     realism, fid, peaks = [], [], []
     for _ in range(args.repeats):
@@ -55,6 +56,9 @@ def main() -> None:
     print(f"N = {args.n}, d = {args.d}, {protocol.fid_bootstrap_resamples} replicates, median of {args.repeats}: "
           f"realism (KID + precision/recall + density/coverage) {r:.1f} s, FID interval {f:.1f} s, "
           f"realism / FID = {r / f:.2f}; realism peak traced allocations {max(peaks):.0f} MiB")
+    report("realism_over_fid", r / f, f"KID + precision/recall + density/coverage time / FID interval time, N={args.n}, "
+           f"d={args.d}", "x")
+    report("realism_peak_mib", max(peaks), f"realism peak traced allocations, N={args.n}, d={args.d}", "MiB")
 
 
 if __name__ == "__main__":

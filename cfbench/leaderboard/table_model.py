@@ -617,6 +617,8 @@ def mark_best(board: Leaderboard, runs: list[RunSummary] | None = None) -> None:
         best_text = rows[verdict.best].cells[key].text
         for row in rows.values():
             cell = row.cells[key]
+            if cell.degenerate:  # shown with its own mark, never a candidate
+                continue
             if row.label in (verdict.best, verdict.runner_up) or (cell.value is not None and cell.text == best_text):
                 cell.tie = True
 
