@@ -2,7 +2,8 @@
 
 Written by ``cfbench leaderboard`` next to the tables. It opens from disk (file://) with no server and no
 network: the rows are JSON inside the page, the script and the style are inline, the plots are the PNGs of
-``plots/`` and every link is relative (each run's ``manifest.json`` and ``metrics.json``, the gallery).
+``plots/`` and every link is relative (each run's ``manifest.json`` and ``metrics.json``, copied into
+``runs/<run id>/`` so that the folder keeps its links when it is moved or published alone; the gallery).
 
 The table: one row per run; columns model (with its colour and marker, :mod:`cfbench.leaderboard.styles`),
 kind (measured / oracle), dataset (kind and split), the benchmark settings that differ between the runs
@@ -21,7 +22,7 @@ import math
 import os
 from pathlib import Path
 
-from cfbench.core.storage import atomic_write_text
+from cfbench.core.storage import atomic_write_bytes, atomic_write_text
 from cfbench.evaluation.metric_names import METRICS
 from cfbench.leaderboard.console import display_scale, display_title
 from cfbench.leaderboard.styles import MARKER_SYMBOLS, model_styles
@@ -69,6 +70,24 @@ def _link(target: Path, out: Path) -> str:
     return Path(os.path.relpath(Path(target).resolve(), Path(out).resolve())).as_posix()
 
 
+RUN_FILES = ("manifest.json", "metrics.json")  # copied beside the page: a few kB each
+
+
+def _run_file(run: RunSummary, name: str, out: Path) -> Path:
+    """The site's copy of a run's file (``out/runs/<run id>/NAME``) when it exists, else the run's own file."""
+    copy = Path(out) / "runs" / run.run_id / name
+    return copy if copy.is_file() else run.run_dir / name
+
+
+def copy_run_files(runs: list[RunSummary], out: Path) -> None:
+    """Copy each run's :data:`RUN_FILES` into ``out/runs/<run id>/`` (atomic writes)."""
+    for run in runs:
+        for name in RUN_FILES:
+            source = run.run_dir / name
+            if source.is_file():
+                atomic_write_bytes(Path(out) / "runs" / run.run_id / name, source.read_bytes())
+
+
 def site_data(runs: list[RunSummary], out: Path, plot_files: list[Path], gallery_index: Path | None,
               title: str) -> dict:
     """Everything the page shows, as JSON-ready data (also written as ``site.json`` beside it)."""
@@ -85,7 +104,8 @@ def site_data(runs: list[RunSummary], out: Path, plot_files: list[Path], gallery
             "n": run.metrics.get("n_samples"), "settings": {name: run.settings.get(name, "?") for name in SETTING_NAMES},
             "colour": colour, "marker": MARKER_SYMBOLS.get(marker, marker),
             "values": {name: _cell(run.metrics.get("metrics", {}).get(name), name) for name in metrics},
-            "manifest": _link(run.run_dir / "manifest.json", out), "metrics_json": _link(run.run_dir / "metrics.json", out),
+            "manifest": _link(_run_file(run, "manifest.json", out), out),
+            "metrics_json": _link(_run_file(run, "metrics.json", out), out),
         })
     return {
         "title": title,
@@ -252,6 +272,7 @@ def write_site(runs: list[RunSummary], out: str | Path, plot_files: list[Path], 
                title: str) -> Path:
     """Write ``out/index.html``; returns its path."""
     out = Path(out)
+    copy_run_files(runs, out)
     data = site_data(runs, out, plot_files, gallery_index, title)
     path = out / "index.html"
     atomic_write_text(path, render_site(data))

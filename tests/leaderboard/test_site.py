@@ -46,6 +46,7 @@ def test_site_is_self_contained_and_links_every_run(board):
     for row in data["rows"]:
         for link in (row["manifest"], row["metrics_json"]):
             assert not link.startswith("/") and (board / link).resolve().is_file()
+            assert link.startswith("runs/")  # a copy inside the folder: the links survive moving it
         assert row["dataset"] == "phantom / holdout" and row["settings"]["resolution"] == "64 px"
     assert (board / data["gallery"]).is_file() and all((board / src).is_file() for src in data["plots"])
     assert len(data["plots"]) >= 3
