@@ -149,8 +149,10 @@ def write_demo_leaderboard(runs_dir: Path, out: Path, models: list[str], gallery
     ``leaderboards/reported``)."""
     from cfbench.leaderboard.write import write_leaderboard
 
-    return write_leaderboard([runs_dir / model for model in models], out, gallery_samples=gallery_samples,
-                             title="cfbench phantom demo", include_reported=False)
+    folders = [runs_dir / model for model in models]
+    return write_leaderboard(folders, out, gallery_samples=gallery_samples, title="cfbench phantom demo",
+                             include_reported=False,  # rows named as the demo names its models (its split fixes steps)
+                             labels={str(folder): model for folder, model in zip(folders, models)})
 
 
 def format_table(rows: list[dict], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
