@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,9 +77,11 @@ class IdentityLike(CounterfactualModel):
 def test_entry_point_plugin_installed_from_a_package(tmp_path):
     """Build and install the example plugin into a folder, then let a fresh process discover it."""
     target = tmp_path / "site"
+    source = tmp_path / "plugin"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(EXAMPLE_PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE_PLUGIN)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, text=True,
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]))
