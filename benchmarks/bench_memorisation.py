@@ -134,7 +134,7 @@ def main() -> None:
         print(f"3. nearest training images of {args.queries} outputs and their inputs, features and pixels "
               f"(measured): {seconds:.1f} s, peak traced allocations {peak:.0f} MiB (index in memory: "
               f"{(index.features.nbytes + index.thumbnails.nbytes) / 2 ** 20:.0f} MiB)")
-    report("build_over_bare", build / bare, f"memorisation index build / bare DenseNet-121 forward, 512 px", "x")
+    report("build_over_bare", build / bare, "memorisation index build / bare DenseNet-121 forward, 512 px", "x")
     report("build_minutes_extrapolated", build * args.index_images / 60,
            f"memorisation index build at {args.index_images} images (extrapolated)", "min")
     report("index_file_mib", size, f"memorisation index file at {args.index_images} images", "MiB")

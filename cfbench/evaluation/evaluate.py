@@ -394,9 +394,8 @@ def _evaluate_locked(run_folder: Path, data_dir, evaluator, protocol: Protocol, 
         "undefined": undefined_reasons(table, scores["metrics"], protocol),
         "seed_pair": seed_pair,
         "memorisation": memorisation_info,
-        "locality_region": ("true lesion-change masks" if has_true_lesions(dataset) else "")
-                           + (f"{'; ' if has_true_lesions(dataset) else ''}pseudo masks: {masks.source}"
-                              if masks is not None else ""),
+        "locality_region": "; ".join((["true lesion-change masks"] if has_true_lesions(dataset) else [])
+                                     + ([f"pseudo masks: {masks.source}"] if masks is not None else [])),
         "versions": package_versions(),
         "descriptions": descriptions(scores["metrics"]),
         **scores,

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pytest
 import torch
 
@@ -93,7 +92,7 @@ def test_unstorable_info_fails_only_its_sample_and_every_rerun_finishes(tmp_path
 
 def test_a_lone_surrogate_explanation_does_not_stop_eval(tmp_path):
     data = build_phantom_dataset(tmp_path / "data", 6, seed=5, resolution=32, fractions={"holdout": 1.0},
-                                 progress=False)
+                          progress=False)
     run = tmp_path / "run"
     generate(settings(data, run, "tests.torture.test_sample_boundary:SurrogateModel"), progress=False)
     report = evaluate_run(run, evaluator="none", progress=False)
@@ -143,8 +142,8 @@ class WanderingModel(CounterfactualModel):
 
 
 def test_a_model_that_changes_process_state_cannot_divert_writes_or_break_eval(tmp_path, monkeypatch, caplog):
-    data = build_phantom_dataset(tmp_path / "data", 6, seed=6, resolution=32, fractions={"holdout": 1.0},
-                                 progress=False)
+    build_phantom_dataset(tmp_path / "data", 6, seed=6, resolution=32, fractions={"holdout": 1.0},
+                          progress=False)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.setenv("CFBENCH_TEST_ELSEWHERE", str(elsewhere))
@@ -170,7 +169,7 @@ def test_a_model_that_changes_process_state_cannot_divert_writes_or_break_eval(t
 def test_evaluation_runs_in_float32_whatever_the_default_dtype(tmp_path):
 
     data = build_phantom_dataset(tmp_path / "data", 6, seed=7, resolution=32, fractions={"holdout": 1.0},
-                                 progress=False)
+                          progress=False)
     run = tmp_path / "run"
     generate(settings(data, run, "identity"), progress=False)
     torch.set_default_dtype(torch.float64)
